@@ -1,0 +1,35 @@
+# Two entry points that work on a fresh machine: `make demo` and `make test`.
+# Both create the virtual environment and install katparallel on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Open MPI refuses to run as root without these (CI machines run as root),
+# and needs oversubscription for `mpiexec -n 3` on two cores.
+export OMPI_ALLOW_RUN_AS_ROOT := 1
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
+export PRTE_ALLOW_RUN_AS_ROOT := 1
+export PRTE_ALLOW_RUN_AS_ROOT_CONFIRM := 1
+export PRTE_MCA_rmaps_default_mapping_policy := :oversubscribe
+
+.PHONY: demo test bench install clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[mpi,test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(PY) examples/mirror_transmission_sweep.py --backend multiprocessing --workers 2 --out out
+	$(PY) examples/laser_power_jitter.py --backend multiprocessing --workers 2 --out out
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/compare_backends.py --quick
+
+clean:
+	rm -rf $(VENV) out
