@@ -1,0 +1,49 @@
+"""katparallel: ensembles of Finesse 3 and PyKat simulations on any parallel engine.
+
+>>> from katparallel import Ensemble, Normal
+>>> res = Ensemble(model).vary("m1.T", ts).run(backend="multiprocessing", workers=2)
+>>> res["P"]          # labelled xarray.DataArray
+
+Names are imported on first use (as ``concurrent.futures`` does), so
+``import katparallel`` stays cheap for worker processes and the ``kat``
+program, which need neither xarray nor matplotlib.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "Ensemble": ".ensemble",
+    "ParaKat": ".collect",
+    "Results": ".results",
+    "load": ".results",
+    "Normal": ".sampling",
+    "Uniform": ".sampling",
+    "LogNormal": ".sampling",
+    "Backend": ".backends",
+    "register_backend": ".backends",
+    "available": ".backends",
+    "KatParallelError": ".errors",
+    "UnknownParameterError": ".errors",
+    "InvalidValuesError": ".errors",
+    "BackendUnavailable": ".errors",
+    "ModelSourceError": ".errors",
+    "JobError": ".errors",
+}
+
+__all__ = tuple(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))

@@ -1,0 +1,80 @@
+"""Picklable helper functions for backend tests and benchmarks.
+
+They live in an importable module, not in a test file, so every engine
+(process pools, ipyparallel engines, MPI ranks) can unpickle them by reference.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+__all__ = ("square", "noop", "crash_on", "sleep_then", "pid_of", "omp_threads", "hom_power")
+
+#: ``crash_on`` kills its own process for this task value.
+CRASH_VALUE = -1
+
+
+def square(x: float) -> float:
+    """Return ``x * x``."""
+    return x * x
+
+
+def noop(x: object) -> object:
+    """Return ``x`` unchanged (measures pure dispatch overhead)."""
+    return x
+
+
+def crash_on(x: int) -> int:
+    """Return ``x * x``, but SIGKILL the calling process when ``x == CRASH_VALUE``.
+
+    A short sleep first lets other tasks start on other workers, so a test
+    sees a crash in the middle of a run.
+    """
+    if x == CRASH_VALUE:
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x * x
+
+
+def sleep_then(x: tuple[float, object]) -> object:
+    """Sleep ``x[0]`` seconds, then return ``x[1]``."""
+    delay, value = x
+    time.sleep(delay)
+    return value
+
+
+def pid_of(delay: float) -> int:
+    """Sleep ``delay`` seconds, then return the id of the process that ran the task."""
+    time.sleep(delay)
+    return os.getpid()
+
+
+def omp_threads(x: object) -> str | None:
+    """Return the worker's ``OMP_NUM_THREADS`` environment variable."""
+    return os.environ.get("OMP_NUM_THREADS")
+
+
+#: A two-mirror cavity with higher-order modes: running it starts OpenMP
+#: threads, after which a fork-started pool deadlocks.
+HOM_KATSCRIPT = """
+l L0 P=1
+s s0 L0.p1 m1.p1 L=1
+m m1 R=0.99 T=0.01 Rc=-2
+s s1 m1.p2 m2.p1 L=1
+m m2 R=0.99 T=0.01 Rc=2
+cav c1 m1.p2
+modes(maxtem=4)
+pd P m2.p1.o
+"""
+
+
+def hom_power(xbeta: float) -> float:
+    """Circulating power of :data:`HOM_KATSCRIPT` with mirror m1 tilted by ``xbeta`` rad."""
+    import finesse
+
+    model = finesse.Model()
+    model.parse(HOM_KATSCRIPT)
+    model.m1.xbeta = xbeta
+    return float(model.run()["P"])

@@ -1,0 +1,247 @@
+"""Results: job outputs gathered into labelled arrays.
+
+:class:`Collector` receives :class:`~katparallel.worker.ChunkResult` objects in
+any order and writes them into arrays preallocated to the plan's shape (so a
+million-draw study holds one float per draw, not a million objects).
+:class:`Results` wraps the finished :class:`xarray.Dataset`: plan axes first
+(parameter paths, or ``sample``), then each output's own axes (e.g. the
+xaxis), with the varied values as coordinates. Jobs that failed hold NaN and
+are listed in :attr:`Results.failures`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .plan import Plan
+from .worker import ChunkResult, Failure
+
+LOGGER = logging.getLogger(__name__)
+
+__all__ = ("Collector", "Results", "load")
+
+_COMPLEX_TAG = "katparallel_complex"
+_PLAN_DIMS = "plan_dims"  # JSON list: the dimensions jobs span
+
+
+class Collector:
+    """Accumulate chunk results into arrays shaped like the plan."""
+
+    def __init__(self, plan: Plan, keep_solutions: bool = False):
+        self.plan = plan
+        self.arrays: dict[str, np.ndarray] = {}
+        self.axes: dict[str, tuple] = {}
+        self.failures: list[Failure] = []
+        self.done = np.zeros(plan.n_jobs, dtype=bool)
+        self.solutions: list | None = [None] * plan.n_jobs if keep_solutions else None
+
+    def add(self, result: ChunkResult) -> None:
+        """Store one chunk's outputs and failures."""
+        self.failures.extend(result.failures)
+        self.done[[f.index for f in result.failures]] = True
+        if len(result.indices) == 0:
+            return
+        for name, values in result.outputs.items():
+            target = self.arrays.get(name)
+            if target is None:
+                dtype = np.result_type(values.dtype, np.float64)
+                target = np.full((self.plan.n_jobs,) + values.shape[1:], np.nan, dtype=dtype)
+                self.arrays[name] = target
+                self.axes[name] = result.axes.get(name, ())
+            elif np.iscomplexobj(values) and not np.iscomplexobj(target):
+                target = self.arrays[name] = target.astype(np.complex128)
+            target[result.indices] = values
+        self.done[result.indices] = True
+        if self.solutions is not None and result.solutions is not None:
+            for i, solution in zip(result.indices.tolist(), result.solutions):
+                self.solutions[i] = solution
+
+    def dataset(self, attrs: dict[str, Any]) -> xr.Dataset:
+        """The labelled dataset of everything collected so far."""
+        plan = self.plan
+        coords: dict[str, Any] = {}
+        for axis in plan.axes:
+            if axis.dim in axis.values:
+                coords[axis.dim] = (axis.dim, axis.values[axis.dim])
+            else:
+                coords[axis.dim] = (axis.dim, np.arange(len(axis)))
+            for path, values in axis.values.items():
+                if path != axis.dim:
+                    coords[path] = (axis.dim, values)
+        data_vars = {}
+        for name, flat in self.arrays.items():
+            own_dims = []
+            for dim, values in self.axes[name]:
+                if dim in plan.dims or dim in plan.paths:
+                    dim = f"{dim} (axis)"  # the analysis sweeps a parameter the plan varies
+                own_dims.append(dim)
+                coords.setdefault(dim, (dim, values))
+            data = flat.reshape(plan.shape + flat.shape[1:])
+            extra = [f"{name}_dim{k}" for k in range(len(own_dims), data.ndim - len(plan.shape))]
+            data_vars[name] = (plan.dims + tuple(own_dims) + tuple(extra), data)
+        attrs = {**attrs, _PLAN_DIMS: json.dumps(list(plan.dims))}
+        return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+class Results:
+    """The outcome of :meth:`Ensemble.run`.
+
+    Attributes
+    ----------
+    failures : list of Failure
+        Jobs that raised, with their index, values, exception type, message and
+        traceback. Their entries in the arrays are NaN.
+    seed : int
+        The seed the study ran with; pass it again to reproduce it exactly.
+    """
+
+    def __init__(
+        self,
+        dataset: xr.Dataset,
+        failures: Sequence[Failure],
+        solutions: list | None = None,
+    ):
+        self._dataset = dataset
+        self.failures = list(failures)
+        self._solutions = solutions
+
+    @property
+    def seed(self) -> int:
+        return int(self._dataset.attrs["seed"])
+
+    @property
+    def outputs(self) -> list[str]:
+        """Names of the outputs (detectors) in these results."""
+        return list(self._dataset.data_vars)
+
+    def __getitem__(self, name: str) -> xr.DataArray:
+        try:
+            return self._dataset[name]
+        except KeyError:
+            raise KeyError(
+                f"No output named {name!r}; the outputs are {self.outputs}."
+            ) from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._dataset.data_vars
+
+    def __repr__(self) -> str:
+        failed = f", {len(self.failures)} failed" if self.failures else ""
+        return f"<katparallel.Results{failed}>\n{self._dataset!r}"
+
+    @property
+    def solutions(self) -> list:
+        """The raw per-job solutions (Finesse solutions or pykat KatRuns), in job order."""
+        if self._solutions is None:
+            raise AttributeError(
+                "Solutions were not kept: run with keep_solutions=True to get the raw "
+                "per-job solution objects (they cost memory and transfer time)."
+            )
+        return self._solutions
+
+    def to_xarray(self) -> xr.Dataset:
+        """The results as an :class:`xarray.Dataset`."""
+        return self._dataset
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the results (and failures) to a netCDF file; see :func:`load`."""
+        dataset = self._dataset.copy()
+        for name in list(dataset.data_vars):
+            if np.iscomplexobj(dataset[name]):
+                array = dataset[name]
+                dataset[name] = array.real.assign_attrs({_COMPLEX_TAG: "real"})
+                dataset[f"{name}__imag"] = array.imag.assign_attrs({_COMPLEX_TAG: "imag"})
+        dataset.attrs["failures"] = json.dumps([vars(f) for f in self.failures])
+        dataset.to_netcdf(path, engine="netcdf4")
+
+    def to_csv(self, path: str | os.PathLike) -> list[str]:
+        """Write the scalar outputs to a CSV file, one row per job.
+
+        Columns: the varied parameters, then each output holding one value
+        per job (complex ones as ``name.real`` and ``name.imag``). Failed jobs
+        have empty cells. Outputs with axes of their own (e.g. an xaxis) do
+        not fit one row and are left out; :meth:`save` keeps everything.
+
+        Returns
+        -------
+        list of str
+            The outputs written.
+
+        Raises
+        ------
+        ValueError
+            If no output is a scalar per job.
+        """
+        plan_dims = tuple(json.loads(self._dataset.attrs[_PLAN_DIMS]))
+        scalars = [n for n in self.outputs if self._dataset[n].dims == plan_dims]
+        if not scalars:
+            raise ValueError(
+                f"No output holds one value per job (outputs: {self.outputs}; their axes "
+                "go beyond the varied parameters), so there is nothing to put in a CSV; "
+                "save to netCDF (.nc) instead."
+            )
+        skipped = sorted(set(self.outputs) - set(scalars))
+        if skipped:
+            LOGGER.warning("CSV holds scalar outputs only; left out %s (save to .nc for them)", skipped)
+        columns = {}
+        for name in scalars:
+            data = self._dataset[name]
+            if np.iscomplexobj(data):
+                columns[f"{name}.real"], columns[f"{name}.imag"] = data.real, data.imag
+            else:
+                columns[name] = data
+        table = xr.Dataset(columns)
+        if not plan_dims:  # a single job: one row
+            table = table.expand_dims("job")
+        table.to_dataframe().to_csv(path)
+        return scalars
+
+    def plot(self, name: str, ax=None, **kwargs):
+        """Plot output ``name``: a line for 1-D, an image for 2-D, a histogram for samples.
+
+        Complex outputs are plotted as magnitudes. Extra keyword arguments go
+        to the matplotlib call. Returns the matplotlib Axes.
+        """
+        import matplotlib.pyplot as plt
+
+        data = self[name]
+        if np.iscomplexobj(data):
+            data = abs(data).rename(f"|{name}|")
+        data = data.squeeze(drop=True)
+        if ax is None:
+            _, ax = plt.subplots()
+        if data.ndim == 1 and data.dims[0] == "sample":
+            values = data.values[np.isfinite(data.values)]
+            ax.hist(values, bins=kwargs.pop("bins", "auto"), **kwargs)
+            ax.set_xlabel(data.name)
+            ax.set_ylabel("count")
+            ax.set_title(f"{name}: {values.size} samples, mean {values.mean():.6g}, std {values.std():.3g}")
+        elif data.ndim == 1:
+            data.plot.line(ax=ax, marker="." if data.size < 50 else None, **kwargs)
+        elif data.ndim == 2:
+            data.plot(ax=ax, **kwargs)
+        else:
+            raise ValueError(
+                f"{name!r} has {data.ndim} dimensions {data.dims}; select down to one "
+                f"or two first, e.g. res[{name!r}].sel({data.dims[0]}=...).plot()"
+            )
+        return ax
+
+
+def load(path: str | os.PathLike) -> Results:
+    """Read results written by :meth:`Results.save`."""
+    dataset = xr.load_dataset(path, engine="netcdf4")
+    for name in [n for n in dataset.data_vars if dataset[n].attrs.get(_COMPLEX_TAG) == "real"]:
+        imag = dataset[f"{name}__imag"]
+        attrs = {k: v for k, v in dataset[name].attrs.items() if k != _COMPLEX_TAG}
+        dataset[name] = (dataset[name] + 1j * imag).assign_attrs(attrs)
+        dataset = dataset.drop_vars(f"{name}__imag")
+    failures = [Failure(**f) for f in json.loads(dataset.attrs.pop("failures", "[]"))]
+    return Results(dataset, failures)
