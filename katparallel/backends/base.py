@@ -1,0 +1,82 @@
+"""The Backend contract: where tasks run.
+
+A backend knows nothing of Finesse. It receives a picklable function and a
+sequence of picklable tasks, runs ``fn(task)`` somewhere, and yields
+``(position, result)`` pairs as tasks complete, in any order::
+
+    tasks ──► Backend.map_unordered(fn, tasks) ──► (i, fn(tasks[i])) as completed
+
+A task whose process died yields ``(i, WorkerCrashed(...))`` instead of a
+result; the caller decides whether to retry it. Exceptions raised *inside*
+``fn`` are the function's business (katparallel's worker never raises).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar
+
+__all__ = ("Backend",)
+
+
+class Backend(abc.ABC):
+    """Base class of every backend.
+
+    Subclasses implement :meth:`map_unordered`, and usually :meth:`close`.
+    A backend may be used as a context manager, which closes it on exit.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Number of parallel workers; ``None`` lets the backend choose.
+    """
+
+    #: Registry name, e.g. ``"multiprocessing"``.
+    name: ClassVar[str] = ""
+    #: True when tasks run in other processes (so they must pickle).
+    remote: ClassVar[bool] = True
+
+    def __init__(self, workers: int | None = None):
+        if workers is not None and int(workers) < 1:
+            raise ValueError(f"workers must be at least 1, got {workers!r}")
+        self.workers = None if workers is None else int(workers)
+
+    @classmethod
+    def enabled(cls) -> bool:
+        """Return True when this backend's engine can be imported here."""
+        return True
+
+    @abc.abstractmethod
+    def map_unordered(
+        self, fn: Callable[[Any], Any], tasks: Sequence[Any]
+    ) -> Iterator[tuple[int, Any]]:
+        """Run ``fn`` on every task; yield ``(index, result)`` as each completes.
+
+        Parameters
+        ----------
+        fn : callable
+            A picklable function of one argument.
+        tasks : sequence
+            Picklable arguments, one per task.
+
+        Yields
+        ------
+        (int, object)
+            The task's position in ``tasks`` and ``fn``'s return value, or a
+            :class:`~katparallel.errors.WorkerCrashed` if its process died.
+        """
+
+    @property
+    def n_workers(self) -> int:
+        """How many tasks can run at once (used to size chunks)."""
+        return self.workers or 1
+
+    def close(self) -> None:
+        """Release the engine's resources (processes, connections)."""
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,200 @@
+"""IPyParallel backend: a cluster katparallel starts itself, or the user's own.
+
+With no connection given, katparallel starts a local ``ipyparallel.Cluster`` of
+``workers`` engines, waits for all of them, reuses it for the session and stops
+it at :meth:`close`, at the end of a ``with`` block or at exit. Given a
+``client``, ``profile``, ``url_file`` or ``cluster_id`` it uses that running
+cluster and leaves it running. Tasks go one per message through a load-balanced
+view and are yielded as they complete; functions are pickled by reference, so
+engines import katparallel, never the user's ``__main__``. A task whose engine
+died comes back as an ``EngineError`` naming that task, yielded as
+:class:`WorkerCrashed`; an owned cluster gets new engines before the next run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import queue
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from ..errors import WorkerCrashed
+from .base import Backend
+from .procpool import pinned_thread_env
+
+LOGGER = logging.getLogger(__name__)
+
+__all__ = ("IPyParallelBackend", "shutdown_clusters")
+
+# (workers, threads) -> (Cluster, Client): clusters katparallel started.
+_CLUSTERS: dict[tuple, tuple[Any, Any]] = {}
+
+
+def _import_ipyparallel():
+    try:
+        import ipyparallel
+    except ImportError as e:
+        raise ImportError(
+            "The ipyparallel backend needs ipyparallel: pip install ipyparallel"
+        ) from e
+    return ipyparallel
+
+
+def _stop_cluster(key: tuple) -> None:
+    entry = _CLUSTERS.pop(key, None)
+    if entry is None:
+        return
+    cluster, client = entry
+    client.close()
+    cluster.stop_cluster_sync()
+    LOGGER.info("stopped ipyparallel cluster %s", cluster.cluster_id)
+
+
+def shutdown_clusters() -> None:
+    """Stop every ipyparallel cluster katparallel started in this process."""
+    for key in list(_CLUSTERS):
+        _stop_cluster(key)
+
+
+atexit.register(shutdown_clusters)
+
+
+class IPyParallelBackend(Backend):
+    """Run tasks on ipyparallel engines.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Engines to start when katparallel starts the cluster (default one per
+        core). Ignored when connecting to a running cluster.
+    client : ipyparallel.Client, optional
+        A connected client of the user's cluster.
+    profile, url_file, cluster_id : str, optional
+        How to find the user's running cluster (as for ``ipyparallel.Client``).
+    timeout : float, optional
+        Seconds to wait for the connection and for engines to register.
+    threads : int or None, optional
+        OpenMP/BLAS threads per engine of a cluster katparallel starts
+        (default 1). ``None`` leaves them alone.
+    """
+
+    name = "ipyparallel"
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        client: Any = None,
+        profile: str | None = None,
+        url_file: str | None = None,
+        cluster_id: str | None = None,
+        timeout: float = 60.0,
+        threads: int | None = 1,
+    ):
+        super().__init__(workers or os.cpu_count() or 1)
+        self.timeout = timeout
+        self._client = client
+        self._connect_kwargs = {
+            k: v
+            for k, v in dict(profile=profile, url_file=url_file, cluster_id=cluster_id).items()
+            if v is not None
+        }
+        self.owns_cluster = client is None and not self._connect_kwargs
+        self._key = (self.workers, threads)
+        self._env = pinned_thread_env(threads)
+
+    @classmethod
+    def enabled(cls) -> bool:
+        try:
+            _import_ipyparallel()
+        except ImportError:
+            return False
+        return True
+
+    @property
+    def client(self) -> Any:
+        """The connected ``ipyparallel.Client`` (starting a cluster if needed)."""
+        ipp = _import_ipyparallel()
+        if not self.owns_cluster:
+            if self._client is None:
+                self._client = ipp.Client(timeout=self.timeout, **self._connect_kwargs)
+            if not self._client.ids:
+                self._client.wait_for_engines(1, timeout=self.timeout)
+            return self._client
+        entry = _CLUSTERS.get(self._key)
+        if entry is None:
+            start = time.monotonic()
+            from traitlets.config import Config
+
+            config = Config()
+            config.EngineLauncher.environment = self._env
+            cluster = ipp.Cluster(
+                n=self.workers,
+                engine_timeout=self.timeout,
+                config=config,
+                log_level=logging.WARNING,
+            )
+            client = cluster.start_and_connect_sync()
+            entry = _CLUSTERS[self._key] = (cluster, client)
+            LOGGER.info(
+                "started ipyparallel cluster %s with %d engines in %.1f s",
+                cluster.cluster_id, len(client.ids), time.monotonic() - start,
+            )
+        cluster, client = entry
+        missing = self.workers - len(client.ids)
+        if missing > 0:  # engines died in an earlier run: replace them
+            cluster.start_engines_sync(n=missing)
+            client.wait_for_engines(self.workers, timeout=self.timeout)
+        return client
+
+    @property
+    def n_workers(self) -> int:
+        return self.workers if self.owns_cluster else max(1, len(self.client.ids))
+
+    def map_unordered(
+        self, fn: Callable[[Any], Any], tasks: Sequence[Any]
+    ) -> Iterator[tuple[int, Any]]:
+        ipp = _import_ipyparallel()
+        client = self.client
+        view = client.load_balanced_view()
+        finished: queue.SimpleQueue = queue.SimpleQueue()
+        pending = {}
+        for i, task in enumerate(tasks):
+            ar = view.apply_async(fn, task)
+            pending[ar] = i
+            ar.add_done_callback(finished.put)
+        clean_exit = False
+        try:
+            while pending:
+                ar = finished.get()
+                index = pending.pop(ar)
+                try:
+                    result = ar.get()
+                except ipp.error.RemoteError as exc:
+                    result = exc
+                    if exc.ename == "EngineError":
+                        result = WorkerCrashed(
+                            f"the ipyparallel engine running this job died "
+                            f"({exc.evalue}); the job did not finish."
+                        )
+                        result.__cause__ = exc
+                yield index, result
+            clean_exit = True
+        finally:
+            if not clean_exit and pending:
+                LOGGER.info("aborting %d unfinished ipyparallel tasks", len(pending))
+                if self.owns_cluster:
+                    # Running tasks cannot be cancelled: stop the engines.
+                    self.close()
+                else:
+                    client.abort(list(pending))
+
+    def close(self) -> None:
+        """Stop the cluster katparallel started; leave a user's cluster running."""
+        if self.owns_cluster:
+            _stop_cluster(self._key)
+        elif self._client is not None and self._connect_kwargs:
+            self._client.close()
+            self._client = None

@@ -1,0 +1,243 @@
+"""A small process pool that knows which task each worker holds.
+
+The stdlib ``ProcessPoolExecutor`` marks every pending task broken when one
+worker dies. Here each worker runs one task at a time over its own pipe, so a
+worker that dies (SIGKILL, segfault, out of memory) or overruns its timeout
+costs exactly the task it held; the worker is replaced and the rest go on::
+
+    parent ──(fn, task)──► pipe ──► worker process ──► fn(task)
+           ◄──(i, result)─ pipe ◄──
+
+Workers start with ``forkserver`` (or ``spawn``), never ``fork``: a forked
+child deadlocks in libgomp once the parent has run an OpenMP region, which
+Finesse does for any model with higher-order modes. Workers ignore SIGINT, so
+Ctrl-C reaches only the parent, which then stops them all. A worker whose
+parent dies sees its pipe close and exits, leaving no orphans.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from multiprocessing.connection import wait
+from typing import Any
+
+from ..errors import WorkerCrashed
+
+LOGGER = logging.getLogger(__name__)
+
+__all__ = ("ProcessPool", "pinned_thread_env")
+
+
+def pinned_thread_env(threads: int | None) -> dict[str, str]:
+    """Environment variables that limit a worker's OpenMP/BLAS threads.
+
+    ``threads=None`` returns an empty mapping (leave the defaults alone).
+    """
+    if threads is None:
+        return {}
+    n = str(int(threads))
+    return {
+        "OMP_NUM_THREADS": n,
+        "OPENBLAS_NUM_THREADS": n,
+        "MKL_NUM_THREADS": n,
+    }
+
+
+def _worker_main(conn, env: Mapping[str, str]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.update(env)
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return  # parent gone
+        if message is None:
+            return
+        fn, task = message
+        try:
+            reply = ("ok", fn(task))
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            reply = ("raised", (type(exc).__name__, str(exc), traceback.format_exc()))
+        try:
+            conn.send(reply)
+        except Exception as exc:  # an unpicklable result
+            conn.send(("raised", (type(exc).__name__, str(exc), traceback.format_exc())))
+
+
+class _Worker:
+    def __init__(self, ctx, env: Mapping[str, str]):
+        self.conn, child_conn = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(
+            target=_worker_main, args=(child_conn, dict(env)), daemon=True
+        )
+        self.process.start()
+        child_conn.close()
+        self.task: int | None = None
+        self.started = 0.0
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.process.join(timeout=2)
+        self.kill()
+
+
+class TaskRaised(Exception):
+    """``fn`` raised in a worker; the worker's traceback is in ``remote_traceback``."""
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str):
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.remote_traceback = remote_traceback
+
+
+class ProcessPool:
+    """A fixed number of persistent worker processes.
+
+    Parameters
+    ----------
+    workers : int
+        Number of processes.
+    env : mapping, optional
+        Environment variables set in each worker before it runs anything
+        (e.g. :func:`pinned_thread_env`).
+    start_method : str, optional
+        ``"forkserver"`` (default where available) or ``"spawn"``.
+    """
+
+    def __init__(
+        self,
+        workers: int,
+        env: Mapping[str, str] | None = None,
+        start_method: str | None = None,
+    ):
+        if start_method is None:
+            methods = multiprocessing.get_all_start_methods()
+            start_method = "forkserver" if "forkserver" in methods else "spawn"
+        if start_method == "fork":
+            raise ValueError(
+                "start_method='fork' deadlocks inside Finesse's OpenMP runtime once "
+                "this process has simulated a model with higher-order modes; use "
+                "'forkserver' or 'spawn'."
+            )
+        self._ctx = multiprocessing.get_context(start_method)
+        self._env = dict(env or {})
+        self._workers = [_Worker(self._ctx, self._env) for _ in range(int(workers))]
+        self.closed = False
+
+    @property
+    def size(self) -> int:
+        return len(self._workers)
+
+    def pids(self) -> list[int]:
+        """Process ids of the live workers."""
+        return [w.process.pid for w in self._workers if w.process.is_alive()]
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.kill()
+        self._workers[self._workers.index(worker)] = _Worker(self._ctx, self._env)
+
+    def map_unordered(
+        self,
+        fn: Callable[[Any], Any],
+        tasks: Sequence[Any],
+        timeout: float | None = None,
+    ) -> Iterator[tuple[int, Any]]:
+        """Yield ``(i, fn(tasks[i]))`` as tasks complete.
+
+        A task whose worker died yields a :class:`WorkerCrashed`; one that
+        overran ``timeout`` seconds yields a :class:`TimeoutError` (its worker is
+        killed and replaced); one where ``fn`` raised yields a :class:`TaskRaised`.
+        """
+        if self.closed:
+            raise RuntimeError("this pool has been shut down")
+        pending = list(range(len(tasks)))[::-1]
+        busy: dict[Any, _Worker] = {}
+        clean_exit = False
+        try:
+            while pending or busy:
+                for worker in self._workers:
+                    if not pending:
+                        break
+                    if worker.task is None:
+                        worker.task = pending.pop()
+                        worker.started = time.monotonic()
+                        worker.conn.send((fn, tasks[worker.task]))
+                        busy[worker.conn] = worker
+                        busy[worker.process.sentinel] = worker
+                wait_for = None
+                if timeout is not None:
+                    oldest = min(w.started for w in set(busy.values()))
+                    wait_for = max(0.0, oldest + timeout - time.monotonic())
+                ready = wait(list(busy), timeout=wait_for)
+                for obj in ready:
+                    worker = busy.get(obj)
+                    if worker is None or worker.task is None:
+                        continue
+                    index = worker.task
+                    outcome = self._collect(worker, obj)
+                    del busy[worker.conn], busy[worker.process.sentinel]
+                    worker.task = None
+                    yield index, outcome
+                if timeout is not None:
+                    now = time.monotonic()
+                    for worker in set(busy.values()):
+                        if worker.task is not None and now - worker.started > timeout:
+                            index = worker.task
+                            del busy[worker.conn], busy[worker.process.sentinel]
+                            self._replace(worker)
+                            yield index, TimeoutError(
+                                f"task exceeded its timeout of {timeout:g} s; its "
+                                "worker was stopped. Raise `timeout=` if jobs "
+                                "legitimately take longer."
+                            )
+            clean_exit = True
+        finally:
+            if not clean_exit:
+                # Interrupted (Ctrl-C, an exception, or the caller stopped
+                # iterating): tasks still running cannot be cancelled, so
+                # their workers are killed and replaced.
+                for worker in set(busy.values()):
+                    if worker in self._workers:
+                        self._replace(worker)
+
+    def _collect(self, worker: _Worker, obj: Any) -> Any:
+        try:
+            if obj is worker.conn or worker.conn.poll():
+                status, payload = worker.conn.recv()
+                if status == "ok":
+                    return payload
+                return TaskRaised(*payload)
+        except (EOFError, OSError):
+            pass
+        worker.process.join(timeout=5)
+        code = worker.process.exitcode
+        self._replace(worker)
+        how = f"was killed by signal {-code}" if code and code < 0 else f"exited with code {code}"
+        return WorkerCrashed(
+            f"the worker process running this job {how} (a segfault, the OOM killer "
+            "or a kill); the job did not finish."
+        )
+
+    def shutdown(self) -> None:
+        """Stop every worker and wait for it to exit."""
+        if self.closed:
+            return
+        self.closed = True
+        for worker in self._workers:
+            worker.stop()
+        self._workers = []

@@ -1,0 +1,367 @@
+"""Contract tests, written once and run on every available backend.
+
+Real engines, no mocks: process pools, a local ipyparallel cluster, MPI
+workers. Functions shipped to workers live in :mod:`katparallel._testing`.
+Slow engines start once per module (``scope="module"``).
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from katparallel import _testing
+from katparallel.backends import available, get_backend_class
+from katparallel.errors import WorkerCrashed
+
+#: Only a deadlock reaches this.
+TIMEOUT = 60
+HERE = Path(__file__).parent
+IPCLUSTER = str(Path(sys.executable).with_name("ipcluster"))
+
+# Open MPI refuses to run as root without these (containers, CI).
+MPI_ROOT_ENV = {
+    "OMPI_ALLOW_RUN_AS_ROOT": "1",
+    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+    "PRTE_ALLOW_RUN_AS_ROOT": "1",
+    "PRTE_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+    # mpiexec -n 3 on a 2-core machine
+    "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe",
+}
+if os.geteuid() == 0:
+    for _key, _value in MPI_ROOT_ENV.items():
+        os.environ.setdefault(_key, _value)
+
+BACKENDS = available()
+#: Backends whose workers are processes this one starts from Python.
+POOLS = [n for n in ("multiprocessing", "pathos", "auto") if n in BACKENDS]
+#: Backends that run tasks in other processes.
+REMOTE = [n for n in BACKENDS if n != "serial"]
+#: Backends that can lose one worker and carry on. Under MPI a killed rank
+#: aborts the whole job (tested below with mpiexec); serial would kill pytest.
+RECOVERING = [n for n in REMOTE if n != "mpi"]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request):
+    b = get_backend_class(request.param)(workers=2)
+    dict(b.map_unordered(_testing.square, [1, 2]))  # start the engine once
+    yield b
+    b.close()
+
+
+def run_all(backend, fn, tasks):
+    return dict(backend.map_unordered(fn, tasks))
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_all_results_with_their_indices(backend):
+    tasks = list(range(25))
+    out = []
+    for index, result in backend.map_unordered(_testing.square, tasks):
+        out.append((index, result))
+    assert sorted(i for i, _ in out) == tasks
+    assert dict(out) == {i: i * i for i in tasks}
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_no_tasks(backend):
+    assert list(backend.map_unordered(_testing.square, [])) == []
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_results_stream_as_they_complete(backend):
+    if backend.name == "serial":  # in order, but still one at a time
+        tasks, first_expected = [(0.0, "fast"), (1.5, "slow")], 0
+    else:
+        tasks, first_expected = [(1.5, "slow"), (0.0, "fast")], 1
+    start = time.monotonic()
+    it = backend.map_unordered(_testing.sleep_then, tasks)
+    index, _ = next(it)
+    first = time.monotonic() - start
+    rest = list(it)
+    assert index == first_expected
+    assert first < 1.0, f"first result after {first:.2f} s: results are not streamed"
+    assert len(rest) == 1
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_workers_are_reused_across_runs(backend):
+    first = set(run_all(backend, _testing.pid_of, [0.05] * 8).values())
+    second = set(run_all(backend, _testing.pid_of, [0.05] * 8).values())
+    if backend.name == "serial":
+        assert first == second == {os.getpid()}
+    else:
+        assert os.getpid() not in first
+        assert second <= first
+
+
+@pytest.mark.parametrize("backend", REMOTE, indirect=True)
+@pytest.mark.timeout(TIMEOUT)
+def test_worker_threads_pinned_to_one(backend):
+    assert set(run_all(backend, _testing.omp_threads, range(4)).values()) == {"1"}
+
+
+@pytest.mark.parametrize("backend", RECOVERING, indirect=True)
+@pytest.mark.timeout(TIMEOUT)
+def test_killed_worker_costs_only_its_task(backend):
+    tasks = [1, 2, _testing.CRASH_VALUE, 3, 4, 5]
+    results = run_all(backend, _testing.crash_on, tasks)
+    assert sorted(results) == list(range(len(tasks)))
+    assert isinstance(results[2], WorkerCrashed)
+    assert {i: r for i, r in results.items() if i != 2} == {
+        i: x * x for i, x in enumerate(tasks) if i != 2
+    }
+    # The backend recovers: later runs complete in full.
+    assert run_all(backend, _testing.square, range(6)) == {i: i * i for i in range(6)}
+
+
+HOM_THEN_POOL = """
+import sys
+from katparallel import _testing
+from katparallel.backends import get_backend_class
+if __name__ == "__main__":
+    print(_testing.hom_power(0.0), flush=True)   # OpenMP now running in the parent
+    with get_backend_class(sys.argv[1])(workers=2) as backend:
+        out = dict(backend.map_unordered(_testing.hom_power, [0.0, 1e-6, 2e-6, 3e-6]))
+    print(sorted(out), flush=True)
+"""
+
+
+@pytest.mark.parametrize("name", POOLS)
+def test_pool_after_hom_simulation_in_parent(name, tmp_path):
+    """A fork-started pool would deadlock in libgomp here."""
+    script = tmp_path / "hom_then_pool.py"
+    script.write_text(HOM_THEN_POOL)
+    proc = subprocess.run(
+        [sys.executable, str(script), name], capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "[0, 1, 2, 3]"
+
+
+INTERRUPTED = """
+import sys
+from katparallel import _testing
+from katparallel.backends import get_backend_class
+if __name__ == "__main__":
+    backend = get_backend_class(sys.argv[1])(workers=2)
+    tasks = [(0.0, 0)] + [(0.5, i) for i in range(1, 200)]
+    for index, _ in backend.map_unordered(_testing.sleep_then, tasks):
+        print("RUNNING", flush=True)
+"""
+
+
+def _alive(pids):
+    alive = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_ctrl_c_leaves_no_processes(name, tmp_path):
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED)
+    # A new session, signalled as a group: what Ctrl-C in a terminal does.
+    child = subprocess.Popen(
+        [sys.executable, str(script), name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "RUNNING", child.stderr.read()
+        time.sleep(0.3)
+        descendants = [p.pid for p in psutil.Process(child.pid).children(recursive=True)]
+        if name not in ("serial", "auto"):
+            assert descendants, "expected worker processes"
+        os.killpg(child.pid, signal.SIGINT)
+        _, stderr = child.communicate(timeout=TIMEOUT)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert "KeyboardInterrupt" in stderr
+    deadline = time.monotonic() + 15
+    while _alive(descendants) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _alive(descendants) == [], [
+        psutil.Process(p).cmdline() for p in _alive(descendants)
+    ]
+
+
+# --- pathos, auto --------------------------------------------------------------
+
+needs_pathos = pytest.mark.skipif("pathos" not in BACKENDS, reason="pathos missing")
+
+
+@needs_pathos
+@pytest.mark.timeout(TIMEOUT)
+def test_pathos_pool_closed_through_pathos_is_restarted():
+    from katparallel.backends.pathos import _POOLS, PathosBackend
+
+    with PathosBackend(workers=1) as backend:
+        assert run_all(backend, _testing.square, [3]) == {0: 9}
+        pathos_pool, _ = _POOLS[backend._key]  # a pathos.pools.ProcessPool
+        pathos_pool.close()  # pathos alone would now say "Pool not running"
+        assert run_all(backend, _testing.square, [4]) == {0: 16}
+
+
+def test_auto_chooses_serial_only_for_tiny_studies():
+    from katparallel.backends.auto import SERIAL_BELOW, AutoBackend
+
+    auto = AutoBackend(workers=2)
+    assert auto.choose(1).name == "serial"
+    assert auto.choose(100, SERIAL_BELOW / 1000).name == "serial"
+    assert auto.choose(100, 0.1).name == "multiprocessing"
+    assert auto.choose(100).name == "multiprocessing"  # unknown cost: a pool
+    assert AutoBackend(workers=1).choose(100).name == "serial"
+
+
+# --- ipyparallel -------------------------------------------------------------
+
+needs_ipp = pytest.mark.skipif("ipyparallel" not in BACKENDS, reason="ipyparallel missing")
+
+
+@needs_ipp
+@pytest.mark.timeout(2 * TIMEOUT)
+def test_ipyparallel_stops_the_cluster_it_started():
+    from katparallel.backends.ipyparallel import IPyParallelBackend
+
+    backend = IPyParallelBackend(workers=1)
+    pids = set(run_all(backend, _testing.pid_of, [0.0] * 3).values())
+    assert len(backend.client.ids) == 1
+    backend.close()
+    deadline = time.monotonic() + 15
+    while _alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _alive(pids) == []
+
+
+@pytest.fixture(scope="module")
+def user_cluster():
+    """A cluster started the way a user would: ``ipcluster start --daemonize``."""
+    import ipyparallel
+
+    cluster_id = f"katparallel-test-{os.getpid()}"
+    subprocess.run(
+        [IPCLUSTER, "start", "-n", "2", "--daemonize", f"--cluster-id={cluster_id}"],
+        check=True,
+        timeout=TIMEOUT,
+    )
+    client = None
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while client is None:
+            try:
+                client = ipyparallel.Client(cluster_id=cluster_id, timeout=5)
+            except OSError:  # connection file not written yet
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        client.wait_for_engines(2, timeout=TIMEOUT)
+        yield cluster_id, client
+    finally:
+        if client is not None:
+            client.close()
+        subprocess.run(
+            [IPCLUSTER, "stop", f"--cluster-id={cluster_id}"], timeout=TIMEOUT
+        )
+
+
+@needs_ipp
+@pytest.mark.timeout(3 * TIMEOUT)
+def test_ipyparallel_connects_and_leaves_user_cluster_running(user_cluster):
+    from katparallel.backends.ipyparallel import IPyParallelBackend
+
+    cluster_id, client = user_cluster
+    engine_pids = set(client[:].apply_sync(os.getpid))
+    for backend in (
+        IPyParallelBackend(cluster_id=cluster_id),
+        IPyParallelBackend(client=client),
+    ):
+        with backend:
+            assert not backend.owns_cluster
+            assert backend.n_workers == 2
+            assert run_all(backend, _testing.square, range(10)) == {
+                i: i * i for i in range(10)
+            }
+            assert set(run_all(backend, _testing.pid_of, [0.05] * 6).values()) <= engine_pids
+    # Still running, same engines.
+    assert set(client[:].apply_sync(os.getpid)) == engine_pids
+    assert set(_alive(engine_pids)) == engine_pids
+
+
+# --- MPI under mpiexec -------------------------------------------------------
+
+needs_mpi = pytest.mark.skipif("mpi" not in BACKENDS, reason="mpi4py missing")
+
+
+def _mpiexec(*args):
+    mpiexec = Path(sys.executable).with_name("mpiexec")
+    cmd = [str(mpiexec if mpiexec.exists() else "mpiexec"), "-n", "3", sys.executable,
+           "-m", "mpi4py.futures", str(HERE / "mpi" / "run_mpi_backend.py"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
+
+
+@needs_mpi
+def test_mpi_backend_under_mpiexec():
+    proc = _mpiexec()
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    info, squares, order, workers = lines
+    assert info["n_workers"] == 2
+    assert squares["squares"] == [i * i for i in range(20)]
+    (first, t_first), (second, _) = order["order"]
+    assert (first, second) == (1, 0) and t_first < 1.0
+    assert len(workers["worker_pids"]) == 2 and info["parent"] not in workers["worker_pids"]
+    assert workers["threads"] == ["1"]
+
+
+@needs_mpi
+def test_mpi_killed_worker_aborts_the_job_without_hanging():
+    proc = _mpiexec("--crash")
+    assert proc.returncode != 0
+    done = [json.loads(line) for line in proc.stdout.splitlines() if '"index"' in line]
+    assert {d["index"] for d in done} <= {0, 1, 3}
+
+
+SPAWN_WITHOUT_LAUNCHER = """
+from katparallel import _testing
+from katparallel.backends import mpi
+mpi._launcher_on_path = lambda: None   # as before the fix: prte not on PATH
+mpi.STARTUP_TIMEOUT = 5
+with mpi.MPIBackend(workers=2) as backend:
+    dict(backend.map_unordered(_testing.square, [1, 2]))
+"""
+
+
+@needs_mpi
+def test_mpi_spawn_failure_is_an_error_not_a_hang(tmp_path):
+    """Open MPI's singleton spawn fails without ``prte`` on PATH; mpi4py then waits forever."""
+    scripts = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != scripts)
+    if shutil.which("prte", path=path):
+        pytest.skip("a system Open MPI is on PATH: spawning cannot be made to fail")
+    script = tmp_path / "spawn.py"
+    script.write_text(SPAWN_WITHOUT_LAUNCHER)
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=TIMEOUT,
+        env={**os.environ, "PATH": path},
+    )
+    assert proc.returncode == 1
+    assert "BackendUnavailable: MPI workers did not start within 5 s" in proc.stderr
+    assert "mpiexec -n N python -m mpi4py.futures" in proc.stderr

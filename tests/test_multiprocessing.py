@@ -1,0 +1,135 @@
+"""The multiprocessing backend with real Finesse: persistence, the fork deadlock, Ctrl-C."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from katparallel import Ensemble
+
+HOM_MODEL = """
+l L0 P=1
+s s0 L0.p1 ITM.p1 L=1
+m ITM R=0.99 T=0.01 Rc=-10
+s cav ITM.p2 ETM.p1 L=5
+m ETM R=0.99 T=0.01 Rc=10
+cav FP ITM.p2
+pd P ETM.p1.i
+modes(maxtem=4)
+"""
+
+
+def child_processes(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children.append(int(entry))
+    return children
+
+
+@pytest.mark.timeout(180)
+def test_hom_simulation_in_parent_then_ensemble_does_not_deadlock():
+    """A fork after an OpenMP region deadlocks in libgomp; workers must not fork."""
+    script = textwrap.dedent(
+        f"""
+        import finesse, numpy as np
+        from katparallel import Ensemble
+        model = finesse.Model()
+        model.parse({HOM_MODEL!r})
+        model.run()          # OpenMP threads now exist in this process
+        res = Ensemble(model).vary("L0.P", [1.0, 2.0, 3.0, 4.0]).run(
+            backend="multiprocessing", workers=2, progress=False)
+        print("P", *res["P"].values)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=150
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    values = [float(v) for v in done.stdout.split("P", 1)[1].split()]
+    assert values[1] == pytest.approx(2 * values[0], rel=1e-12)
+
+
+def test_pool_is_reused_across_runs(katscript):
+    from katparallel.backends.multiprocess import MultiprocessingBackend
+
+    ens = Ensemble(katscript).vary("L0.P", [1.0, 2.0])
+    ens.run(backend="multiprocessing", workers=2, progress=False)
+    pids = MultiprocessingBackend(workers=2).pool.pids()
+    started = time.perf_counter()
+    res = ens.run(backend="multiprocessing", workers=2, progress=False)
+    elapsed = time.perf_counter() - started
+    assert MultiprocessingBackend(workers=2).pool.pids() == pids
+    np.testing.assert_allclose(res["P"].values, [0.5, 1.0], rtol=1e-12)
+    assert elapsed < 30  # a deadlock guard, not a speed claim (see benchmarks/)
+
+
+def test_worker_killed_mid_job_is_retried_then_recorded(katscript):
+    """A job that kills its worker twice fails alone; the others finish."""
+
+    def factory(values, rng):
+        import finesse
+
+        if values["L0.P"] == 3.0:
+            os.kill(os.getpid(), signal.SIGKILL)
+        model = finesse.Model()
+        model.parse(katscript)
+        return model
+
+    res = Ensemble(factory).vary("L0.P", [1.0, 2.0, 3.0, 4.0]).run(
+        backend="multiprocessing", workers=2, progress=False
+    )
+    assert [(f.index, f.type) for f in res.failures] == [(2, "WorkerCrashed")]
+    np.testing.assert_allclose(res["P"].values[[0, 1, 3]], [0.5, 1.0, 2.0], rtol=1e-12)
+
+
+@pytest.mark.timeout(180)
+def test_ctrl_c_stops_workers_and_leaves_no_orphans(tmp_path):
+    script = tmp_path / "long_study.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import numpy as np
+            from katparallel import Ensemble
+            if __name__ == "__main__":
+                ens = Ensemble({HOM_MODEL!r}).vary("L0.P", np.linspace(1, 2, 400))
+                print("started", flush=True)
+                ens.run("xaxis(ITM.phi, lin, 0, 180, 3000)", backend="multiprocessing",
+                        workers=2, progress=False)
+            """
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "started"
+        deadline = time.monotonic() + 120
+        workers = []
+        while time.monotonic() < deadline and len(workers) < 2:
+            time.sleep(0.5)
+            # the forkserver is a child; the workers are its children
+            workers = [g for c in child_processes(proc.pid) for g in child_processes(c)]
+        assert len(workers) >= 2, "workers never started"
+        time.sleep(3)  # let them get busy
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "KeyboardInterrupt" in err
+    time.sleep(1)
+    alive = [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
+    assert alive == [], f"orphan workers {alive}"
