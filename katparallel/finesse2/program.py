@@ -1,0 +1,579 @@
+"""The ``kat`` program: Finesse 2's command line, run by Finesse 3's legacy parser.
+
+Usage, as PyKat 1.2.94 calls Finesse 2::
+
+    kat -v
+    kat [--pykat=PIPE | --perl1] [--no-backspace] [-format=FMT] file.kat [file.out]
+
+``-v``
+    Print one version line, ``Finesse 2.3.0 (BUILD), ...``; PyKat reads BUILD (its
+    third word without the brackets and comma) and needs it to be at least 2.3.0.
+``--pykat=PIPE``
+    Create the named pipe PIPE, wait for PyKat to open it, write ``version:BUILD``
+    and ``progress:LABEL<TAB>VALUE<TAB>STATUS`` lines, and close it when done (PyKat
+    reads until end of file). VALUE runs to 100 with an xaxis and to 1 without, as
+    PyKat's progress bar expects.
+``--perl1``
+    Run without a pipe; PyKat then reads the version from ``(build BUILD)`` in the
+    banner on standard output.
+``--no-backspace``
+    Accepted; this program never writes backspace-animated progress.
+``-format=FMT``
+    printf-style format of each number in the output file (default ``%.15g``).
+
+The output file (``file.out`` unless given) has four comment lines, then one row per
+point::
+
+    % Finesse 2.3.0 (BUILD), katparallel Finesse 3 backend
+    % input file: file.kat
+    %XLABEL[,X2LABEL],DET1 KIND,DET2 KIND,...
+    %
+    x [x2] det1 det2 ...
+
+PyKat takes the third line as the labels (split on commas), skips four rows and reads
+the rest with ``numpy.loadtxt``. Detectors appear in the order the file declares them.
+With ``x2axis`` the second axis varies fastest, one block per xaxis value. With
+``noxaxis`` there is one row with x = 0. ``yaxis`` kinds give one column each per
+detector: ``abs`` (the value itself for real-valued detectors, so demodulated
+signals keep their sign, the modulus for complex ones), ``deg`` (phase in degrees,
+0 for real-valued detectors), ``re``, ``im``, and ``db`` (20 log10 of the modulus);
+``abs:deg``, ``db:deg`` and ``re:im`` give two columns labelled with the same
+detector name, which PyKat recombines into complex values.
+
+Anything Finesse 3 cannot parse, does not implement or cannot run ends the program
+with exit status 1 and a message on standard error naming the file's line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import functools
+import importlib.metadata
+import os
+import re
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import finesse
+
+__all__ = ("main", "version_line")
+
+#: The Finesse 2 release whose command line and output this program reproduces.
+FINESSE2_LEVEL = "2.3.0"
+DEFAULT_FORMAT = "%.15g"
+_PIPE_TIMEOUT = 10.0  # seconds to wait for PyKat to open its pipe
+_DASHES = "-" * 72  # PyKat cuts the banner at the second line of 72 dashes
+
+# Commands whose second word names another element rather than declaring one.
+_REFERRING = {"attr", "put", "put*", "set", "xaxis", "xaxis*", "x2axis", "x2axis*",
+              "x3axis", "x3axis*", "pdtype", "tem", "lock", "lock*", "func", "noplot"}
+_FINESSE3_MESSAGE = re.compile(r"^(\d+):(\d+): (.+)$")
+_NAMED_ELEMENT = re.compile(r"In block '[^']*': (\S+):")
+_QUOTED = re.compile(r"'([^'\s]+)'")
+_COLUMN_KINDS = {"abs": "Abs", "deg": "Phase [Deg]", "re": "Re", "im": "Im", "db": "dB"}
+
+
+class UsageError(Exception):
+    """The command line cannot be understood."""
+
+
+class KatError(Exception):
+    """Finesse 3 cannot read or run the kat file.
+
+    Parameters
+    ----------
+    action : str
+        What failed, completing "Finesse 3's legacy (Finesse 2) parser cannot ...".
+    problems : list of (int or None, str)
+        Each problem's line number in the kat file (None if unknown) and message.
+    """
+
+    def __init__(self, action: str, problems: list[tuple[int | None, str]]):
+        super().__init__(action)
+        self.action = action
+        self.problems = problems
+
+    def render(self, text: str, filename: str) -> str:
+        """Return the Finesse-style error message for standard error.
+
+        Parameters
+        ----------
+        text : str
+            The kat file's contents, to quote the offending lines.
+        filename : str
+            The kat file's name.
+        """
+        lines = text.splitlines()
+        out = [f"*** Error: Finesse 3's legacy (Finesse 2) parser cannot "
+               f"{self.action} '{filename}':"]
+        for lineno, message in self.problems:
+            if lineno is not None and 0 < lineno <= len(lines):
+                out.append(f"    line {lineno}: {lines[lineno - 1].strip()}")
+                out.append(f"      {message}")
+            else:
+                out.append(f"    {message}")
+        out.append(
+            f"    This kat is katparallel's Finesse-3-backed stand-in for Finesse 2 "
+            f"(Finesse {_finesse3_version()}). To run this file, install Finesse 2 "
+            "and set FINESSE_DIR to its directory; a real Finesse 2 is always used "
+            "when present."
+        )
+        return "\n".join(out) + "\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The parsed command line."""
+
+    katfile: Path | None = None
+    outfile: Path | None = None
+    pipe: Path | None = None
+    fmt: str = DEFAULT_FORMAT
+    version: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """One simulation's output, ready to write.
+
+    Attributes
+    ----------
+    axes : list of (str, numpy.ndarray)
+        Label and values of each swept axis (xaxis first); one ``("noxaxis", [0])``
+        axis without a sweep.
+    columns : list of (str, numpy.ndarray)
+        Label and real values of each output column, shaped like the axes.
+    """
+
+    axes: list[tuple[str, np.ndarray]]
+    columns: list[tuple[str, np.ndarray]]
+
+    @property
+    def swept(self) -> bool:
+        """False for a ``noxaxis`` run."""
+        return self.axes[0][0] != "noxaxis"
+
+
+def parse_args(argv: Sequence[str]) -> Options:
+    """Read Finesse 2's command line.
+
+    Parameters
+    ----------
+    argv : sequence of str
+        The arguments after the program name.
+
+    Returns
+    -------
+    Options
+
+    Raises
+    ------
+    UsageError
+        On an option this program does not support or a malformed format.
+    """
+    version = False
+    pipe: Path | None = None
+    fmt = DEFAULT_FORMAT
+    files: list[Path] = []
+    for arg in argv:
+        if arg == "-v":
+            version = True
+        elif arg in ("--perl1", "--no-backspace"):
+            pass  # no pipe is the default; progress is never backspace-animated
+        elif arg.startswith("--pykat="):
+            pipe = Path(arg.split("=", 1)[1])
+        elif arg.startswith("-format="):
+            fmt = _checked_format(arg.split("=", 1)[1])
+        elif arg.startswith("-"):
+            raise UsageError(
+                f"option '{arg}' is not supported by katparallel's Finesse-3-backed "
+                "kat (supported: -v, --perl1, --pykat=PIPE, --no-backspace, "
+                "-format=FMT)"
+            )
+        else:
+            files.append(Path(arg))
+    if len(files) > 2 or not (version or files):
+        raise UsageError("expected: kat [options] file.kat [file.out]")
+    return Options(
+        katfile=files[0] if files else None,
+        outfile=files[1] if len(files) == 2 else None,
+        pipe=pipe,
+        fmt=fmt,
+        version=version,
+    )
+
+
+def _checked_format(fmt: str) -> str:
+    try:
+        fmt % 1.5
+    except (TypeError, ValueError) as exc:
+        raise UsageError(
+            f"-format={fmt}: not a printf format for one number ({exc}); "
+            "use e.g. -format=%.15g"
+        ) from exc
+    return fmt
+
+
+@functools.cache  # a metadata lookup costs ms, and a server asks on every run
+def _finesse3_version() -> str:
+    return importlib.metadata.version("finesse")
+
+
+def build_id() -> str:
+    """Return the build identifier PyKat records as the Finesse version.
+
+    It starts with the Finesse 2 level this program reproduces, which PyKat checks,
+    and names the Finesse 3 release doing the work.
+    """
+    return f"{FINESSE2_LEVEL}-katparallel-finesse{_finesse3_version()}"
+
+
+def version_line() -> str:
+    """Return the line ``kat -v`` prints, in Finesse 2's layout."""
+    return f"Finesse {FINESSE2_LEVEL} ({build_id()}), katparallel Finesse 3 backend"
+
+
+def _banner() -> str:
+    return (
+        f"{_DASHES}\n"
+        f"  FINESSE {FINESSE2_LEVEL} (build {build_id()})\n"
+        f"  Finesse 2 kat files run by Finesse {_finesse3_version()}'s legacy parser "
+        "(katparallel)\n"
+        f"{_DASHES}\n"
+    )
+
+
+class PykatPipe:
+    """The named pipe PyKat reads ``tag:value`` lines from (``--pykat=PIPE``).
+
+    Made by :meth:`connect`; leaving the ``with`` block closes and removes the pipe,
+    which PyKat sees as end of file.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The pipe's name, as PyKat gave it.
+    fd : int
+        The pipe's writing end.
+    """
+
+    def __init__(self, path: Path, fd: int):
+        self.path = path
+        self._fd: int | None = fd
+
+    @classmethod
+    def connect(cls, path: Path) -> PykatPipe:
+        """Create the named pipe and wait until PyKat has opened it for reading.
+
+        Raises
+        ------
+        OSError
+            If the pipe cannot be made, or PyKat does not open it in time.
+        """
+        os.mkfifo(path)
+        deadline = time.monotonic() + _PIPE_TIMEOUT
+        while True:
+            try:
+                # Non-blocking: fails with ENXIO until PyKat opens the reading end.
+                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENXIO or time.monotonic() > deadline:
+                    path.unlink()
+                    raise
+                time.sleep(0.001)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return cls(path, fd)
+
+    def __enter__(self) -> PykatPipe:
+        return self
+
+    def send(self, tag: str, value: str) -> None:
+        """Write one ``tag:value`` line; a reader that has gone away is ignored."""
+        if self._fd is None:
+            return
+        try:
+            os.write(self._fd, f"{tag}:{value}\n".encode())
+        except BrokenPipeError:
+            os.close(self._fd)
+            self._fd = None
+
+    def progress(self, label: str, value: int) -> None:
+        """Send a progress line: ``progress:LABEL<TAB>VALUE<TAB>``."""
+        self.send("progress", f"{label}\t{value}\t")
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self.path.unlink(missing_ok=True)
+
+
+def _code_words(line: str) -> list[str]:
+    return re.split(r"[#%]", line, maxsplit=1)[0].split()
+
+
+def _declarations(text: str) -> dict[str, int]:
+    """Map each element name to the (1-based) line declaring it."""
+    found: dict[str, int] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        words = _code_words(line)
+        if len(words) > 1 and words[0] not in _REFERRING:
+            found.setdefault(words[1], lineno)
+    return found
+
+
+def _line_of(message: str, text: str) -> int | None:
+    """Guess the line a Finesse 3 message without a line number is about.
+
+    The element it names first (``In block 'b': NAME: ...``, then quoted names) is
+    looked up among the file's declarations.
+    """
+    declared = _declarations(text)
+    names = _NAMED_ELEMENT.findall(message) + _QUOTED.findall(message)
+    return next((declared[n] for n in names if n in declared), None)
+
+
+def _numbered_problems(message: str) -> list[tuple[int | None, str]]:
+    """Split Finesse 3's ``LINE:COL: message`` lines into (line, message) pairs."""
+    problems = []
+    for raw in message.splitlines():
+        match = _FINESSE3_MESSAGE.match(raw.strip())
+        if match:
+            problems.append((int(match[1]), match[3]))
+    return problems
+
+
+def load_model(text: str) -> finesse.Model:
+    """Parse Finesse 2 kat script with Finesse 3's legacy parser.
+
+    Commands the legacy parser accepts but does not implement (``func``, ``tf``,
+    ``map``, ...) would silently change the model, so they are errors
+    here; commands it calls obsolete (``gnuterm``, ``time``, ...) are ignored as
+    Finesse 2's output does not depend on them.
+
+    Parameters
+    ----------
+    text : str
+        The kat file's contents.
+
+    Returns
+    -------
+    finesse.Model
+
+    Raises
+    ------
+    KatError
+        Naming each offending line.
+    """
+    # Imported here: importing Finesse 3 takes seconds, and `kat -v` must not wait.
+    import finesse
+    from finesse.script.legacy import KatParserError
+
+    model = finesse.Model()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.parse_legacy(text)
+        except KatParserError as exc:
+            raise KatError("read", _numbered_problems(str(exc))) from exc
+        except Exception as exc:  # the legacy builder raises plain ValueError/KeyError
+            raise KatError("read", [(_line_of(str(exc), text), str(exc))]) from exc
+    unimplemented = []
+    for warning in caught:
+        message = str(warning.message)
+        if "not yet implemented" in message:
+            unimplemented += _numbered_problems(message)
+        elif "is obsolete, ignoring" not in message:
+            sys.stderr.write(f"** Warning: {message}\n")
+    if unimplemented:
+        raise KatError("run", unimplemented)
+    return model
+
+
+def _kind_columns(values: np.ndarray, kind: str) -> np.ndarray:
+    real = not np.iscomplexobj(values)
+    if kind == "abs":
+        return values if real else np.abs(values)
+    if kind == "deg":
+        return np.zeros_like(values, float) if real else np.degrees(np.angle(values))
+    if kind == "re":
+        return np.real(values)
+    if kind == "im":
+        return np.zeros_like(values, float) if real else np.imag(values)
+    with np.errstate(divide="ignore"):
+        return 20 * np.log10(np.abs(values))
+
+
+def _axis_label(model: finesse.Model, name: str) -> str:
+    param = model.get(name)
+    units = f" [{param.units}]" if param.units else ""
+    return f"{param.owner.name} {param.name}{units}"
+
+
+def simulate(model: finesse.Model, text: str) -> Table:
+    """Run the model's ``xaxis``/``x2axis``/``noxaxis`` and lay out its output.
+
+    Parameters
+    ----------
+    model : finesse.Model
+        A model from :func:`load_model`.
+    text : str
+        The kat file's contents, for the detectors' declaration order and errors.
+
+    Returns
+    -------
+    Table
+
+    Raises
+    ------
+    KatError
+        If there is no axis, an ``x3axis``, an unknown ``yaxis`` kind, or Finesse 3
+        fails to run the model.
+    """
+    from finesse.analysis.actions import Noxaxis, X2axis, Xaxis
+
+    analysis = model.analysis
+    if not isinstance(analysis, (Noxaxis, Xaxis, X2axis)):
+        what = type(analysis).__name__ if analysis is not None else "no analysis"
+        raise KatError("run", [(None, f"needs one 'xaxis', 'x2axis' or 'noxaxis' "
+                                      f"command, found {what}")])
+    kinds = ((model.yaxis or {}).get("axes") or "abs").split(":")
+    unknown = [k for k in kinds if k not in _COLUMN_KINDS]
+    if unknown:
+        raise KatError("run", [(None, f"yaxis kind '{':'.join(kinds)}' is not one "
+                                      f"of {', '.join(_COLUMN_KINDS)}")])
+    try:
+        solution = model.run()
+    except Exception as exc:
+        raise KatError("run", [(_line_of(str(exc), text), str(exc))]) from exc
+
+    if isinstance(analysis, Noxaxis):
+        axes = [("noxaxis", np.zeros(1))]
+    else:
+        axes = [(_axis_label(model, name), np.asarray(values))
+                for name, values in zip(analysis.parameters, solution.x)]
+    shape = tuple(len(values) for _, values in axes)
+    declared = _declarations(text)
+    names = sorted(solution.outputs, key=lambda n: declared.get(n, len(text)))
+    columns = [
+        (f"{name} {_COLUMN_KINDS[kind]}",
+         _kind_columns(np.asarray(solution[name]), kind).reshape(shape))
+        for name in names
+        for kind in kinds
+    ]
+    return Table(axes=axes, columns=columns)
+
+
+def _rows(table: Table) -> Iterator[list[float] | None]:
+    """Yield the output rows; None marks a blank line between x2axis blocks."""
+    if len(table.axes) == 1:
+        for i, x in enumerate(table.axes[0][1]):
+            yield [x] + [values[i] for _, values in table.columns]
+        return
+    (_, xs), (_, ys) = table.axes
+    for i, x in enumerate(xs):
+        for j, y in enumerate(ys):
+            yield [x, y] + [values[i, j] for _, values in table.columns]
+        yield None
+
+
+def write_out(path: Path, table: Table, katfile: Path, fmt: str) -> None:
+    """Write the output file in Finesse 2's text layout (see the module docstring).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The output file.
+    table : Table
+        What to write.
+    katfile : pathlib.Path
+        The input file, named in the header.
+    fmt : str
+        printf-style format for each number.
+    """
+    labels = [label for label, _ in table.axes] + [label for label, _ in table.columns]
+    with open(path, "w") as fh:
+        fh.write(f"% {version_line()}\n% input file: {katfile}\n")
+        fh.write(f"%{','.join(labels)}\n%\n")  # PyKat strips no space off x labels
+        for row in _rows(table):
+            fh.write("\n" if row is None else " ".join(fmt % v for v in row) + "\n")
+
+
+def _wants_time(text: str) -> bool:
+    return any(_code_words(line)[:1] == ["time"] for line in text.splitlines())
+
+
+def _run(opts: Options, pipe: PykatPipe | None) -> int:
+    assert opts.katfile is not None
+    start = time.perf_counter()
+    sys.stdout.write(_banner())
+    try:
+        text = opts.katfile.read_text()
+    except OSError as exc:
+        sys.stderr.write(f"*** Error: cannot read input file '{opts.katfile}': "
+                         f"{exc.strerror}\n")
+        return 1
+    try:
+        model = load_model(text)
+        if pipe is not None:
+            pipe.progress("Calculating", 0)
+        table = simulate(model, text)
+    except KatError as exc:
+        sys.stderr.write(exc.render(text, str(opts.katfile)))
+        return 1
+    write_out(opts.outfile or opts.katfile.with_suffix(".out"), table, opts.katfile,
+              opts.fmt)
+    if pipe is not None:
+        pipe.progress("Calculating", 100 if table.swept else 1)
+    if _wants_time(text):
+        sys.stdout.write(f"computation time: {time.perf_counter() - start:.6g}s\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``kat`` program.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments after the program name; ``sys.argv[1:]`` by default.
+
+    Returns
+    -------
+    int
+        The exit status: 0 on success, 1 on any error (reported on standard error).
+    """
+    try:
+        opts = parse_args(sys.argv[1:] if argv is None else argv)
+    except UsageError as exc:
+        sys.stderr.write(f"*** Error: {exc}\n")
+        return 1
+    if opts.version:
+        sys.stdout.write(version_line() + "\n")
+        return 0
+    if opts.pipe is None:
+        return _run(opts, None)
+    try:
+        pipe = PykatPipe.connect(opts.pipe)
+    except OSError as exc:
+        sys.stderr.write(f"*** Error: cannot open PyKat's pipe '{opts.pipe}': {exc}\n")
+        return 1
+    with pipe:
+        pipe.send("version", build_id())
+        return _run(opts, pipe)
