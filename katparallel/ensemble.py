@@ -13,6 +13,7 @@ them to a backend and gathers the results.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import os
@@ -27,7 +28,9 @@ import numpy as np
 from . import __version__
 from .adapters import adapter_for
 from .backends import get_backend_class
+from .backends.auto import AutoBackend
 from .backends.base import Backend
+from .backends.serial import SerialBackend
 from .batch import batch_chunk_size, decide_batch
 from .errors import InvalidValuesError, JobError, RemoteTraceback
 from .plan import SAMPLE_DIM, Axis, Plan, as_values
@@ -209,7 +212,7 @@ class Ensemble:
         self,
         analysis: Any = None,
         *,
-        backend: str | Backend = "serial",
+        backend: str | Backend = "auto",
         workers: int | None = None,
         progress: bool = True,
         keep_solutions: bool = False,
@@ -230,7 +233,10 @@ class Ensemble:
             for pykat kat objects (``"xaxis l1 P lin 1 10 100"``).
         backend : str or Backend
             ``"serial"``, ``"multiprocessing"``, ``"pathos"``, ``"ipyparallel"``,
-            ``"mpi"``, ``"auto"``, or a :class:`Backend` instance.
+            ``"mpi"``, ``"auto"`` (the default: the first job runs here and
+            is timed; a study whose expected work is under half a second
+            stays here, anything bigger goes to a process pool with one
+            worker per core), or a :class:`Backend` instance.
         workers : int, optional
             Parallel workers (default: one per core).
         progress : bool
@@ -272,18 +278,12 @@ class Ensemble:
                 batch, self._adapter, plan, action, perturbs=bool(self._perturbs),
                 keep_solutions=keep_solutions, timeout=timeout,
             )
-            if batched:
-                size = batch_chunk_size(len(todo), engine.n_workers)
-            else:
-                size = 1 if timeout else chunk_size_for(len(todo), engine.n_workers, engine.remote)
-            perturbs = dill.dumps(self._perturbs, recurse=True) if self._perturbs else None
-            chunks = make_chunks(
+            chunks_of = functools.partial(
+                make_chunks,
                 plan,
-                todo,
-                size,
                 adapter=self._adapter,
                 analysis=action,
-                perturbs=perturbs,
+                perturbs=dill.dumps(self._perturbs, recurse=True) if self._perturbs else None,
                 keep_solutions=keep_solutions,
                 batch=batched,
             )
@@ -296,7 +296,15 @@ class Ensemble:
             started = time.perf_counter()
             done = plan.n_jobs - len(todo)
             with _progress_bar(plan.n_jobs, engine.name, progress, initial=done) as bar:
-                execute(chunks, engine, on_result, bar.update)
+                if isinstance(engine, AutoBackend):
+                    engine, todo = _probe_and_choose(engine, todo, batched, chunks_of, on_result)
+                    bar.update(plan.n_jobs - done - len(todo))
+                    bar.bar.set_description(engine.name)
+                if batched:
+                    size = batch_chunk_size(len(todo), engine.n_workers)
+                else:
+                    size = 1 if timeout else chunk_size_for(len(todo), engine.n_workers, engine.remote)
+                execute(chunks_of(todo, size), engine, on_result, bar.update)
             elapsed = time.perf_counter() - started
             failures = sorted(collector.failures, key=lambda f: f.index)
             if failures:
@@ -319,6 +327,32 @@ def _check_seed(seed: Any) -> int | None:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InvalidValuesError(f"seed must be a non-negative integer, got {seed!r}")
     return int(seed)
+
+
+#: Jobs in the in-process probe that sizes an ``auto`` run when batched (one
+#: batched job costs microseconds, so one alone would say nothing).
+PROBE_BATCHED_JOBS = 64
+
+
+def _probe_and_choose(
+    auto: AutoBackend, todo: np.ndarray, batched: bool, chunks_of: Callable, on_result: Callable
+) -> tuple[Backend, np.ndarray]:
+    """Run the first job(s) here, time them, and let ``auto`` pick the engine for the rest.
+
+    Returns the chosen backend and the jobs still to run. With a timeout nothing
+    runs here: only a pool can stop a job that runs too long.
+    """
+    if auto.timeout is not None:
+        return auto.choose(len(todo)), todo
+    probe, rest = np.split(todo, [PROBE_BATCHED_JOBS if batched else 1])
+    if len(rest) == 0:
+        return SerialBackend(), todo
+    started = time.perf_counter()
+    execute(chunks_of(probe, len(probe)), SerialBackend(), on_result)
+    seconds_per_job = (time.perf_counter() - started) / len(probe)
+    chosen = auto.choose(len(rest), seconds_per_job)
+    LOGGER.info("auto: %.3g s a job here, so %s for the other %d", seconds_per_job, chosen.name, len(rest))
+    return chosen, rest
 
 
 def _make_backend(backend: str | Backend, workers: int | None, timeout: float | None) -> Backend:
@@ -367,13 +401,20 @@ def _attributes(ensemble: Ensemble, plan: Plan, engine: Backend, elapsed: float,
         "n_failed": len(failures),
         "katparallel_version": __version__,
     }
-    try:
-        from importlib.metadata import version
-
-        attrs["finesse_version"] = version("finesse")
-    except Exception:
-        pass
+    if _finesse_version():
+        attrs["finesse_version"] = _finesse_version()
     return attrs
+
+
+@functools.cache
+def _finesse_version() -> str | None:
+    """Finesse's installed version (read once: the lookup costs milliseconds)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("finesse")
+    except PackageNotFoundError:
+        return None
 
 
 def _checkpoint(path: str | os.PathLike | None) -> contextlib.AbstractContextManager:

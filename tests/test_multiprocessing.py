@@ -133,3 +133,35 @@ def test_ctrl_c_stops_workers_and_leaves_no_orphans(tmp_path):
     time.sleep(1)
     alive = [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
     assert alive == [], f"orphan workers {alive}"
+
+
+def test_auto_keeps_tiny_studies_here_and_pools_the_rest(katscript):
+    """``auto`` (the default) times the first job in this process, then chooses."""
+    tiny = Ensemble(katscript).vary("L0.P", [1.0, 2.0]).run(progress=False)
+    assert tiny.to_xarray().attrs["backend"] == "serial"
+
+    def slow(model, rng):  # 0.1 s a job: 12 jobs are worth a pool
+        time.sleep(0.1)
+
+    ens = Ensemble(katscript, seed=3).vary("L0.P", np.linspace(1, 2, 12)).perturb(slow)
+    auto = ens.run(workers=2, progress=False)
+    serial = ens.run(backend="serial", progress=False)
+    assert auto.to_xarray().attrs["backend"] == "multiprocessing"
+    np.testing.assert_array_equal(auto["P"].values, serial["P"].values)
+
+
+def test_script_without_main_guard_gets_advice_not_a_hang(katscript, tmp_path):
+    """Workers import the script that started them; unguarded, it fails at once."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        f"from katparallel import Ensemble\n"
+        f"Ensemble({katscript!r}).vary('L0.P', [1.0, 2.0, 3.0]).run("
+        f"backend='multiprocessing', workers=2, progress=False)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("katparallel.errors.BackendUnavailable: a worker process exited")
+    assert 'if __name__ == "__main__":' in last

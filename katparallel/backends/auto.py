@@ -38,13 +38,22 @@ class AutoBackend(Backend):
     seconds_per_task : float or None, optional
         Estimated cost of one task; ``None`` (unknown) counts as expensive, so
         only single-task studies run serially.
+    timeout : float or None, optional
+        Seconds a task may take on the pool. Only a pool can stop a task, so
+        with a timeout the choice is always the pool.
     """
 
     name = "auto"
 
-    def __init__(self, workers: int | None = None, seconds_per_task: float | None = None):
+    def __init__(
+        self,
+        workers: int | None = None,
+        seconds_per_task: float | None = None,
+        timeout: float | None = None,
+    ):
         super().__init__(workers or os.cpu_count() or 1)
         self.seconds_per_task = seconds_per_task
+        self.timeout = timeout
         self._chosen: Backend | None = None
 
     def choose(self, n_tasks: int, seconds_per_task: float | None = None) -> Backend:
@@ -62,16 +71,17 @@ class AutoBackend(Backend):
         -------
         Backend
             A :class:`SerialBackend` when ``n_tasks <= 1``, when there is one
-            worker, or when ``n_tasks * seconds_per_task < SERIAL_BELOW``;
-            otherwise a :class:`MultiprocessingBackend` with ``workers`` processes.
+            worker, or when ``n_tasks * seconds_per_task < SERIAL_BELOW``, unless
+            a timeout is set; otherwise a :class:`MultiprocessingBackend` with
+            ``workers`` processes.
         """
         if seconds_per_task is None:
             seconds_per_task = self.seconds_per_task
         tiny = seconds_per_task is not None and n_tasks * seconds_per_task < SERIAL_BELOW
-        if n_tasks <= 1 or self.workers == 1 or tiny:
+        if self.timeout is None and (n_tasks <= 1 or self.workers == 1 or tiny):
             chosen: Backend = SerialBackend()
         else:
-            chosen = MultiprocessingBackend(workers=self.workers)
+            chosen = MultiprocessingBackend(workers=self.workers, timeout=self.timeout)
         LOGGER.info("auto backend: %s for %d tasks", chosen.name, n_tasks)
         return chosen
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from multiprocessing.connection import wait
 from typing import Any
 
-from ..errors import WorkerCrashed
+from ..errors import BackendUnavailable, WorkerCrashed
 
 LOGGER = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ def pinned_thread_env(threads: int | None) -> dict[str, str]:
 def _worker_main(conn, env: Mapping[str, str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(env)
+    conn.send("ready")
     while True:
         try:
             message = conn.recv()
@@ -80,6 +81,23 @@ class _Worker:
         child_conn.close()
         self.task: int | None = None
         self.started = 0.0
+
+    def wait_ready(self) -> None:
+        """Block until the worker has started; raise if it died starting."""
+        ready = wait([self.conn, self.process.sentinel])
+        try:
+            if self.conn in ready and self.conn.recv() == "ready":
+                return
+        except (EOFError, OSError):
+            pass
+        self.process.join(timeout=5)
+        raise BackendUnavailable(
+            f"a worker process exited with code {self.process.exitcode} while "
+            "starting, before it ran any job (its error is printed above). Worker "
+            "processes import the script that started them: put the code that runs "
+            'the ensemble under `if __name__ == "__main__":` (the multiprocessing '
+            "docs, 'Safe importing of main module')."
+        )
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -138,6 +156,12 @@ class ProcessPool:
         self._env = dict(env or {})
         self._workers = [_Worker(self._ctx, self._env) for _ in range(int(workers))]
         self.closed = False
+        try:
+            for worker in self._workers:
+                worker.wait_ready()
+        except BaseException:
+            self.shutdown()
+            raise
 
     @property
     def size(self) -> int:
@@ -149,7 +173,8 @@ class ProcessPool:
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()
-        self._workers[self._workers.index(worker)] = _Worker(self._ctx, self._env)
+        new = self._workers[self._workers.index(worker)] = _Worker(self._ctx, self._env)
+        new.wait_ready()
 
     def map_unordered(
         self,
