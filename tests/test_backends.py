@@ -149,7 +149,9 @@ def test_pool_after_hom_simulation_in_parent(name, tmp_path):
 
 
 INTERRUPTED = """
+import signal
 import sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
 from katparallel import _testing
 from katparallel.backends import get_backend_class
 if __name__ == "__main__":

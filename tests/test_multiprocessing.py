@@ -11,17 +11,7 @@ import numpy as np
 import pytest
 
 from katparallel import Ensemble
-
-HOM_MODEL = """
-l L0 P=1
-s s0 L0.p1 ITM.p1 L=1
-m ITM R=0.99 T=0.01 Rc=-10
-s cav ITM.p2 ETM.p1 L=5
-m ETM R=0.99 T=0.01 Rc=10
-cav FP ITM.p2
-pd P ETM.p1.i
-modes(maxtem=4)
-"""
+from katparallel._testing import HOM_KATSCRIPT
 
 
 def child_processes(pid: int) -> list[int]:
@@ -47,7 +37,7 @@ def test_hom_simulation_in_parent_then_ensemble_does_not_deadlock():
         import finesse, numpy as np
         from katparallel import Ensemble
         model = finesse.Model()
-        model.parse({HOM_MODEL!r})
+        model.parse({HOM_KATSCRIPT!r})
         model.run()          # OpenMP threads now exist in this process
         res = Ensemble(model).vary("L0.P", [1.0, 2.0, 3.0, 4.0]).run(
             backend="multiprocessing", workers=2, progress=False)
@@ -101,12 +91,16 @@ def test_ctrl_c_stops_workers_and_leaves_no_orphans(tmp_path):
     script.write_text(
         textwrap.dedent(
             f"""
+            import signal
             import numpy as np
             from katparallel import Ensemble
+            # As in a terminal, even when this test runs where SIGINT is ignored
+            # (a shell's background job): children inherit an ignored SIGINT.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             if __name__ == "__main__":
-                ens = Ensemble({HOM_MODEL!r}).vary("L0.P", np.linspace(1, 2, 400))
+                ens = Ensemble({HOM_KATSCRIPT!r}).vary("L0.P", np.linspace(1, 2, 400))
                 print("started", flush=True)
-                ens.run("xaxis(ITM.phi, lin, 0, 180, 3000)", backend="multiprocessing",
+                ens.run("xaxis(m1.phi, lin, 0, 180, 3000)", backend="multiprocessing",
                         workers=2, progress=False)
             """
         )
