@@ -15,7 +15,9 @@ Outcomes, for each run:
   killed and left its socket behind): the client starts a server in the background for
   the next runs and runs this one itself, exactly as without a server. Not waiting for
   the server keeps the first run as fast as before and well inside PyKat's 5 s
-  deadline for the ``--pykat`` pipe to appear;
+  deadline for the ``--pykat`` pipe to appear. (No server is started when the socket's
+  path, in the cache directory, is longer than a Unix socket address allows: every
+  run then happens in the client's own process);
 - the worker ends without reporting (the server's process group was killed during the
   run): an error on standard error and exit status 1. The run is not repeated here,
   because it may already have written output or created PyKat's pipe.
@@ -153,9 +155,10 @@ def start_server(paths: ServerPaths) -> None:
 
     The server runs in a new session with its standard streams on ``/dev/null``, so
     it holds none of this process's pipes or files. Two clients may both start one: the
-    second finds the lock taken and exits at once.
+    second finds the lock taken and exits. Nothing is started when ``paths.socket`` is
+    too long for a Unix socket address: such a server could never listen.
     """
-    if server_pid(paths) is not None:
+    if len(os.fsencode(paths.socket)) > _SUN_PATH_MAX or server_pid(paths) is not None:
         return
     import subprocess
 
@@ -197,7 +200,8 @@ def stop_server(timeout: float = 60.0) -> bool:
     except ProcessLookupError:
         pass  # exited meanwhile
     deadline = time.monotonic() + timeout
-    while server_pid(paths) is not None:
+    # The server releases its lock just before it exits: wait for both.
+    while server_pid(paths) is not None or _alive(pid):
         if time.monotonic() > deadline:
             raise TimeoutError(
                 f"katparallel's kat server (pid {pid}) is still running {timeout:g} s "
@@ -206,9 +210,27 @@ def stop_server(timeout: float = 60.0) -> bool:
     return True
 
 
+def _alive(pid: int) -> bool:
+    """Tell whether process ``pid`` still runs: any of its threads, since its main
+    thread can be a zombie while the others are still ending (and hold its files)."""
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:  # no such process
+        return False
+    for thread in threads:
+        try:
+            with open(f"/proc/{pid}/task/{thread}/stat", "rb") as fh:
+                state = fh.read().rpartition(b")")[2].split()[:1]
+        except OSError:  # that thread has ended
+            continue
+        if state not in ([b"Z"], [b"X"]):
+            return True
+    return False
+
+
 def _connect(path: str) -> socket.socket | None:
     if len(os.fsencode(path)) > _SUN_PATH_MAX:
-        return None  # cannot be bound either; the server logs why
+        return None  # cannot be bound either, so no server is ever started
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)

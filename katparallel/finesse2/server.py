@@ -3,8 +3,8 @@
 Started in the background by :mod:`katparallel.finesse2.client` as
 ``python -m katparallel.finesse2.server SOCKET``. It
 
-1. takes an exclusive ``flock`` on ``SOCKET``'s ``.lock`` file, or exits at once if
-   another server holds it (so concurrent clients never leave two servers running);
+1. takes an exclusive ``flock`` on ``SOCKET``'s ``.lock`` file, or exits if another
+   server holds it (so concurrent clients never leave two servers running);
    any socket file left by a killed server is then stale and is removed;
 2. imports Finesse 3 and the ``kat`` program, and *only* imports: it never runs a
    simulation, so no OpenMP thread exists when it forks (a process forked after
@@ -55,6 +55,7 @@ _MAX_REQUEST = 64 << 20  # bytes; a request is a command line and an environment
 _MAX_FDS = 4  # stdin, stdout, stderr, working directory
 _BACKLOG = 128
 _DEFAULT_IDLE_MINUTES = 10.0
+_LOCK_PATIENCE = 1.0  # seconds
 _WARM_UP_MODULES = (
     "finesse.analysis.actions",  # imported by program.simulate
     "finesse.script.legacy",  # imported by program.load_model
@@ -94,13 +95,23 @@ def _idle_seconds() -> float:
 
 
 def _lock(path: str) -> int | None:
-    """Take the server lock and write this pid in it; None if another server has it."""
+    """Take the server lock and write this pid in it; None if another server has it.
+
+    A client checking for a server (:func:`katparallel.finesse2.client.server_pid`)
+    holds a shared lock for an instant, so a lock still taken after
+    ``_LOCK_PATIENCE`` seconds is another server's.
+    """
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
+    deadline = time.monotonic() + _LOCK_PATIENCE
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.01)
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
