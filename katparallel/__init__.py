@@ -9,7 +9,7 @@ Names are imported on first use (as ``concurrent.futures`` does), so
 program, which need neither xarray nor matplotlib.
 """
 
-import importlib
+from katparallel._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -35,15 +35,4 @@ _EXPORTS = {
 
 __all__ = tuple(_EXPORTS)
 
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,7 +1,25 @@
-"""Small real models shared by the tests."""
+"""Small real models shared by the tests, and a private cache for the ``kat`` program."""
+
+import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
+
+# PyKat's kat launcher and its warm server live in the cache directory: give the
+# suite its own, so it neither uses nor leaves behind a server in the user's.
+_CACHE = tempfile.mkdtemp(prefix="kp-cache-")
+os.environ["XDG_CACHE_HOME"] = _CACHE
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_kat_server():
+    yield
+    from katparallel.finesse2 import stop_server
+
+    stop_server()
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 # The classic tutorial in Finesse 2 syntax: a laser through a mirror, power
 # detected in transmission while an xaxis sweeps the laser power.

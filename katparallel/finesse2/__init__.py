@@ -18,7 +18,7 @@ stops the warm server::
 Names are imported on first use, so the ``kat`` client stays cheap to start.
 """
 
-import importlib
+from katparallel._lazy import lazy_exports
 
 # public name -> module that defines it
 _EXPORTS = {
@@ -30,15 +30,4 @@ _EXPORTS = {
 
 __all__ = tuple(_EXPORTS)
 
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
