@@ -85,10 +85,6 @@ class AutoBackend(Backend):
         LOGGER.info("auto backend: %s for %d tasks", chosen.name, n_tasks)
         return chosen
 
-    @property
-    def n_workers(self) -> int:
-        return self.workers
-
     def map_unordered(
         self, fn: Callable[[Any], Any], tasks: Sequence[Any]
     ) -> Iterator[tuple[int, Any]]:

@@ -69,10 +69,6 @@ class MultiprocessingBackend(Backend):
             )
         return pool
 
-    @property
-    def n_workers(self) -> int:
-        return self.workers
-
     def map_unordered(
         self, fn: Callable[[Any], Any], tasks: Sequence[Any]
     ) -> Iterator[tuple[int, Any]]:

@@ -123,10 +123,6 @@ class PathosBackend(Backend):
     def enabled(cls) -> bool:
         return importlib.util.find_spec("pathos") is not None
 
-    @property
-    def n_workers(self) -> int:
-        return self.workers
-
     def _pool(self) -> tuple[Any, str]:
         """The raw ``multiprocess`` pool for these settings and its state dir."""
         from multiprocess.pool import RUN
