@@ -29,7 +29,9 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed
-	$(PY) benchmarks/compare_backends.py --quick
+	mkdir -p out
+	$(PY) benchmarks/compare_backends.py --json out/compare_backends.json --png out/compare_backends.png
+	$(PY) benchmarks/memory_million.py
 
 clean:
 	rm -rf $(VENV) out
