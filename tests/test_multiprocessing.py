@@ -144,13 +144,14 @@ def test_auto_keeps_tiny_studies_here_and_pools_the_rest(katscript):
     np.testing.assert_array_equal(auto["P"].values, serial["P"].values)
 
 
-def test_script_without_main_guard_gets_advice_not_a_hang(katscript, tmp_path):
+@pytest.mark.parametrize("backend", ["multiprocessing", "pathos"])
+def test_script_without_main_guard_gets_advice_not_a_hang(backend, katscript, tmp_path):
     """Workers import the script that started them; unguarded, it fails at once."""
     script = tmp_path / "unguarded.py"
     script.write_text(
         f"from katparallel import Ensemble\n"
         f"Ensemble({katscript!r}).vary('L0.P', [1.0, 2.0, 3.0]).run("
-        f"backend='multiprocessing', workers=2, progress=False)\n"
+        f"backend={backend!r}, workers=2, progress=False)\n"
     )
     proc = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=120

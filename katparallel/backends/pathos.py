@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import WorkerCrashed
 from .base import Backend
-from .procpool import pinned_thread_env
+from .procpool import pinned_thread_env, worker_start_failed
 
 LOGGER = logging.getLogger(__name__)
 
@@ -177,6 +177,8 @@ class PathosBackend(Backend):
                     if process.exitcode is None or now - dead.setdefault(pid, now) < _GRACE:
                         continue
                     del workers[pid]
+                    if not Path(state_dir, str(pid)).exists():  # died before _init_worker
+                        raise worker_start_failed(process.exitcode)
                     held = _held_task(state_dir, pid)
                     if held[0] == run and held[1] in remaining:
                         remaining.discard(held[1])

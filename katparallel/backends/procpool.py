@@ -31,7 +31,7 @@ from ..errors import BackendUnavailable, WorkerCrashed
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ("ProcessPool", "pinned_thread_env")
+__all__ = ("ProcessPool", "pinned_thread_env", "worker_start_failed")
 
 
 def pinned_thread_env(threads: int | None) -> dict[str, str]:
@@ -47,6 +47,17 @@ def pinned_thread_env(threads: int | None) -> dict[str, str]:
         "OPENBLAS_NUM_THREADS": n,
         "MKL_NUM_THREADS": n,
     }
+
+
+def worker_start_failed(exitcode: int | None) -> BackendUnavailable:
+    """The error for a worker process that died before it could run a task."""
+    return BackendUnavailable(
+        f"a worker process exited with code {exitcode} while starting, before it "
+        "ran any job (its error is printed above). Worker processes import the "
+        "script that started them: put the code that runs the ensemble under "
+        '`if __name__ == "__main__":` (the multiprocessing docs, \'Safe importing '
+        "of main module')."
+    )
 
 
 def _worker_main(conn, env: Mapping[str, str]) -> None:
@@ -91,13 +102,7 @@ class _Worker:
         except (EOFError, OSError):
             pass
         self.process.join(timeout=5)
-        raise BackendUnavailable(
-            f"a worker process exited with code {self.process.exitcode} while "
-            "starting, before it ran any job (its error is printed above). Worker "
-            "processes import the script that started them: put the code that runs "
-            'the ensemble under `if __name__ == "__main__":` (the multiprocessing '
-            "docs, 'Safe importing of main module')."
-        )
+        raise worker_start_failed(self.process.exitcode)
 
     def kill(self) -> None:
         if self.process.is_alive():
