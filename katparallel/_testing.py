@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
+from pathlib import Path
 
-__all__ = ("square", "noop", "crash_on", "sleep_then", "pid_of", "omp_threads", "hom_power")
+__all__ = (
+    "square", "noop", "crash_on", "sleep_then", "pid_of", "omp_threads", "hom_power",
+    "MPI_ENV", "mpiexec_python",
+)
 
 #: ``crash_on`` kills its own process for this task value.
 CRASH_VALUE = -1
@@ -78,3 +83,21 @@ def hom_power(xbeta: float) -> float:
     model.parse(HOM_KATSCRIPT)
     model.m1.xbeta = xbeta
     return float(model.run()["P"])
+
+
+#: Open MPI refuses to run as root (containers, CI) without these, and needs
+#: oversubscription for ``mpiexec -n 3`` on two cores.
+MPI_ENV = {
+    "OMPI_ALLOW_RUN_AS_ROOT": "1",
+    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+    "PRTE_ALLOW_RUN_AS_ROOT": "1",
+    "PRTE_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+    "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe",
+}
+
+
+def mpiexec_python(n: int, *args: str) -> list[str]:
+    """``mpiexec -n N python -m mpi4py.futures ARGS``, with this venv's launcher if it has one."""
+    mpiexec = Path(sys.executable).with_name("mpiexec")
+    launcher = str(mpiexec) if mpiexec.exists() else "mpiexec"
+    return [launcher, "-n", str(n), sys.executable, "-m", "mpi4py.futures", *args]

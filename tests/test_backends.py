@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -27,17 +26,9 @@ TIMEOUT = 60
 HERE = Path(__file__).parent
 IPCLUSTER = str(Path(sys.executable).with_name("ipcluster"))
 
-# Open MPI refuses to run as root without these (containers, CI).
-MPI_ROOT_ENV = {
-    "OMPI_ALLOW_RUN_AS_ROOT": "1",
-    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-    "PRTE_ALLOW_RUN_AS_ROOT": "1",
-    "PRTE_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-    # mpiexec -n 3 on a 2-core machine
-    "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe",
-}
+# Open MPI refuses to spawn as root without these (containers, CI).
 if os.geteuid() == 0:
-    for _key, _value in MPI_ROOT_ENV.items():
+    for _key, _value in _testing.MPI_ENV.items():
         os.environ.setdefault(_key, _value)
 
 BACKENDS = available()
@@ -313,9 +304,7 @@ needs_mpi = pytest.mark.skipif("mpi" not in BACKENDS, reason="mpi4py missing")
 
 
 def _mpiexec(*args):
-    mpiexec = Path(sys.executable).with_name("mpiexec")
-    cmd = [str(mpiexec if mpiexec.exists() else "mpiexec"), "-n", "3", sys.executable,
-           "-m", "mpi4py.futures", str(HERE / "mpi" / "run_mpi_backend.py"), *args]
+    cmd = _testing.mpiexec_python(3, str(HERE / "mpi" / "run_mpi_backend.py"), *args)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
 
 

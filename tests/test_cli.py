@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import katparallel
+from katparallel._testing import MPI_ENV, mpiexec_python
 from katparallel.backends import BACKENDS
 from katparallel.cli import main
 from katparallel.store import Store
@@ -41,17 +42,6 @@ def perturb(model, rng):
     model.m.R = 0.3
     model.m.T = rng.uniform(0.1, 0.7)
 '''
-
-# Open MPI refuses to run as root without these, and needs oversubscription
-# for `mpiexec -n 3` on two cores.
-MPI_ENV = {
-    "OMPI_ALLOW_RUN_AS_ROOT": "1",
-    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-    "PRTE_ALLOW_RUN_AS_ROOT": "1",
-    "PRTE_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-    "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe",
-}
-
 
 def katparallel_cmd(*args, cwd, **kwargs):
     return subprocess.run(
@@ -197,14 +187,12 @@ def test_console_script_help_has_examples():
 @pytest.mark.skipif("mpi" not in BACKENDS, reason="the mpi backend is not registered")
 @pytest.mark.timeout(TIMEOUT)
 def test_cli_under_mpiexec_matches_serial(tmp_path, model_file):
-    mpiexec = Path(sys.executable).with_name("mpiexec")
     study = ["run", str(model_file), "--vary", "L0.P=1:2:6", "--vary", "m.phi=0,90", "--seed", "3",
              "-q"]
     env = {**os.environ, **MPI_ENV}
     proc = subprocess.run(
-        [str(mpiexec if mpiexec.exists() else "mpiexec"), "-n", "3", sys.executable, "-m",
-         "mpi4py.futures", "-m", "katparallel", *study, "--backend", "mpi",
-         "--store", "m.db", "--out", "m.nc"],
+        mpiexec_python(3, "-m", "katparallel", *study, "--backend", "mpi",
+                       "--store", "m.db", "--out", "m.nc"),
         cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT, env=env,
     )
     assert proc.returncode == 0, proc.stderr

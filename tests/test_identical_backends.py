@@ -7,13 +7,13 @@ katparallel starts and stops, and MPI under ``mpiexec -n 3``.
 import importlib.util
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import katparallel
+from katparallel._testing import MPI_ENV, mpiexec_python
 from katparallel.backends import available
 
 SCRIPT = Path(__file__).parent / "mpi" / "identical_study.py"
@@ -22,13 +22,6 @@ identical_study = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(identical_study)
 
 IN_PROCESS = [b for b in ("multiprocessing", "pathos", "ipyparallel") if b in available()]
-MPI_ENV = {
-    "OMPI_ALLOW_RUN_AS_ROOT": "1",
-    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-    "PRTE_ALLOW_RUN_AS_ROOT": "1",
-    "PRTE_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-    "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe",
-}
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +63,8 @@ def test_backend_matches_serial_bit_for_bit(backend, reference, tmp_path):
 @pytest.mark.skipif("mpi" not in available(), reason="mpi4py missing")
 @pytest.mark.timeout(240)
 def test_mpi_under_mpiexec_matches_serial_bit_for_bit(reference, tmp_path):
-    mpiexec = Path(sys.executable).with_name("mpiexec")
     proc = subprocess.run(
-        [str(mpiexec if mpiexec.exists() else "mpiexec"), "-n", "3", sys.executable,
-         "-m", "mpi4py.futures", str(SCRIPT), "mpi", str(tmp_path)],
+        mpiexec_python(3, str(SCRIPT), "mpi", str(tmp_path)),
         capture_output=True, text=True, timeout=200, env={**os.environ, **MPI_ENV},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
