@@ -186,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="checkpoint every finished job here; rerun to resume")
     run.add_argument("--resume", action="store_true",
                      help="insist that --store already holds this study")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="run the jobs --store records as failed again")
     run.add_argument("-o", "--out", action="append", default=[], metavar="FILE",
                      help="write results: .nc (everything) or .csv (scalar outputs); repeatable")
     run.add_argument("-q", "--no-progress", dest="progress", action="store_false",
@@ -280,6 +282,8 @@ def _check_outputs(outs: Sequence[str]) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     _check_outputs(args.out)
+    if args.retry_failed and not args.store:
+        raise _UsageError("--retry-failed needs --store: the failures to retry are in a store")
     ensemble = _ensemble(args)
     started = time.perf_counter()
     results = ensemble.run(
@@ -290,6 +294,7 @@ def _run(args: argparse.Namespace) -> int:
         progress=args.progress,
         store=args.store,
         resume=True if args.resume else None,
+        retry_failed=args.retry_failed,
     )
     attrs = results.to_xarray().attrs
     failures = results.failures
@@ -421,8 +426,9 @@ def _show(args: argparse.Namespace) -> int:
         print(f"versions  katparallel {definition['katparallel_version']}, "
               f"finesse {definition['finesse_version']}")
         status = "complete" if done == total else f"{total - done} to go; rerun to resume"
+        retry = " (rerun with --retry-failed to run them again)" if failures else ""
         print(f"progress  {done}/{total} jobs done ({100 * done / max(total, 1):.1f}%, {status}), "
-              f"{len(failures)} failed")
+              f"{len(failures)} failed{retry}")
         print("model")
         print(_first_lines(definition["model"]))
     else:

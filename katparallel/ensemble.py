@@ -221,6 +221,7 @@ class Ensemble:
         batch: bool | None = None,
         store: str | os.PathLike | None = None,
         resume: bool | None = None,
+        retry_failed: bool = False,
     ) -> Results:
         """Run every job and gather the results.
 
@@ -264,7 +265,13 @@ class Ensemble:
             With ``store``: ``None`` continues the stored study or starts one,
             ``True`` insists the store already holds it, ``False`` insists the
             store is new.
+        retry_failed : bool
+            With ``store``: run the jobs the store records as failed again
+            (say, killed by the out-of-memory killer), as well as the missing
+            ones. By default a recorded failure is final.
         """
+        if retry_failed and store is None:
+            raise ValueError("retry_failed=True needs store=: the failures to retry are in a store")
         action = self._adapter.parse_analysis(analysis)
         with _checkpoint(store) as checkpoint:
             seed = self._seed if self._seed is not None or checkpoint is None else checkpoint.seed
@@ -272,6 +279,8 @@ class Ensemble:
             todo = np.arange(plan.n_jobs)
             if checkpoint is not None:
                 checkpoint.begin(_definition(self, plan, analysis), plan, resume)
+                if retry_failed:
+                    LOGGER.info("retrying %d failed jobs", len(checkpoint.forget_failures()))
                 todo = np.setdiff1d(todo, checkpoint.done_indices(), assume_unique=True)
             engine = _make_backend(backend, workers, timeout)
             batched = decide_batch(

@@ -557,6 +557,13 @@ class Store:
                 ],
             )
 
+    def forget_failures(self) -> np.ndarray:
+        """Delete the recorded failures so that their jobs run again; return their indices."""
+        with self._errors(), self._transaction():
+            failed = [row[0] for row in self._db.execute("SELECT job FROM failures")]
+            self._db.execute("DELETE FROM failures")
+        return np.array(sorted(failed), dtype=np.int64)
+
     # ---------------------------------------------------------------- reading
     def done_indices(self) -> np.ndarray:
         """Indices of every job the store holds (succeeded or failed), sorted."""

@@ -145,6 +145,7 @@ def test_zip_steps_parameters_together(tmp_path, model_file, capsys):
         (["run", "{model}", "--sample", "L0.P=normal(1,1)"], "--sample needs -n N"),
         (["run", "{model}", "--zip", "L0.P=1,2"], "needs a --vary before it"),
         (["run", "{model}", "--vary", "L0.P=1", "--backend", "nope"], "Unknown backend 'nope'"),
+        (["run", "{model}", "--vary", "L0.P=1", "--retry-failed"], "--retry-failed needs --store"),
         (["run", "{model}", "--vary", "L0.P=1", "--out", "x.txt"], "give a .nc (netCDF) or .csv"),
         (["run", "{model}", "--vary", "L0.P=1", "--store", "{png}"], "not an SQLite database"),
         (["run", "{model}", "--bogus"], "unrecognized arguments: --bogus"),

@@ -261,3 +261,37 @@ def test_store_round_trips_xaxis_outputs_and_unseeded_study(tmp_path, katscript)
         stored = store.results()
     assert_same_results(first, stored)
     assert stored["P"].dims == ("L0.P", "m.phi")
+
+
+def test_retry_failed_reruns_only_the_failed_jobs(tmp_path, katscript):
+    """A job that failed for a passing reason (here a missing file) succeeds on retry."""
+    db, marker = tmp_path / "r.db", tmp_path / "broken"
+    marker.touch()
+    calls = tmp_path / "calls"
+    calls.mkdir()
+
+    def factory(values, rng):
+        import finesse
+
+        (calls / str(values["L0.P"])).touch()
+        if values["L0.P"] == 3.0 and marker.exists():
+            raise MemoryError("out of memory (for now)")
+        model = finesse.Model()
+        model.parse(katscript)
+        return model
+
+    ensemble = Ensemble(factory, seed=5).vary("L0.P", [1.0, 2.0, 3.0, 4.0])
+    first = ensemble.run(backend="serial", progress=False, store=db)
+    assert [(f.index, f.type) for f in first.failures] == [(2, "MemoryError")]
+    marker.unlink()
+    with pytest.raises(ValueError, match="needs store="):
+        ensemble.run(progress=False, retry_failed=True)
+    for call in calls.iterdir():
+        call.unlink()
+    retried = ensemble.run(backend="serial", progress=False, store=db, retry_failed=True)
+    assert sorted(p.name for p in calls.iterdir()) == ["3.0"]  # nothing else ran again
+    assert retried.failures == []
+    clean = ensemble.run(backend="serial", progress=False)
+    np.testing.assert_array_equal(retried["P"].values, clean["P"].values)
+    with Store(db) as store:
+        assert store.failures() == [] and store.progress() == (4, 4)
