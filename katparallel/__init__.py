@@ -36,3 +36,4 @@ _EXPORTS = {
 __all__ = tuple(_EXPORTS)
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+del lazy_exports
