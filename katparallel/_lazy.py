@@ -28,6 +28,6 @@ def lazy_exports(package: str, exports: Mapping[str, str]) -> tuple[Callable, Ca
         return value
 
     def __dir__() -> list[str]:
-        return sorted(list(namespace) + list(exports))
+        return sorted(set(namespace) | set(exports))
 
     return __getattr__, __dir__
