@@ -11,7 +11,6 @@ import pytest
 
 import katparallel
 from katparallel._testing import MPI_ENV, mpiexec_python
-from katparallel.backends import BACKENDS
 from katparallel.cli import main
 from katparallel.store import Store
 
@@ -185,7 +184,6 @@ def test_console_script_help_has_examples():
     assert "examples:" in proc.stdout and "mpiexec" in proc.stdout
 
 
-@pytest.mark.skipif("mpi" not in BACKENDS, reason="the mpi backend is not registered")
 @pytest.mark.timeout(TIMEOUT)
 def test_cli_under_mpiexec_matches_serial(tmp_path, model_file):
     study = ["run", str(model_file), "--vary", "L0.P=1:2:6", "--vary", "m.phi=0,90", "--seed", "3",

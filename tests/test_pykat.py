@@ -13,8 +13,8 @@ import pytest
 from katparallel import Ensemble, Normal, ParaKat, UnknownParameterError
 from katparallel.finesse2 import ensure_kat
 
-ensure_kat()
-pykat = pytest.importorskip("pykat")
+ensure_kat()  # before pykat's import, which looks for the kat program
+import pykat  # noqa: E402  (a hard dependency: missing, these tests fail, never skip)
 
 # The mirror-transmission tutorial: 1 W through a mirror, power detected behind it.
 TUTORIAL = """
