@@ -120,6 +120,19 @@ def test_killed_worker_costs_only_its_task(backend):
     assert run_all(backend, _testing.square, range(6)) == {i: i * i for i in range(6)}
 
 
+@pytest.mark.timeout(TIMEOUT)
+def test_worker_killed_while_idle_is_replaced_before_it_gets_a_task():
+    from katparallel.backends.multiprocess import MultiprocessingBackend
+
+    with MultiprocessingBackend(workers=2, threads=2) as backend:  # a pool of its own
+        idle = backend.pool.pids()[0]
+        os.kill(idle, signal.SIGKILL)
+        psutil.Process(idle).wait(timeout=10)
+        results = run_all(backend, _testing.sleep_then, [(0.1, i) for i in range(6)])
+        assert results == {i: i for i in range(6)}  # no task lost, no WorkerCrashed
+        assert idle not in backend.pool.pids()
+
+
 HOM_THEN_POOL = """
 import sys
 from katparallel import _testing

@@ -176,10 +176,11 @@ class ProcessPool:
         """Process ids of the live workers."""
         return [w.process.pid for w in self._workers if w.process.is_alive()]
 
-    def _replace(self, worker: _Worker) -> None:
+    def _replace(self, worker: _Worker) -> _Worker:
         worker.kill()
         new = self._workers[self._workers.index(worker)] = _Worker(self._ctx, self._env)
         new.wait_ready()
+        return new
 
     def map_unordered(
         self,
@@ -204,9 +205,13 @@ class ProcessPool:
                     if not pending:
                         break
                     if worker.task is None:
-                        worker.task = pending.pop()
-                        worker.started = time.monotonic()
-                        worker.conn.send((fn, tasks[worker.task]))
+                        task = pending.pop()
+                        try:
+                            worker.conn.send((fn, tasks[task]))
+                        except OSError:  # it died while idle, holding no task
+                            worker = self._replace(worker)
+                            worker.conn.send((fn, tasks[task]))
+                        worker.task, worker.started = task, time.monotonic()
                         busy[worker.conn] = worker
                         busy[worker.process.sentinel] = worker
                 wait_for = None
