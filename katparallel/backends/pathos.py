@@ -7,7 +7,9 @@ one. Workers start with ``forkserver`` (pathos forks, which deadlocks in libgomp
 once this process has run a higher-order-mode Finesse model). A ``multiprocess``
 pool silently loses the task of a worker that dies, so each worker writes the
 task it starts into its own file (no lock a kill could leave held), which the
-parent reads to name the task.
+parent reads to name the task. A worker killed while idle may hold the pool's
+task-queue lock, which deadlocks a ``multiprocess`` pool; the ``multiprocessing``
+backend has no shared queue and recovers from that too.
 """
 
 from __future__ import annotations
@@ -54,10 +56,17 @@ def _run_task(fn: Callable[[Any], Any], run: int, index: int, task: Any) -> Any:
     return fn(task)
 
 
-def _held_task(state_dir: str, pid: int) -> tuple[int, int]:
-    """(run, index) a worker last started; (0, -1) if it never started one."""
+def _held_task(state_dir: str, pid: int) -> tuple[int, int] | None:
+    """(run, index) a worker last started; (0, -1) if none yet; None if it died starting.
+
+    ``_init_worker`` creates the file empty, so a missing file means the worker
+    never got that far.
+    """
     path = Path(state_dir, str(pid))
-    return tuple(map(int, path.read_bytes().split())) if path.exists() else (0, -1)
+    if not path.exists():
+        return None
+    fields = path.read_bytes().split()
+    return (int(fields[0]), int(fields[1])) if fields else (0, -1)
 
 
 def _stop(key: tuple) -> None:
@@ -177,9 +186,9 @@ class PathosBackend(Backend):
                     if process.exitcode is None or now - dead.setdefault(pid, now) < _GRACE:
                         continue
                     del workers[pid]
-                    if not Path(state_dir, str(pid)).exists():  # died before _init_worker
-                        raise worker_start_failed(process.exitcode)
                     held = _held_task(state_dir, pid)
+                    if held is None:
+                        raise worker_start_failed(process.exitcode)
                     if held[0] == run and held[1] in remaining:
                         remaining.discard(held[1])
                         yield held[1], WorkerCrashed(
