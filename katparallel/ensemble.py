@@ -359,9 +359,7 @@ def _probe_and_choose(
     started = time.perf_counter()
     execute(chunks_of(probe, len(probe)), SerialBackend(), on_result)
     seconds_per_job = (time.perf_counter() - started) / len(probe)
-    chosen = auto.choose(len(rest), seconds_per_job)
-    LOGGER.info("auto: %.3g s a job here, so %s for the other %d", seconds_per_job, chosen.name, len(rest))
-    return chosen, rest
+    return auto.choose(len(rest), seconds_per_job), rest
 
 
 def _make_backend(backend: str | Backend, workers: int | None, timeout: float | None) -> Backend:
@@ -410,8 +408,8 @@ def _attributes(ensemble: Ensemble, plan: Plan, engine: Backend, elapsed: float,
         "n_failed": len(failures),
         "katparallel_version": __version__,
     }
-    if _finesse_version():
-        attrs["finesse_version"] = _finesse_version()
+    if finesse_version := _finesse_version():
+        attrs["finesse_version"] = finesse_version
     return attrs
 
 

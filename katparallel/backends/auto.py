@@ -82,7 +82,8 @@ class AutoBackend(Backend):
             chosen: Backend = SerialBackend()
         else:
             chosen = MultiprocessingBackend(workers=self.workers, timeout=self.timeout)
-        LOGGER.info("auto backend: %s for %d tasks", chosen.name, n_tasks)
+        cost = "unknown" if seconds_per_task is None else f"{seconds_per_task:.3g} s"
+        LOGGER.info("auto backend: %s for %d tasks of %s each", chosen.name, n_tasks, cost)
         return chosen
 
     def map_unordered(
