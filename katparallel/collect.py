@@ -37,6 +37,7 @@ import dill
 from .backends import get_backend_class
 from .backends.base import Backend
 from .errors import JobError, RemoteTraceback
+from .runner import progress_bar
 
 LOGGER = logging.getLogger(__name__)
 
@@ -242,11 +243,9 @@ class ParaKat:
         """
         pending = [i for i, result in enumerate(self._results) if result is _PENDING]
         if pending:
-            from tqdm.auto import tqdm
-
             tasks = [self._jobs[i] for i in pending]
-            with tqdm(total=self._run_count, initial=self._run_count - len(pending), unit="job",
-                      desc="Parallel jobs", disable=not self._progress, leave=False) as bar:
+            initial = self._run_count - len(pending)
+            with progress_bar(self._run_count, "Parallel jobs", self._progress, initial) as bar:
                 for position, outcome in self._backend.map_unordered(_run_job, tasks):
                     self._results[pending[position]] = _unwrap(outcome)
                     bar.update(1)

@@ -35,7 +35,7 @@ from .batch import batch_chunk_size, decide_batch
 from .errors import InvalidValuesError, JobError, RemoteTraceback
 from .plan import SAMPLE_DIM, Axis, Plan, as_values
 from .results import Collector, Results
-from .runner import chunk_size_for, execute, make_chunks
+from .runner import chunk_size_for, execute, make_chunks, progress_bar
 from .sampling import as_distribution, new_seed, sampling_rng
 from .store import Store, describe_analysis, study_definition
 
@@ -304,11 +304,11 @@ class Ensemble:
             LOGGER.info("running %s on %s", plan.describe(), engine.name)
             started = time.perf_counter()
             done = plan.n_jobs - len(todo)
-            with _progress_bar(plan.n_jobs, engine.name, progress, initial=done) as bar:
+            with progress_bar(plan.n_jobs, engine.name, progress, initial=done) as bar:
                 if isinstance(engine, AutoBackend):
                     engine, todo = _probe_and_choose(engine, todo, batched, chunks_of, on_result)
                     bar.update(plan.n_jobs - done - len(todo))
-                    bar.bar.set_description(engine.name)
+                    bar.set_description(engine.name)
                 if batched:
                     size = batch_chunk_size(len(todo), engine.n_workers)
                 else:
@@ -374,26 +374,6 @@ def _make_backend(backend: str | Backend, workers: int | None, timeout: float | 
         except TypeError:
             raise ValueError(f"the {backend!r} backend does not support timeout=") from None
     return cls(workers=workers)
-
-
-class _progress_bar:
-    """tqdm bar (notebook-aware) or a no-op."""
-
-    def __init__(self, total: int, backend: str, enabled: bool, initial: int = 0):
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(
-            total=total, initial=initial, unit="job", desc=backend, disable=not enabled, leave=False
-        )
-
-    def update(self, n: int) -> None:
-        self.bar.update(n)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.bar.close()
 
 
 def _attributes(ensemble: Ensemble, plan: Plan, engine: Backend, elapsed: float, failures) -> dict:

@@ -26,7 +26,7 @@ from .worker import Chunk, ChunkResult, Failure, run_chunk
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ("make_chunks", "execute", "chunk_size_for")
+__all__ = ("make_chunks", "execute", "chunk_size_for", "progress_bar")
 
 # Chunks per worker: enough to balance uneven jobs, few enough that the
 # per-chunk cost (pickling, a round trip) stays small.
@@ -38,6 +38,14 @@ def chunk_size_for(n_jobs: int, n_workers: int, remote: bool) -> int:
     if not remote:
         return max(1, math.ceil(n_jobs / 100))  # progress-bar granularity only
     return max(1, math.ceil(n_jobs / (n_workers * CHUNKS_PER_WORKER)))
+
+
+def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0):
+    """A notebook-aware tqdm bar counting jobs (a silent one when not ``enabled``)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="job", desc=desc, disable=not enabled,
+                leave=False)
 
 
 def make_chunks(
