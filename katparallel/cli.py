@@ -326,15 +326,6 @@ def _workers(count: int) -> str:
     return f"{count} worker" + ("" if count == 1 else "s")
 
 
-def _version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "not installed"
-
-
 def _kat_program() -> str:
     try:
         from .finesse2 import which_kat
@@ -354,6 +345,7 @@ def _kat_program() -> str:
 def _info(args: argparse.Namespace) -> int:
     from . import __version__
     from .backends import BACKENDS, available
+    from .store import installed_version
 
     usable = available()
     missing = [name for name in BACKENDS if name not in usable]
@@ -362,8 +354,8 @@ def _info(args: argparse.Namespace) -> int:
         backends += f"  (unavailable: {', '.join(missing)})"
     rows = [
         ("katparallel", __version__),
-        ("finesse", _version("finesse")),
-        ("pykat", _version("pykat")),
+        ("finesse", installed_version("finesse")),
+        ("pykat", installed_version("pykat")),
         ("python", f"{sys.version.split()[0]} ({sys.executable})"),
         ("backends", backends),
         ("cpus", str(os.cpu_count())),

@@ -37,7 +37,7 @@ from .plan import SAMPLE_DIM, Axis, Plan, as_values
 from .results import Collector, Results
 from .runner import chunk_size_for, execute, make_chunks, progress_bar
 from .sampling import as_distribution, new_seed, sampling_rng
-from .store import Store, describe_analysis, study_definition
+from .store import Store, describe_analysis, installed_version, study_definition
 
 LOGGER = logging.getLogger(__name__)
 
@@ -388,20 +388,8 @@ def _attributes(ensemble: Ensemble, plan: Plan, engine: Backend, elapsed: float,
         "n_failed": len(failures),
         "katparallel_version": __version__,
     }
-    if finesse_version := _finesse_version():
-        attrs["finesse_version"] = finesse_version
+    attrs["finesse_version"] = installed_version("finesse")
     return attrs
-
-
-@functools.cache
-def _finesse_version() -> str | None:
-    """Finesse's installed version (read once: the lookup costs milliseconds)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("finesse")
-    except PackageNotFoundError:
-        return None
 
 
 def _checkpoint(path: str | os.PathLike | None) -> contextlib.AbstractContextManager:

@@ -32,6 +32,7 @@ import contextlib
 import fcntl
 import hashlib
 import io
+import functools
 import json
 import logging
 import os
@@ -198,12 +199,14 @@ def study_definition(
         "analysis": analysis,
         "perturb": perturb,
         "katparallel_version": __version__,
-        "finesse_version": _version_of("finesse"),
+        "finesse_version": installed_version("finesse"),
     }
     return definition
 
 
-def _version_of(package: str) -> str:
+@functools.cache
+def installed_version(package: str) -> str:
+    """``package``'s installed version, or "not installed" (read once: it costs milliseconds)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
