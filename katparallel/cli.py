@@ -316,7 +316,7 @@ def _run(args: argparse.Namespace) -> int:
     if not args.out and not args.store:
         print(results.to_xarray())
     for failure in failures[:5]:
-        print(f"failed: {failure}", file=sys.stderr)
+        print(f"failed: {failure.summary}", file=sys.stderr)
     if len(failures) > 5:
         print(f"... and {len(failures) - 5} more (katparallel show)", file=sys.stderr)
     return 1 if failures else 0
@@ -437,7 +437,7 @@ def _show(args: argparse.Namespace) -> int:
         print("model")
         print(_first_lines(attrs.get("model", "")))
     for failure in failures[: args.failures]:
-        print(f"failed    {failure}")
+        print(f"failed    {failure.summary}")
     if len(failures) > args.failures:
         print(f"          ... and {len(failures) - args.failures} more (--failures N)")
     return 0

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import tempfile
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +34,7 @@ import dill
 
 from .backends import get_backend_class
 from .backends.base import Backend
-from .errors import JobError, RemoteTraceback
+from .errors import Failure
 from .runner import progress_bar
 
 LOGGER = logging.getLogger(__name__)
@@ -84,33 +82,6 @@ class _Job:
     payload: bytes  # dill of (func or None, IFO or None, args, kwargs)
 
 
-@dataclass
-class _Raised:
-    """An exception a job raised, brought back as data."""
-
-    pickled: bytes | None
-    type_name: str
-    message: str
-    traceback: str
-
-    @classmethod
-    def capture(cls, exc: BaseException) -> "_Raised":
-        try:
-            pickled = pickle.dumps(exc)
-            pickle.loads(pickled)  # some exceptions pickle but do not unpickle
-        except Exception:  # noqa: BLE001 - fall back to type and message
-            pickled = None
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        return cls(pickled, type(exc).__name__, str(exc).strip(), tb)
-
-    def exception(self) -> BaseException:
-        exc = pickle.loads(self.pickled) if self.pickled else None
-        if exc is None:
-            exc = JobError(f"{self.type_name}: {self.message}")
-        exc.__cause__ = RemoteTraceback(self.traceback)
-        return exc
-
-
 def _run_job(job: _Job) -> Any:
     """Run one job in a temporary directory of its own; never raises."""
     from .finesse2 import ensure_kat
@@ -126,9 +97,9 @@ def _run_job(job: _Job) -> Any:
             finally:
                 os.chdir(cwd)
     except Exception as exc:  # noqa: BLE001 - reported in the job's slot
-        return _Raised.capture(exc)
+        return Failure.capture(exc)
     if isinstance(value, BaseException):  # parakat-style funcs return their exception
-        return _Raised.capture(value)
+        return Failure.capture(value)
     return value
 
 
@@ -280,9 +251,6 @@ class ParaKat:
 
 def _unwrap(outcome: Any) -> Any:
     """A job's slot value from what the backend returned."""
-    if isinstance(outcome, _Raised):
-        return outcome.exception()
-    remote = getattr(outcome, "remote_traceback", None)  # a backend's own report of fn raising
-    if isinstance(outcome, BaseException) and remote:
-        outcome.__cause__ = RemoteTraceback(remote)
+    if isinstance(outcome, Failure):
+        return outcome.original()
     return outcome

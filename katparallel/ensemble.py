@@ -32,7 +32,7 @@ from .backends.auto import AutoBackend
 from .backends.base import Backend
 from .backends.serial import SerialBackend
 from .batch import batch_chunk_size, decide_batch
-from .errors import InvalidValuesError, JobError, RemoteTraceback
+from .errors import InvalidValuesError, JobError
 from .plan import SAMPLE_DIM, Axis, Plan, as_values
 from .results import Collector, Results
 from .runner import chunk_size_for, execute, make_chunks, progress_bar
@@ -319,13 +319,13 @@ class Ensemble:
             if failures:
                 LOGGER.warning(
                     "%d of %d jobs failed; see Results.failures. First: %s",
-                    len(failures), plan.n_jobs, failures[0],
+                    len(failures), plan.n_jobs, failures[0].summary,
                 )
             if failures and raise_on_error:
                 first = failures[0]
                 raise JobError(
-                    f"{len(failures)} of {plan.n_jobs} jobs failed; first: {first}"
-                ) from RemoteTraceback(first.traceback)
+                    f"{len(failures)} of {plan.n_jobs} jobs failed; first: {first.summary}"
+                ) from first
             attrs = _attributes(self, plan, engine, elapsed, failures)
             return Results(collector.dataset(attrs), failures, collector.solutions)
 

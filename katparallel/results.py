@@ -21,7 +21,8 @@ import numpy as np
 import xarray as xr
 
 from .plan import Plan
-from .worker import ChunkResult, Failure
+from .errors import Failure
+from .worker import ChunkResult
 
 LOGGER = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ class Results:
                 array = dataset[name]
                 dataset[name] = array.real.assign_attrs({_COMPLEX_TAG: "real"})
                 dataset[f"{name}__imag"] = array.imag.assign_attrs({_COMPLEX_TAG: "imag"})
-        dataset.attrs["failures"] = json.dumps([vars(f) for f in self.failures])
+        dataset.attrs["failures"] = json.dumps([f.as_dict() for f in self.failures])
         dataset.to_netcdf(path, engine="netcdf4")
 
     def to_csv(self, path: str | os.PathLike) -> list[str]:

@@ -16,13 +16,14 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
 from .backends.base import Backend
-from .errors import WorkerCrashed
+from .errors import Failure
 from .plan import Plan
-from .worker import Chunk, ChunkResult, Failure, run_chunk
+from .worker import Chunk, ChunkResult, run_chunk
 
 LOGGER = logging.getLogger(__name__)
 
@@ -70,9 +71,11 @@ def make_chunks(
     return chunks
 
 
-def _crash_failures(chunk: Chunk, error: Exception, paths) -> ChunkResult:
+def _crash_failures(chunk: Chunk, error: Any, paths) -> ChunkResult:
+    if not isinstance(error, Failure):  # a backend that broke the contract
+        error = Failure(None, None, type(error).__name__, str(error))
     failures = [
-        Failure(int(i), dict(zip(paths, row.tolist())), type(error).__name__, str(error))
+        error.for_job(int(i), dict(zip(paths, row.tolist())))
         for i, row in zip(chunk.indices, chunk.values)
     ]
     return ChunkResult(np.empty(0, dtype=np.int64), {}, {}, failures)
@@ -98,7 +101,7 @@ def execute(
             chunk = queue[position]
             if isinstance(outcome, ChunkResult):
                 on_result(outcome)
-            elif isinstance(outcome, WorkerCrashed) and retry:
+            elif isinstance(outcome, Failure) and outcome.crashed and retry:
                 LOGGER.warning("worker died running jobs %s; retrying them once", chunk.indices.tolist())
                 crashed.extend(chunk.split())
                 continue

@@ -48,7 +48,8 @@ import numpy as np
 from . import __version__
 from .errors import KatParallelError
 from .plan import Axis, Plan
-from .worker import ChunkResult, Failure
+from .errors import Failure
+from .worker import ChunkResult
 
 LOGGER = logging.getLogger(__name__)
 

@@ -15,33 +15,18 @@ marked ``batch`` take the fast path of :mod:`katparallel.batch` instead.
 from __future__ import annotations
 
 import logging
-import traceback
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import dill
 import numpy as np
 
+from .errors import Failure
 from .sampling import job_rng
 
 LOGGER = logging.getLogger(__name__)
 
 __all__ = ("Chunk", "ChunkResult", "Failure", "merge_results", "run_chunk", "run_jobs")
-
-
-@dataclass
-class Failure:
-    """A job that did not produce a result."""
-
-    index: int
-    values: dict[str, float]
-    type: str
-    message: str
-    traceback: str = ""
-
-    def __str__(self) -> str:
-        where = ", ".join(f"{k}={v:.6g}" for k, v in self.values.items())
-        return f"job {self.index} ({where or 'no parameters'}): {self.type}: {self.message}"
 
 
 @dataclass
@@ -142,9 +127,7 @@ def run_jobs(chunk: Chunk) -> ChunkResult:
             solution = adapter.run(model, chunk.analysis)
             out = adapter.outputs(solution)
         except Exception as exc:
-            failures.append(
-                Failure(index, values, type(exc).__name__, str(exc).strip(), traceback.format_exc())
-            )
+            failures.append(Failure.capture(exc, index, values))
             continue
         finally:
             if undo is not None and not needs_fresh and not adapter.restore(undo):

@@ -18,7 +18,7 @@ import pytest
 
 from katparallel import _testing
 from katparallel.backends import available, get_backend_class
-from katparallel.errors import WorkerCrashed
+from katparallel.errors import Failure
 
 #: Only a deadlock reaches this.
 TIMEOUT = 60
@@ -112,7 +112,7 @@ def test_killed_worker_costs_only_its_task(backend):
     tasks = [1, 2, _testing.CRASH_VALUE, 3, 4, 5]
     results = run_all(backend, _testing.crash_on, tasks)
     assert sorted(results) == list(range(len(tasks)))
-    assert isinstance(results[2], WorkerCrashed)
+    assert isinstance(results[2], Failure) and results[2].crashed
     assert {i: r for i, r in results.items() if i != 2} == {
         i: x * x for i, x in enumerate(tasks) if i != 2
     }

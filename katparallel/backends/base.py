@@ -6,9 +6,9 @@ sequence of picklable tasks, runs ``fn(task)`` somewhere, and yields
 
     tasks ──► Backend.map_unordered(fn, tasks) ──► (i, fn(tasks[i])) as completed
 
-A task whose process died yields ``(i, WorkerCrashed(...))`` instead of a
-result; the caller decides whether to retry it. Exceptions raised *inside*
-``fn`` are the function's business (katparallel's worker never raises).
+A task that did not return yields ``(i, Failure(...))`` instead of a result:
+``fn`` raised (its traceback as text), or its process died
+(``Failure.crashed``; the caller decides whether to retry it).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Backend(abc.ABC):
         ------
         (int, object)
             The task's position in ``tasks`` and ``fn``'s return value, or a
-            :class:`~katparallel.errors.WorkerCrashed` if its process died.
+            :class:`~katparallel.errors.Failure` if it raised or its process died.
         """
 
     @property

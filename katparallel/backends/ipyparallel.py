@@ -8,7 +8,7 @@ cluster and leaves it running. Tasks go one per message through a load-balanced
 view and are yielded as they complete; functions are pickled by reference, so
 engines import katparallel, never the user's ``__main__``. A task whose engine
 died comes back as an ``EngineError`` naming that task, yielded as
-:class:`WorkerCrashed`; an owned cluster gets new engines before the next run.
+:class:`~katparallel.errors.Failure` with ``crashed`` set; an owned cluster gets new engines before the next run.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ..errors import WorkerCrashed
+from ..errors import Failure
 from .base import Backend
 from .procpool import pinned_thread_env
 
@@ -173,13 +173,14 @@ class IPyParallelBackend(Backend):
                 try:
                     result = ar.get()
                 except ipp.error.RemoteError as exc:
-                    result = exc
                     if exc.ename == "EngineError":
-                        result = WorkerCrashed(
+                        result = Failure.worker_crashed(
                             f"the ipyparallel engine running this job died "
                             f"({exc.evalue}); the job did not finish."
                         )
-                        result.__cause__ = exc
+                    else:
+                        tb = "\n".join(exc.traceback or [])
+                        result = Failure(None, None, exc.ename, exc.evalue, tb)
                 yield index, result
             clean_exit = True
         finally:

@@ -13,7 +13,7 @@ Two ways to get workers:
 
 MPI's fault model is all-or-nothing: a worker killed by a signal aborts the
 whole MPI job, parent included, so this backend cannot report a
-:class:`~katparallel.errors.WorkerCrashed` task and carry on; rerun from the
+:class:`~katparallel.errors.Failure` for a crashed task and carry on; rerun from the
 checkpoint instead. One executor is kept per session and shut down at exit.
 """
 
@@ -28,7 +28,7 @@ from pathlib import Path
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, Failure
 from .base import Backend
 from .procpool import pinned_thread_env
 
@@ -165,7 +165,7 @@ class MPIBackend(Backend):
             for future in futures.as_completed(pending):
                 index = pending.pop(future)
                 exc = future.exception()
-                yield index, future.result() if exc is None else exc
+                yield index, future.result() if exc is None else Failure.capture(exc)
         finally:
             if pending:  # interrupted or abandoned: drop what has not started
                 for future in pending:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import WorkerCrashed
+from ..errors import Failure
 from .base import Backend
 from .procpool import pinned_thread_env, worker_start_failed
 
@@ -164,7 +164,7 @@ class PathosBackend(Backend):
                 _run_task,
                 (fn, run, i, task),
                 callback=lambda r, i=i: done.put((i, r)),
-                error_callback=lambda e, i=i: done.put((i, e)),
+                error_callback=lambda e, i=i: done.put((i, Failure.capture(e))),
             )
         workers = {p.pid: p for p in raw._pool}
         dead: dict[int, float] = {}  # pid -> when its death was noticed
@@ -191,7 +191,7 @@ class PathosBackend(Backend):
                         raise worker_start_failed(process.exitcode)
                     if held[0] == run and held[1] in remaining:
                         remaining.discard(held[1])
-                        yield held[1], WorkerCrashed(
+                        yield held[1], Failure.worker_crashed(
                             f"the pathos worker running this job was killed (exit "
                             f"code {process.exitcode}: a segfault, the OOM killer or "
                             "a kill); the job did not finish."

@@ -22,12 +22,11 @@ import multiprocessing
 import os
 import signal
 import time
-import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from multiprocessing.connection import wait
 from typing import Any
 
-from ..errors import BackendUnavailable, WorkerCrashed
+from ..errors import BackendUnavailable, Failure
 
 LOGGER = logging.getLogger(__name__)
 
@@ -75,11 +74,11 @@ def _worker_main(conn, env: Mapping[str, str]) -> None:
         try:
             reply = ("ok", fn(task))
         except BaseException as exc:  # noqa: BLE001 - reported to the parent
-            reply = ("raised", (type(exc).__name__, str(exc), traceback.format_exc()))
+            reply = ("raised", Failure.capture(exc))
         try:
             conn.send(reply)
         except Exception as exc:  # an unpicklable result
-            conn.send(("raised", (type(exc).__name__, str(exc), traceback.format_exc())))
+            conn.send(("raised", Failure.capture(exc)))
 
 
 class _Worker:
@@ -117,15 +116,6 @@ class _Worker:
             pass
         self.process.join(timeout=2)
         self.kill()
-
-
-class TaskRaised(Exception):
-    """``fn`` raised in a worker; the worker's traceback is in ``remote_traceback``."""
-
-    def __init__(self, type_name: str, message: str, remote_traceback: str):
-        super().__init__(f"{type_name}: {message}")
-        self.type_name = type_name
-        self.remote_traceback = remote_traceback
 
 
 class ProcessPool:
@@ -190,9 +180,9 @@ class ProcessPool:
     ) -> Iterator[tuple[int, Any]]:
         """Yield ``(i, fn(tasks[i]))`` as tasks complete.
 
-        A task whose worker died yields a :class:`WorkerCrashed`; one that
-        overran ``timeout`` seconds yields a :class:`TimeoutError` (its worker is
-        killed and replaced); one where ``fn`` raised yields a :class:`TaskRaised`.
+        A task whose worker died, that overran ``timeout`` seconds (its worker
+        is killed and replaced) or where ``fn`` raised yields a
+        :class:`~katparallel.errors.Failure` saying which.
         """
         if self.closed:
             raise RuntimeError("this pool has been shut down")
@@ -235,7 +225,8 @@ class ProcessPool:
                             index = worker.task
                             del busy[worker.conn], busy[worker.process.sentinel]
                             self._replace(worker)
-                            yield index, TimeoutError(
+                            yield index, Failure(
+                                None, None, "TimeoutError",
                                 f"task exceeded its timeout of {timeout:g} s; its "
                                 "worker was stopped. Raise `timeout=` if jobs "
                                 "legitimately take longer."
@@ -253,17 +244,15 @@ class ProcessPool:
     def _collect(self, worker: _Worker, obj: Any) -> Any:
         try:
             if obj is worker.conn or worker.conn.poll():
-                status, payload = worker.conn.recv()
-                if status == "ok":
-                    return payload
-                return TaskRaised(*payload)
+                _, payload = worker.conn.recv()  # ("ok", result) or ("raised", Failure)
+                return payload
         except (EOFError, OSError):
             pass
         worker.process.join(timeout=5)
         code = worker.process.exitcode
         self._replace(worker)
         how = f"was killed by signal {-code}" if code and code < 0 else f"exited with code {code}"
-        return WorkerCrashed(
+        return Failure.worker_crashed(
             f"the worker process running this job {how} (a segfault, the OOM killer "
             "or a kill); the job did not finish."
         )
