@@ -12,32 +12,21 @@ them to a backend and gathers the results.
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import inspect
 import logging
 import os
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import dill
 import numpy as np
 
-from . import __version__
 from .adapters import adapter_for
-from .backends import get_backend_class
-from .backends.auto import AutoBackend
 from .backends.base import Backend
-from .backends.serial import SerialBackend
-from .batch import batch_chunk_size, decide_batch
-from .errors import InvalidValuesError, JobError
+from .errors import InvalidValuesError
 from .plan import SAMPLE_DIM, Axis, Plan, as_values
-from .results import Collector, Results
-from .runner import chunk_size_for, execute, make_chunks, progress_bar
+from .results import Results
+from .runner import RunOptions, Study, run_study
 from .sampling import as_distribution, new_seed, sampling_rng
-from .store import Store, describe_analysis, installed_version, study_definition
 
 LOGGER = logging.getLogger(__name__)
 
@@ -251,8 +240,8 @@ class Ensemble:
             Seconds one job may take before it is stopped and recorded as failed.
         batch : bool, optional
             Step the jobs' values inside one built simulation per chunk
-            (:mod:`katparallel.batch`; Finesse 3 models whose jobs differ only
-            in parameter values). ``None`` decides from the plan, ``True``
+            (:mod:`katparallel.adapters.stepping`; Finesse 3 models whose jobs
+            differ only in parameter values). ``None`` decides from the plan, ``True``
             insists (``ValueError`` if the jobs cannot be batched), ``False``
             runs job by job.
         store : str or path, optional
@@ -270,64 +259,13 @@ class Ensemble:
             (say, killed by the out-of-memory killer), as well as the missing
             ones. By default a recorded failure is final.
         """
-        if retry_failed and store is None:
-            raise ValueError("retry_failed=True needs store=: the failures to retry are in a store")
-        action = self._adapter.parse_analysis(analysis)
-        with _checkpoint(store) as checkpoint:
-            seed = self._seed if self._seed is not None or checkpoint is None else checkpoint.seed
-            plan = self.plan(seed)
-            todo = np.arange(plan.n_jobs)
-            if checkpoint is not None:
-                checkpoint.begin(_definition(self, plan, analysis), plan, resume)
-                if retry_failed:
-                    LOGGER.info("retrying %d failed jobs", len(checkpoint.forget_failures()))
-                todo = np.setdiff1d(todo, checkpoint.done_indices(), assume_unique=True)
-            engine = _make_backend(backend, workers, timeout)
-            batched = decide_batch(
-                batch, self._adapter, plan, action, perturbs=bool(self._perturbs),
-                keep_solutions=keep_solutions, timeout=timeout,
-            )
-            chunks_of = functools.partial(
-                make_chunks,
-                plan,
-                adapter=self._adapter,
-                analysis=action,
-                perturbs=dill.dumps(self._perturbs, recurse=True) if self._perturbs else None,
-                keep_solutions=keep_solutions,
-                batch=batched,
-            )
-            collector = Collector(plan, keep_solutions)
-            on_result = collector.add
-            if checkpoint is not None:
-                checkpoint.load_into(collector)
-                on_result = _recording(checkpoint, plan, collector)
-            LOGGER.info("running %s on %s", plan.describe(), engine.name)
-            started = time.perf_counter()
-            done = plan.n_jobs - len(todo)
-            with progress_bar(plan.n_jobs, engine.name, progress, initial=done) as bar:
-                if isinstance(engine, AutoBackend):
-                    engine, todo = _probe_and_choose(engine, todo, batched, chunks_of, on_result)
-                    bar.update(plan.n_jobs - done - len(todo))
-                    bar.set_description(engine.name)
-                if batched:
-                    size = batch_chunk_size(len(todo), engine.n_workers)
-                else:
-                    size = 1 if timeout else chunk_size_for(len(todo), engine.n_workers, engine.remote)
-                execute(chunks_of(todo, size), engine, on_result, bar.update)
-            elapsed = time.perf_counter() - started
-            failures = sorted(collector.failures, key=lambda f: f.index)
-            if failures:
-                LOGGER.warning(
-                    "%d of %d jobs failed; see Results.failures. First: %s",
-                    len(failures), plan.n_jobs, failures[0].summary,
-                )
-            if failures and raise_on_error:
-                first = failures[0]
-                raise JobError(
-                    f"{len(failures)} of {plan.n_jobs} jobs failed; first: {first.summary}"
-                ) from first
-            attrs = _attributes(self, plan, engine, elapsed, failures)
-            return Results(collector.dataset(attrs), failures, collector.solutions)
+        options = RunOptions(
+            backend=backend, workers=workers, progress=progress, keep_solutions=keep_solutions,
+            raise_on_error=raise_on_error, timeout=timeout, batch=batch, store=store,
+            resume=resume, retry_failed=retry_failed,
+        )
+        study = Study(self._adapter, self.plan, self._seed, self._perturbs)
+        return run_study(study, analysis, options)
 
 
 def _check_seed(seed: Any) -> int | None:
@@ -336,92 +274,3 @@ def _check_seed(seed: Any) -> int | None:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InvalidValuesError(f"seed must be a non-negative integer, got {seed!r}")
     return int(seed)
-
-
-#: Jobs in the in-process probe that sizes an ``auto`` run when batched (one
-#: batched job costs microseconds, so one alone would say nothing).
-PROBE_BATCHED_JOBS = 64
-
-
-def _probe_and_choose(
-    auto: AutoBackend, todo: np.ndarray, batched: bool, chunks_of: Callable, on_result: Callable
-) -> tuple[Backend, np.ndarray]:
-    """Run the first job(s) here, time them, and let ``auto`` pick the engine for the rest.
-
-    Returns the chosen backend and the jobs still to run. With a timeout nothing
-    runs here: only a pool can stop a job that runs too long.
-    """
-    if auto.timeout is not None:
-        return auto.choose(len(todo)), todo
-    probe, rest = np.split(todo, [PROBE_BATCHED_JOBS if batched else 1])
-    if len(rest) == 0:
-        return SerialBackend(), todo
-    started = time.perf_counter()
-    execute(chunks_of(probe, len(probe)), SerialBackend(), on_result)
-    seconds_per_job = (time.perf_counter() - started) / len(probe)
-    return auto.choose(len(rest), seconds_per_job), rest
-
-
-def _make_backend(backend: str | Backend, workers: int | None, timeout: float | None) -> Backend:
-    if isinstance(backend, Backend):
-        return backend
-    if not isinstance(backend, str):
-        raise TypeError(f"backend must be a name or a Backend instance, got {backend!r}")
-    cls = get_backend_class(backend)
-    if timeout is not None:
-        try:
-            return cls(workers=workers, timeout=timeout)
-        except TypeError:
-            raise ValueError(f"the {backend!r} backend does not support timeout=") from None
-    return cls(workers=workers)
-
-
-def _attributes(ensemble: Ensemble, plan: Plan, engine: Backend, elapsed: float, failures) -> dict:
-    attrs = {
-        "seed": plan.seed,
-        "plan": plan.describe(),
-        "model": ensemble._adapter.describe(),
-        "backend": engine.name,
-        "workers": engine.n_workers,
-        "elapsed_seconds": elapsed,
-        "n_jobs": plan.n_jobs,
-        "n_failed": len(failures),
-        "katparallel_version": __version__,
-    }
-    attrs["finesse_version"] = installed_version("finesse")
-    return attrs
-
-
-def _checkpoint(path: str | os.PathLike | None) -> contextlib.AbstractContextManager:
-    """The run's :class:`~katparallel.store.Store` (locked for writing), or None."""
-    return contextlib.nullcontext() if path is None else Store(path, write=True)
-
-
-def _recording(store: Store, plan: Plan, collector: Collector) -> Callable:
-    """Commit each chunk result to ``store``, then collect it."""
-
-    def on_result(result) -> None:
-        store.add(result, plan)
-        collector.add(result)
-
-    return on_result
-
-
-def _definition(ensemble: Ensemble, plan: Plan, analysis: Any) -> dict[str, str]:
-    """What the store records: with the source of a factory and perturb functions,
-    so editing one of them is not mistaken for the same study."""
-    adapter = ensemble._adapter
-    model = adapter.describe()
-    if adapter.is_factory:
-        model += "\n" + _source_of(dill.loads(adapter.data))
-    perturbs = "\n".join(
-        f"{getattr(fn, '__qualname__', repr(fn))}\n{_source_of(fn)}" for fn in ensemble._perturbs
-    )
-    return study_definition(model, plan, describe_analysis(analysis), perturbs)
-
-
-def _source_of(fn: Callable) -> str:
-    try:
-        return inspect.getsource(fn)
-    except (OSError, TypeError):  # built in, or defined where no source is kept
-        return ""

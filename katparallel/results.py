@@ -1,6 +1,6 @@
 """Results: job outputs gathered into labelled arrays.
 
-:class:`Collector` receives :class:`~katparallel.worker.ChunkResult` objects in
+:class:`Collector` receives :class:`~katparallel.jobs.ChunkResult` objects in
 any order and writes them into arrays preallocated to the plan's shape (so a
 million-draw study holds one float per draw, not a million objects).
 :class:`Results` wraps the finished :class:`xarray.Dataset`: plan axes first
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ import xarray as xr
 
 from .plan import Plan
 from .errors import Failure
-from .worker import ChunkResult
+from .jobs import ChunkResult
 
 LOGGER = logging.getLogger(__name__)
 
@@ -33,36 +34,81 @@ _PLAN_DIMS = "plan_dims"  # JSON list: the dimensions jobs span
 
 
 class Collector:
-    """Accumulate chunk results into arrays shaped like the plan."""
+    """Accumulate chunk results into arrays shaped like the plan.
+
+    The first result to arrive fixes each output's shape and axes; a later
+    chunk whose outputs differ (a factory that builds different detectors for
+    different jobs) has its jobs recorded as failures, not merged.
+    """
 
     def __init__(self, plan: Plan, keep_solutions: bool = False):
         self.plan = plan
         self.arrays: dict[str, np.ndarray] = {}
         self.axes: dict[str, tuple] = {}
         self.failures: list[Failure] = []
+        self.warnings: Counter = Counter()
         self.done = np.zeros(plan.n_jobs, dtype=bool)
         self.solutions: list | None = [None] * plan.n_jobs if keep_solutions else None
 
     def add(self, result: ChunkResult) -> None:
-        """Store one chunk's outputs and failures."""
-        self.failures.extend(result.failures)
-        self.done[[f.index for f in result.failures]] = True
+        """Store one chunk's outputs, failures and warnings."""
+        self.warnings.update(result.warnings)
+        self._fail(result.failures)
         if len(result.indices) == 0:
             return
+        mismatch = self._mismatch(result.outputs)
+        if mismatch:
+            self._fail([
+                Failure(i, self.plan.point(i), "ValueError", mismatch)
+                for i in result.indices.tolist()
+            ])
+            return
         for name, values in result.outputs.items():
-            target = self.arrays.get(name)
-            if target is None:
-                dtype = np.result_type(values.dtype, np.float64)
-                target = np.full((self.plan.n_jobs,) + values.shape[1:], np.nan, dtype=dtype)
-                self.arrays[name] = target
-                self.axes[name] = result.axes.get(name, ())
-            elif np.iscomplexobj(values) and not np.iscomplexobj(target):
-                target = self.arrays[name] = target.astype(np.complex128)
-            target[result.indices] = values
+            self._target(name, values, result.axes.get(name, ()))[result.indices] = values
         self.done[result.indices] = True
         if self.solutions is not None and result.solutions is not None:
             for i, solution in zip(result.indices.tolist(), result.solutions):
                 self.solutions[i] = solution
+
+    def _fail(self, failures: list[Failure]) -> None:
+        self.failures.extend(failures)
+        self.done[[f.index for f in failures]] = True
+
+    def _mismatch(self, outputs: dict[str, np.ndarray]) -> str | None:
+        """Why ``outputs`` cannot join the arrays collected so far (None if they can)."""
+        if not self.arrays:
+            return None
+        got = {name: values.shape[1:] for name, values in outputs.items()}
+        have = {name: array.shape[1:] for name, array in self.arrays.items()}
+        if got == have:
+            return None
+        return (
+            f"these jobs' outputs {got} differ from other jobs' {have} (names and shapes); "
+            "every job of a study must give the same outputs: a factory must build "
+            "models with the same detectors and axes."
+        )
+
+    def _target(self, name: str, values: np.ndarray, axes: tuple) -> np.ndarray:
+        """The array collecting output ``name``, made (all NaN) on first use."""
+        target = self.arrays.get(name)
+        if target is None:
+            dtype = np.result_type(values.dtype, np.float64)
+            target = np.full((self.plan.n_jobs,) + values.shape[1:], np.nan, dtype=dtype)
+            self.arrays[name] = target
+            self.axes[name] = axes
+        elif np.iscomplexobj(values) and not np.iscomplexobj(target):
+            target = self.arrays[name] = target.astype(np.complex128)
+        return target
+
+    def expect(self, outputs: dict[str, tuple]) -> None:
+        """All-NaN arrays for ``outputs`` (name -> axes) not yet collected.
+
+        Used when every job failed, so the results still have each output,
+        with the right shape.
+        """
+        for name, axes in outputs.items():
+            shape = tuple(len(values) for _, values in axes)
+            self._target(name, np.empty((0,) + shape), axes)
 
     def dataset(self, attrs: dict[str, Any]) -> xr.Dataset:
         """The labelled dataset of everything collected so far."""
@@ -88,6 +134,8 @@ class Collector:
             extra = [f"{name}_dim{k}" for k in range(len(own_dims), data.ndim - len(plan.shape))]
             data_vars[name] = (plan.dims + tuple(own_dims) + tuple(extra), data)
         attrs = {**attrs, _PLAN_DIMS: json.dumps(list(plan.dims))}
+        if self.warnings:
+            attrs["warnings"] = json.dumps(dict(self.warnings))
         return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 

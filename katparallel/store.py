@@ -49,7 +49,7 @@ from . import __version__
 from .errors import KatParallelError
 from .plan import Axis, Plan
 from .errors import Failure
-from .worker import ChunkResult
+from .jobs import ChunkResult
 
 LOGGER = logging.getLogger(__name__)
 

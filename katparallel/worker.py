@@ -1,147 +1,133 @@
 """Worker side: run a chunk of jobs and reduce them to arrays.
 
 ``run_chunk`` is the one function every backend ships. It never raises: a
-job that fails is returned as a :class:`Failure` carrying the exception's type,
-message and formatted traceback, and the other jobs of the chunk go on.
+job that fails is returned as a :class:`~katparallel.errors.Failure` carrying
+the exception's type, message and formatted traceback, and the other jobs of
+the chunk go on; anything that goes wrong around the jobs (a perturb function
+that cannot be loaded) fails each job of the chunk with its traceback.
 
 Per job it (1) derives the job's generator from the seed and its index and
 reseeds the global RNGs (only when user code -- a factory or perturb
-functions -- runs in the job), (2) takes the cached model, or a fresh one when
-a factory or perturb functions change its structure, (3) sets the job's
-parameter values, (4) runs the analysis, (5) restores the values. Chunks
-marked ``batch`` take the fast path of :mod:`katparallel.batch` instead.
+functions -- runs in the job), (2) takes a model in the base state from the
+adapter (a factory's, a copy for perturb functions, or the cached one, which
+the adapter puts back afterwards), (3) sets the job's values, (4) runs the
+analysis, (5) reduces the solution. Chunks marked ``batch`` go to the
+adapter's fast path first; the jobs it hands back run here one by one.
+
+Warnings raised while a chunk runs are counted, not shown, and travel back
+with its result, so a study reports each distinct warning once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from dataclasses import dataclass, field, replace
+import warnings
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dill
 import numpy as np
 
 from .errors import Failure
+from .jobs import Chunk, ChunkResult, merge_results, stack_outputs
 from .sampling import job_rng
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ("Chunk", "ChunkResult", "Failure", "merge_results", "run_chunk", "run_jobs")
+__all__ = ("run_chunk", "run_jobs")
 
 
-@dataclass
-class Chunk:
-    """Jobs shipped to a worker together: indices, values, and how to run them."""
+@contextlib.contextmanager
+def _counting_warnings() -> Iterator[Counter]:
+    """Count every warning raised inside the block as ``"Category: message"``."""
+    counts: Counter = Counter()
 
-    adapter: Any
-    analysis: Any
-    paths: tuple[str, ...]
-    indices: np.ndarray
-    values: np.ndarray  # shape (len(indices), len(paths))
-    seed: int
-    perturbs: bytes | None = None  # dill bytes of a tuple of fn(model, rng)
-    keep_solutions: bool = False
-    batch: bool = False  # step the values inside one simulation (katparallel.batch)
+    def count(message, category, *args, **kwargs) -> None:
+        counts[f"{category.__name__}: {str(message).strip()}"] += 1
 
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def subset(self, positions) -> "Chunk":
-        """The jobs at ``positions`` of this chunk, to run job by job."""
-        positions = np.asarray(positions, dtype=np.int64)
-        return replace(
-            self, indices=self.indices[positions], values=self.values[positions], batch=False
-        )
-
-    def split(self) -> list["Chunk"]:
-        """One chunk per job, run job by job (used to retry a chunk whose worker died)."""
-        return [self.subset([i]) for i in range(len(self))]
-
-
-@dataclass
-class ChunkResult:
-    """Results of a chunk: outputs of the jobs that succeeded, stacked.
-
-    ``outputs[name][k]`` belongs to job ``indices[k]``.
-    """
-
-    indices: np.ndarray
-    outputs: dict[str, np.ndarray]
-    axes: dict[str, tuple]
-    failures: list[Failure] = field(default_factory=list)
-    solutions: list | None = None
-
-
-def _stack(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    if not rows:
-        return {}
-    return {name: np.stack([row[name] for row in rows]) for name in rows[0]}
-
-
-def merge_results(parts: list[ChunkResult]) -> ChunkResult:
-    """One :class:`ChunkResult` holding the jobs of ``parts`` (no solutions kept)."""
-    parts = [p for p in parts if len(p.indices) or p.failures]
-    if len(parts) == 1:
-        return parts[0]
-    outputs, axes = {}, {}
-    for part in parts:
-        if len(part.indices):
-            for name, values in part.outputs.items():
-                outputs.setdefault(name, []).append(values)
-            axes = axes or part.axes
-    return ChunkResult(
-        np.concatenate([p.indices for p in parts]) if parts else np.empty(0, dtype=np.int64),
-        {name: np.concatenate(arrays) for name, arrays in outputs.items()},
-        axes,
-        [f for p in parts for f in p.failures],
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = count
+        yield counts
 
 
 def run_chunk(chunk: Chunk) -> ChunkResult:
     """Run every job of ``chunk`` (batched or job by job); never raises."""
-    if chunk.batch:
-        from .batch import run_batched
+    with _counting_warnings() as counts:
+        try:
+            result = _run(chunk)
+        except Exception as exc:  # noqa: BLE001 - the contract: failures are data
+            result = chunk.failed(Failure.capture(exc))
+    result.warnings.update(counts)
+    return result
 
-        return run_batched(chunk)
-    return run_jobs(chunk)
+
+def _run(chunk: Chunk) -> ChunkResult:
+    if not chunk.batch:
+        return run_jobs(chunk)
+    stepped, per_job = chunk.adapter.step(chunk)
+    if not per_job:
+        return stepped
+    return merge_results([stepped, run_jobs(chunk.subset(sorted(per_job)))])
+
+
+class _Rows:
+    """Outputs of a chunk's jobs, checked to have the same names and shapes."""
+
+    def __init__(self, keep_solutions: bool):
+        self.indices: list[int] = []
+        self.rows: list[dict[str, np.ndarray]] = []
+        self.axes: dict[str, tuple] = {}
+        self.failures: list[Failure] = []
+        self.solutions: list | None = [] if keep_solutions else None
+
+    def add(self, index: int, outputs: Any, solution: Any) -> None:
+        """Keep a job's outputs; raise ValueError if they differ from the first job's."""
+        if self.rows:
+            _check_like(outputs.values, self.rows[0])
+        self.indices.append(index)
+        self.rows.append(outputs.values)
+        self.axes = self.axes or outputs.axes
+        if self.solutions is not None:
+            self.solutions.append(solution)
+
+    def result(self) -> ChunkResult:
+        return ChunkResult(
+            np.asarray(self.indices, dtype=np.int64), stack_outputs(self.rows), self.axes,
+            self.failures, self.solutions,
+        )
+
+
+def _check_like(values: Mapping[str, np.ndarray], first: Mapping[str, np.ndarray]) -> None:
+    shapes = {name: np.shape(v) for name, v in values.items()}
+    expected = {name: np.shape(v) for name, v in first.items()}
+    if shapes != expected:
+        raise ValueError(
+            f"this job's outputs {shapes} differ from those of the other jobs "
+            f"{expected} (names and shapes); every job of a study must give the "
+            "same outputs: a factory must build models with the same detectors and axes."
+        )
 
 
 def run_jobs(chunk: Chunk) -> ChunkResult:
-    """Run the jobs of ``chunk`` one by one; never raises."""
+    """Run the jobs of ``chunk`` one by one; never raises for a job."""
     adapter = chunk.adapter
     perturbs = dill.loads(chunk.perturbs) if chunk.perturbs else ()
-    needs_fresh = adapter.is_factory or bool(perturbs)
-    done, rows, failures, solutions, axes = [], [], [], [], {}
-    for index, row in zip(chunk.indices.tolist(), chunk.values):
-        values = dict(zip(chunk.paths, row.tolist()))
-        undo = None
+    user_code = adapter.is_factory or bool(perturbs)
+    rows = _Rows(chunk.keep_solutions)
+    for position, index in enumerate(chunk.indices.tolist()):
+        values = chunk.job_values(position)
         try:
-            if needs_fresh:
-                rng = job_rng(chunk.seed, index)
-                model = adapter.fresh_model(values, rng)
+            rng = job_rng(chunk.seed, index) if user_code else None
+            with adapter.job_model(values, rng, fresh=bool(perturbs)) as model:
                 for fn in perturbs:
                     fn(model, rng)
-            else:
-                model = adapter.base_model()
-            undo = adapter.apply(model, values)
-            solution = adapter.run(model, chunk.analysis)
-            out = adapter.outputs(solution)
-        except Exception as exc:
-            failures.append(Failure.capture(exc, index, values))
-            continue
-        finally:
-            if undo is not None and not needs_fresh and not adapter.restore(undo):
-                LOGGER.warning("could not restore the model after job %d; reparsing", index)
-                adapter.discard()
-        done.append(index)
-        rows.append(out.values)
-        axes = axes or out.axes
-        if chunk.keep_solutions:
-            solutions.append(solution)
-    return ChunkResult(
-        np.asarray(done, dtype=np.int64),
-        _stack(rows),
-        axes,
-        failures,
-        solutions if chunk.keep_solutions else None,
-    )
+                adapter.apply(model, values)
+                solution = adapter.run(model, chunk.analysis)
+                outputs = adapter.outputs(solution)
+            rows.add(index, outputs, solution)
+        except Exception as exc:  # noqa: BLE001 - recorded, the other jobs go on
+            rows.failures.append(Failure.capture(exc, index, values))
+    return rows.result()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from katparallel import Ensemble, Normal
-from katparallel.batch import batch_chunk_size, decide_batch
+from katparallel.runner import RunOptions, Study, batch_chunk_size, decide_batch
 
 CAVITY = """
 l L0 P=1
@@ -118,11 +118,13 @@ def test_batch_true_with_a_factory_raises():
 def test_auto_decision():
     ens = Ensemble(CAVITY).vary("L0.P", [1.0, 2.0])
     plan = ens.plan()
-    flags = dict(perturbs=False, keep_solutions=False, timeout=None)
-    assert decide_batch(None, ens._adapter, plan, None, **flags)
-    assert not decide_batch(None, ens._adapter, plan, None, **{**flags, "perturbs": True})
-    assert not decide_batch(None, ens._adapter, plan, "xaxis(L0.P, lin, 1, 10, 1000)", **flags)
-    assert not decide_batch(False, ens._adapter, plan, None, **flags)
+    study, options = Study(ens._adapter, ens.plan, None), RunOptions()
+    perturbed = Study(ens._adapter, ens.plan, None, (lambda model, rng: None,))
+    long_axis = ens._adapter.parse_analysis("xaxis(L0.P, lin, 1, 10, 1000)")
+    assert decide_batch(None, study, plan, None, options)
+    assert not decide_batch(None, perturbed, plan, None, options)
+    assert not decide_batch(None, study, plan, long_axis, options)
+    assert not decide_batch(False, study, plan, None, options)
 
     def factory(values, rng):
         import finesse
@@ -132,7 +134,7 @@ def test_auto_decision():
         return model
 
     fac = Ensemble(factory).vary("L0.P", [1.0, 2.0])
-    assert not decide_batch(None, fac._adapter, fac.plan(), None, **flags)
+    assert not decide_batch(None, Study(fac._adapter, fac.plan, None), fac.plan(), None, options)
 
 
 def test_perturb_runs_per_job_and_batch_true_refuses():

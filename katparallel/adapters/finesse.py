@@ -1,23 +1,38 @@
 """Finesse 3 adapter: rebuild, parameterise, run and reduce Finesse models.
 
 In the parent, :meth:`FinesseAdapter.from_source` reads the user's model once,
-checks parameter paths against it and keeps only a recipe: KatScript text
-(``model.unparse()``, small and safe to ship), Finesse 2 text for the legacy
-parser, dill bytes when neither round-trips, or a dill-pickled factory. In a
-worker, :meth:`FinesseAdapter.base_model` parses that recipe once per process
-and caches it; each job sets its values on the cached model and restores them
-afterwards, so a job costs a simulation build, not a parse.
+checks it and keeps only a recipe: KatScript text (small and safe to ship),
+Finesse 2 text, dill bytes when the model does not round-trip through
+KatScript, or a dill-pickled factory. The model it parsed for the checks
+becomes this process's cached base model, so the parent parses a model at
+most once.
+
+In a worker, :meth:`FinesseAdapter.base_model` parses the recipe once per
+process (and thread) and records the value of every parameter. A job sets its
+values on that model and runs; afterwards every parameter that changed --
+the job's own values, and whatever the analysis changed, such as the tunings
+``RunLocks`` converged to -- is put back. So every job starts from the base
+model's state, and a job's result does not depend on which jobs ran before it
+in the same worker.
+
+A varied parameter that is symbolic in the model (``ITMX.L = Xloss/2``) takes
+the job's value in place of its expression for that job; parameters whose
+expressions refer to a varied one (a model ``variable`` such as ``Xloss``)
+follow it. Both hold on the per-job path and on the batched fast path
+(:mod:`katparallel.adapters.stepping`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import hashlib
 import logging
 import os
 import pickle
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +44,27 @@ from ..errors import ModelSourceError, UnknownParameterError
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ("FinesseAdapter", "Outputs")
+__all__ = ("FinesseAdapter", "Outputs", "as_array")
 
-# Parsed models kept per process: recipe key -> model.
-_CACHE: dict[str, Any] = {}
+#: Parsed models (and analyses) kept per thread.
 _CACHE_SIZE = 4
+_LOCAL = threading.local()
+
+
+def _cache() -> dict[Any, Any]:
+    """This thread's cache: jobs change a model in place, so threads never share one."""
+    cache = getattr(_LOCAL, "cache", None)
+    if cache is None:
+        cache = _LOCAL.cache = {}
+    return cache
+
+
+def _remember(key: Any, value: Any) -> Any:
+    cache = _cache()
+    if len(cache) >= _CACHE_SIZE:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
+    return value
 
 
 def _import_finesse():
@@ -53,6 +84,49 @@ class Outputs:
 
     values: dict[str, np.ndarray]
     axes: dict[str, tuple[tuple[str, np.ndarray], ...]]
+
+
+def as_array(value: Any) -> np.ndarray:
+    """``value`` as a numeric array: Finesse returns math detectors as objects."""
+    array = np.asarray(value)
+    if array.dtype == object:
+        array = np.asarray(array.tolist())
+    return array
+
+
+class BaseModel:
+    """A parsed model and the value of each of its parameters when parsed."""
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.snapshot = [(p, p.value) for p in model.all_parameters]
+
+    def reset(self) -> bool:
+        """Put back every parameter that changed; False if Finesse refused one."""
+        changed = [(p, v) for p, v in self.snapshot if not _same(p.value, v)]
+        # Values that decrease first, so R + T never passes 1 on the way back.
+        changed.sort(key=lambda pv: _as_float(pv[1]) - _as_float(pv[0].value))
+        try:
+            for param, value in changed:
+                param.value = value
+        except Exception as exc:  # noqa: BLE001 - the caller reparses
+            LOGGER.debug("could not reset %s: %s", param.full_name, exc)
+            return False
+        return True
+
+
+def _same(current: Any, original: Any) -> bool:
+    if current is original:
+        return True
+    numbers = (int, float, complex, np.number)
+    return isinstance(current, numbers) and isinstance(original, numbers) and current == original
+
+
+def _as_float(value: Any) -> float:
+    try:
+        return float(value.eval() if hasattr(value, "eval") else value)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _read_text(source: str | os.PathLike) -> tuple[str, str | None]:
@@ -80,12 +154,51 @@ def _parse(text: str, syntax: str):
     return model
 
 
-def _close_matches(model, path: str) -> list[str]:
-    names = []
-    for element in model.elements.values():
-        names.append(element.name)
-        names.extend(p.full_name for p in element.parameters)
-    return difflib.get_close_matches(path, names, n=5, cutoff=0.5)
+@contextlib.contextmanager
+def _quiet_unparse() -> Iterator[None]:
+    """Silence Finesse's "Intent-preserving regeneration ... not implemented" notes.
+
+    They are logged on every ``unparse()`` and say nothing about the model.
+    """
+    generator = logging.getLogger("finesse.script.generator")
+    level = generator.level
+    generator.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        generator.setLevel(level)
+
+
+def unparse(model) -> str:
+    """``model.unparse()`` without Finesse's regeneration notes."""
+    with _quiet_unparse():
+        return model.unparse()
+
+
+def _parameter_state(model) -> dict[str, Any]:
+    """What must survive a KatScript round trip: element types, parameter values."""
+    state: dict[str, Any] = {name: type(el).__name__ for name, el in model.elements.items()}
+    for param in model.all_parameters:
+        value = param.value
+        evaluated = value.eval() if param.is_symbolic else value
+        state[param.full_name] = (param.is_symbolic, np.asarray(evaluated, dtype=object).tolist())
+    return state
+
+
+def round_trip(model, text: str) -> tuple[Any, str | None]:
+    """``(model parsed from text, None)``, or ``(None, how it differs from model)``."""
+    try:
+        reparsed = _parse(text, "katscript")
+    except Exception as exc:  # noqa: BLE001 - reported as the difference
+        return None, f"its KatScript does not parse back ({type(exc).__name__}: {str(exc).strip()})"
+    before, after = _parameter_state(model), _parameter_state(reparsed)
+    for name in sorted(set(before) | set(after)):
+        if before.get(name) != after.get(name):
+            return None, (
+                f"{name} is {before.get(name)!r} in the model but "
+                f"{after.get(name)!r} after unparse()"
+            )
+    return reparsed, None
 
 
 class FinesseAdapter:
@@ -97,23 +210,31 @@ class FinesseAdapter:
         How ``data`` rebuilds the model.
     data : str or bytes
         Script text, or dill bytes of a model or factory.
+    description : str, optional
+        The model text recorded with results (default: ``data`` for text).
     """
 
     name = "finesse"
 
-    def __init__(self, kind: str, data: str | bytes):
+    def __init__(self, kind: str, data: str | bytes, description: str | None = None):
         self.kind = kind
         self.data = data
         raw = data.encode() if isinstance(data, str) else data
         self.key = kind + ":" + hashlib.sha1(raw).hexdigest()
+        self.description = description if description is not None else (
+            data if isinstance(data, str) else ""
+        )
         self._probe = None  # parent-side model used for checks; not shipped
+        self._factory = None
 
     def __getstate__(self):
         return {"kind": self.kind, "data": self.data, "key": self.key}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self.description = ""
         self._probe = None
+        self._factory = None
 
     # ------------------------------------------------------------------ parent
     @classmethod
@@ -127,6 +248,7 @@ class FinesseAdapter:
         if callable(source):
             adapter = cls("factory", dill.dumps(source, recurse=True))
             adapter._factory = source
+            adapter.description = f"factory {getattr(source, '__qualname__', repr(source))}"
             return adapter
         raise ModelSourceError(
             f"Cannot make jobs from {type(source).__name__!r}: give a finesse.Model, "
@@ -136,14 +258,34 @@ class FinesseAdapter:
 
     @classmethod
     def _from_model(cls, model) -> "FinesseAdapter":
+        """Ship ``model`` as KatScript if that reproduces it exactly, else with dill.
+
+        Checked once, here, before any job runs: a model neither form can carry
+        is refused with the reasons.
+        """
         try:
-            text = model.unparse()
-            _parse(text, "katscript")
+            text = unparse(model)
+        except Exception as exc:  # noqa: BLE001 - unparse is not complete for every model
+            text, why = None, f"unparse() raised {type(exc).__name__}: {str(exc).strip()}"
+        else:
+            reparsed, why = round_trip(model, text)
+        if why is None:
             adapter = cls("katscript", text)
-        except Exception as exc:  # unparse is not complete for every model
-            LOGGER.info("model does not round-trip through KatScript (%s); using dill", exc)
-            adapter = cls("dill", dill.dumps(model))
-        adapter._probe = model
+            adapter._seed_cache(reparsed)
+            return adapter
+        LOGGER.info("the model does not round-trip through KatScript (%s); using dill", why)
+        try:
+            data = dill.dumps(model)
+            copy_ = dill.loads(data)
+        except Exception as exc:  # noqa: BLE001 - e.g. RecursionError on big models
+            raise ModelSourceError(
+                "This finesse.Model cannot be sent to worker processes: as KatScript, "
+                f"{why}; with dill, {type(exc).__name__}: {str(exc).strip()[:200]}. "
+                "Pass the KatScript text or .kat file the model was parsed from, or a "
+                "factory that builds it."
+            ) from None
+        adapter = cls("dill", data, description=text or f"<a finesse.Model: {why}>")
+        adapter._seed_cache(copy_)
         return adapter
 
     @classmethod
@@ -161,7 +303,7 @@ class FinesseAdapter:
                 errors[kind] = f"{type(exc).__name__}: {str(exc).strip()}"
                 continue
             adapter = cls(kind, text)
-            adapter._probe = model
+            adapter._seed_cache(model)
             return adapter
         detail = "\n\n".join(f"As {k}:\n{msg}" for k, msg in errors.items())
         raise ModelSourceError(
@@ -171,6 +313,11 @@ class FinesseAdapter:
             "syntax='finesse2' to say which language the text is in."
         )
 
+    def _seed_cache(self, model) -> None:
+        """Use the model parsed for the checks as this process's base model too."""
+        self._probe = model
+        _remember(self.key, BaseModel(model))
+
     @property
     def is_factory(self) -> bool:
         return self.kind == "factory"
@@ -179,12 +326,11 @@ class FinesseAdapter:
         """A parent-side model to check paths against (built once)."""
         if self._probe is None:
             if self.is_factory:
-                factory = getattr(self, "_factory", None) or dill.loads(self.data)
-                rng = np.random.default_rng(0)
-                self._probe = factory(dict(values or {}), rng)
+                factory = self._factory or dill.loads(self.data)
+                self._probe = factory(dict(values or {}), np.random.default_rng(0))
                 _check_is_model(self._probe)
             else:
-                self._probe = self._build()
+                self._probe = self.base_model()
         return self._probe
 
     def check_paths(self, paths, values: Mapping[str, float] | None = None) -> None:
@@ -229,12 +375,23 @@ class FinesseAdapter:
 
     def describe(self) -> str:
         """Model text recorded with results (for a factory, its name)."""
-        if self.kind in ("katscript", "finesse2"):
-            return self.data
+        return self.description
+
+    def batch_reason(self, paths: tuple[str, ...], analysis: Any, forced: bool) -> str | None:
+        """Why jobs varying ``paths`` cannot be stepped in one simulation (None if they can)."""
         if self.is_factory:
-            factory = getattr(self, "_factory", None) or dill.loads(self.data)
-            return f"factory {getattr(factory, '__qualname__', repr(factory))}"
-        return self.probe().unparse()
+            return "a factory builds a new model for every job"
+        from .stepping import batch_reason
+
+        return batch_reason(self.probe(), paths, self.action(self.probe(), analysis), forced)
+
+    def expected_outputs(self, analysis: Any) -> dict[str, tuple]:
+        """Output names and axes a job would give, read from the model without running it."""
+        from .stepping import expected_outputs
+
+        if self.is_factory:
+            return {}
+        return expected_outputs(self.probe(), self.action(self.probe(), analysis))
 
     # ------------------------------------------------------------------ worker
     def _build(self):
@@ -243,78 +400,82 @@ class FinesseAdapter:
         _import_finesse()
         return dill.loads(self.data)
 
+    def _base(self) -> BaseModel:
+        entry = _cache().get(self.key)
+        if entry is None:
+            entry = _remember(self.key, BaseModel(self._build()))
+        return entry
+
     def base_model(self):
-        """The parsed model, cached in this process (not for factories)."""
-        model = _CACHE.get(self.key)
-        if model is None:
-            if len(_CACHE) >= _CACHE_SIZE:
-                _CACHE.pop(next(iter(_CACHE)))
-            model = _CACHE[self.key] = self._build()
-        return model
+        """The parsed model, cached in this process and thread (not for factories)."""
+        return self._base().model
 
     def discard(self) -> None:
         """Forget the cached model (after a job left it in an unknown state)."""
-        _CACHE.pop(self.key, None)
+        _cache().pop(self.key, None)
 
-    def fresh_model(self, values: Mapping[str, float], rng: np.random.Generator):
-        """A model of the job's own: the factory's, or a copy of the base model."""
+    @contextlib.contextmanager
+    def job_model(
+        self, values: Mapping[str, float], rng: np.random.Generator, fresh: bool = False
+    ) -> Iterator[Any]:
+        """The model a job runs on, in the base model's state.
+
+        A factory's model, a copy of the base model when ``fresh`` (for perturb
+        functions, which may change its structure), or the cached base model
+        itself, every parameter of which is put back when the job ends.
+        """
         if self.is_factory:
-            factory = _CACHE.get(self.key)
-            if factory is None:
-                factory = _CACHE[self.key] = dill.loads(self.data)
+            factory = _cache().get(self.key) or _remember(self.key, dill.loads(self.data))
             model = factory(dict(values), rng)
             _check_is_model(model)
-            return model
-        return copy.deepcopy(self.base_model())
-
-    def apply(self, model, values: Mapping[str, float]) -> dict:
-        """Set ``values`` on ``model``; return what :meth:`restore` needs.
-
-        Values that decrease are set first, so co-varied R and T of a mirror
-        never pass through R + T > 1 on the way.
-        """
-        params = {}
-        for path, value in values.items():
-            if self.is_factory and "." not in path:
-                continue
-            params[path] = _lookup(model, path)
-        undo = {"params": params, "originals": {path: p.value for path, p in params.items()}}
-        order = sorted(
-            params, key=lambda path: values[path] - _as_float(undo["originals"][path])
-        )
+            yield model
+            return
+        if fresh:
+            yield copy.deepcopy(self.base_model())
+            return
+        base = self._base()
         try:
-            for path in order:
-                params[path].value = float(values[path])
-        except Exception:
-            # Finesse keeps a rejected value (e.g. R + T > 1): undo before raising.
-            if not self.restore(undo):
+            yield base.model
+        finally:
+            if not base.reset():
+                LOGGER.warning("could not restore the model after a job; reparsing it")
                 self.discard()
-            raise
-        return undo
 
-    def restore(self, undo: dict) -> bool:
-        """Put back the values :meth:`apply` replaced; False if that failed."""
-        params, originals = undo["params"], undo["originals"]
-        order = sorted(
-            params, key=lambda path: _as_float(originals[path]) - _as_float(params[path].value)
-        )
-        try:
-            for path in order:
-                params[path].value = originals[path]
-        except Exception:
-            return False
-        return all(params[p].value is originals[p] or params[p].value == originals[p] for p in params)
+    def apply(self, model, values: Mapping[str, float]) -> None:
+        """Set ``values`` on ``model`` (decreasing ones first, so co-varied R
+        and T of a mirror never pass through R + T > 1 on the way)."""
+        params = {
+            path: _lookup(model, path)
+            for path in values
+            if not (self.is_factory and "." not in path)
+        }
+        for path in sorted(params, key=lambda p: values[p] - _as_float(params[p].value)):
+            params[path].value = float(values[path])
 
-    def run(self, model, analysis):
-        """Run ``analysis`` (default: the model's own, else ``Noxaxis``)."""
+    def action(self, model, analysis: Any):
+        """The action a job runs: ``analysis``, else the model's own, else ``Noxaxis``."""
         from finesse.analysis.actions import Noxaxis
 
         if isinstance(analysis, str):
             key = (self.key, analysis)
-            if key not in _CACHE:
-                _CACHE[key] = _action_from_text(model, analysis)
-            analysis = _CACHE[key]
-        return model.run(analysis or model.analysis or Noxaxis())
+            analysis = _cache().get(key) or _remember(key, _action_from_text(model, analysis))
+        return analysis or model.analysis or Noxaxis()
+
+    def run(self, model, analysis: Any):
+        """Run ``analysis`` (default: the model's own, else ``Noxaxis``)."""
+        return model.run(self.action(model, analysis))
+
+    def step(self, chunk) -> tuple[Any, list[int]]:
+        """Run ``chunk`` on the fast path: ``(ChunkResult, positions to run job by job)``."""
+        from .stepping import step_chunk
+
+        base = self._base()
+        try:
+            return step_chunk(base.model, chunk, self)
+        finally:
+            if not base.reset():
+                LOGGER.warning("could not restore the model after a batch; reparsing it")
+                self.discard()
 
     def outputs(self, solution) -> Outputs:
         """Reduce a Finesse solution (or tree of them) to arrays."""
@@ -337,7 +498,7 @@ class FinesseAdapter:
             )
             for name in sol.outputs:
                 key = ".".join(prefix + (name,)) if len(found) > 1 else name
-                values[key] = np.asarray(sol[name])
+                values[key] = as_array(sol[name])
                 axes[key] = dims
         return Outputs(values, axes)
 
@@ -357,13 +518,6 @@ def _action_from_text(model, text: str):
     return scratch.analysis
 
 
-def _as_float(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return 0.0
-
-
 def _check_is_model(model) -> None:
     import finesse
 
@@ -372,6 +526,14 @@ def _check_is_model(model) -> None:
             f"The factory returned {type(model).__name__!r}, not a finesse.Model; "
             "a factory must build and return a fresh model for each job."
         )
+
+
+def _close_matches(model, path: str) -> list[str]:
+    names = []
+    for element in model.elements.values():
+        names.append(element.name)
+        names.extend(p.full_name for p in element.parameters)
+    return difflib.get_close_matches(path, names, n=5, cutoff=0.5)
 
 
 def _lookup(model, path: str):

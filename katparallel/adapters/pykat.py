@@ -18,27 +18,24 @@ installed, else katparallel's Finesse-3-backed one (:func:`katparallel.finesse2.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import hashlib
 import logging
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from ..errors import ModelSourceError, UnknownParameterError
-from .finesse import Outputs
+from .finesse import Outputs, _cache, _remember
 
 LOGGER = logging.getLogger(__name__)
 
 __all__ = ("PykatAdapter", "new_kat", "kat_outputs")
-
-# Parsed kats kept per process: recipe key -> kat.
-_CACHE: dict[str, Any] = {}
-_CACHE_SIZE = 4
 
 # Second words of Finesse 2 output labels that pykat recombines into complex values.
 _COMPLEX_PAIRS = {"abs:deg": lambda a, d: a * np.exp(1j * np.pi * d / 180.0),
@@ -289,46 +286,58 @@ class PykatAdapter:
         """The kat's Finesse 2 text, recorded with results."""
         return self.script
 
+    def batch_reason(self, paths: tuple[str, ...], analysis: Any, forced: bool) -> str:
+        """Jobs of a kat always run one by one (each is a run of the ``kat`` program)."""
+        return "only Finesse 3 models can be stepped inside one simulation"
+
+    def expected_outputs(self, analysis: Any) -> dict[str, tuple]:
+        """Detector names of a ``noxaxis`` kat (scalars); empty when it has an axis."""
+        kat = self.probe()
+        _, noxaxis = _axis_dims(self.script + "\n" + (analysis or ""))
+        return {name: () for name in kat.detectors} if noxaxis else {}
+
     # ------------------------------------------------------------------ worker
     def base_model(self):
-        """The parsed kat, cached in this process."""
-        kat = _CACHE.get(self.key)
-        if kat is None:
-            if len(_CACHE) >= _CACHE_SIZE:
-                _CACHE.pop(next(iter(_CACHE)))
-            kat = _CACHE[self.key] = new_kat(self.script)
-        return kat
+        """The parsed kat, cached in this process and thread."""
+        return _cache().get(self.key) or _remember(self.key, new_kat(self.script))
 
     def discard(self) -> None:
         """Forget the cached kat."""
-        _CACHE.pop(self.key, None)
+        _cache().pop(self.key, None)
 
-    def fresh_model(self, values: Mapping[str, float], rng: np.random.Generator):
-        """A kat of the job's own (a deep copy: 2.3 ms against 2.4 ms to re-parse)."""
-        return copy.deepcopy(self.base_model())
+    @contextlib.contextmanager
+    def job_model(
+        self, values: Mapping[str, float], rng: np.random.Generator | None, fresh: bool = False
+    ) -> Iterator[Any]:
+        """The kat a job runs on: a copy when ``fresh`` (2.3 ms against 2.4 ms to
+        re-parse), else the cached kat, whose values :meth:`apply` set are put
+        back when the job ends (``kat.run()`` changes nothing else)."""
+        if fresh:
+            yield copy.deepcopy(self.base_model())
+            return
+        kat = self.base_model()
+        try:
+            yield kat
+        finally:
+            try:
+                for param, original in reversed(kat.__dict__.pop("_katparallel_undo", [])):
+                    param.value = original
+            except Exception:  # noqa: BLE001 - parse it afresh for the next job
+                LOGGER.warning("could not restore the kat after a job; reparsing it")
+                self.discard()
 
-    def apply(self, kat, values: Mapping[str, float]) -> dict:
-        """Set ``values`` as attributes (``kat.m1.T = v``); return what :meth:`restore` needs.
+    def apply(self, kat, values: Mapping[str, float]) -> None:
+        """Set ``values`` as attributes (``kat.m1.T = v``), noting the old ones.
 
         pykat checks R + T <= 1 only when it writes the kat's text (in
         ``kat.run()``), so co-varied R and T may be set in any order.
         """
-        undo = {}
+        undo = kat.__dict__.setdefault("_katparallel_undo", [])
         for path, value in values.items():
             element, attr = _lookup(kat, path)
             param = getattr(element, attr)
-            undo[path] = (param, param.constantName if param.isConstant else param.value)
+            undo.append((param, param.constantName if param.isConstant else param.value))
             setattr(element, attr, float(value))
-        return undo
-
-    def restore(self, undo: dict) -> bool:
-        """Put back the values :meth:`apply` replaced; False if that failed."""
-        try:
-            for param, original in undo.values():
-                param.value = original
-        except Exception:  # noqa: BLE001 - the caller then discards the kat
-            return False
-        return True
 
     def run(self, kat, analysis: str | None = None):
         """``kat.run()`` in a scratch directory that is removed afterwards.

@@ -13,7 +13,9 @@ from collections.abc import Callable
 from ..errors import BackendUnavailable
 from .base import Backend
 
-__all__ = ("Backend", "BACKENDS", "register_backend", "get_backend_class", "available")
+__all__ = (
+    "Backend", "BACKENDS", "register_backend", "get_backend_class", "available", "make_backend",
+)
 
 #: name -> "module:Class" (imported lazily) or a Backend subclass / factory.
 BACKENDS: dict[str, str | Callable[..., Backend]] = {
@@ -76,3 +78,18 @@ def available() -> list[str]:
         if enabled is None or enabled():
             names.append(name)
     return names
+
+
+def make_backend(backend: str | Backend, workers: int | None = None, timeout: float | None = None) -> Backend:
+    """The backend ``run(backend=..., workers=..., timeout=...)`` asks for."""
+    if isinstance(backend, Backend):
+        return backend
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a name or a Backend instance, got {backend!r}")
+    cls = get_backend_class(backend)
+    if timeout is not None:
+        try:
+            return cls(workers=workers, timeout=timeout)
+        except TypeError:
+            raise ValueError(f"the {backend!r} backend does not support timeout=") from None
+    return cls(workers=workers)

@@ -1,0 +1,338 @@
+"""Finesse 3 fast path: step many jobs' values inside one built simulation.
+
+Building a Finesse simulation costs milliseconds (a third of a second for the
+aLIGO design model); solving it again after a parameter changed costs
+microseconds to milliseconds. When the jobs of a chunk differ only in numeric
+parameter values of one model (``vary``, zipped ``vary``, ``sample``; no
+factory, no ``perturb``), the worker builds the simulation once and steps the
+values inside it::
+
+    chunk ──► model.run(StepValues) ──► one build ──► per job: set values,
+              solve (or run the analysis' own axis) ──► stacked outputs
+          └─► jobs Finesse rejected (e.g. R + T > 1) or could not solve
+              ──► the per-job path, which records them exactly as it always does
+
+One parameter and no axis of the analysis: Finesse's own C loop
+(``run_axes_scan``, as :class:`~finesse.analysis.actions.Sweep` uses).
+Several parameters: a Python loop that sets each changed parameter (values
+that decrease first, as the per-job path does) and solves the carrier. An
+analysis with its own axis (``xaxis``) is nested per job only when the axis is
+short; for long axes the simulation build is negligible, and a parameter
+made tunable slows every step (with ``maxtem 4`` stepping ``m.T`` cost 66–124 µs
+a point against 27 µs), so plain job parallelism is faster.
+
+A varied parameter that is symbolic (``ITMX.L = Xloss/2``) is given a number
+before the build, so it can change during the simulation: it takes each job's
+value in place of its expression, as on the per-job path. Parameters whose
+expressions refer to a varied one follow it inside the simulation.
+
+This module imports Finesse; :mod:`katparallel.adapters.finesse` imports it
+only when a chunk is batched.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from finesse.analysis.actions import Noxaxis, Sweep
+from finesse.analysis.actions.base import Action, convert_str_to_parameter
+from finesse.analysis.runners import run_axes_scan
+from finesse.parameter import Parameter
+from finesse.solutions import ArraySolution
+
+from ..jobs import Chunk, ChunkResult, merge_results
+from .finesse import as_array
+
+LOGGER = logging.getLogger(__name__)
+
+__all__ = ("StepValues", "batch_reason", "expected_outputs", "step_chunk")
+
+#: Longest analysis axis (points per job) that is nested inside the batched
+#: simulation; longer axes run job by job (see the module docstring).
+NEST_MAX_POINTS = 64
+
+
+def _inner_sweep(action: Any):
+    """``(inner, reason)``: the Sweep to nest per job (None for Noxaxis), or why not."""
+    if not isinstance(action, Sweep):
+        return None, f"the analysis {type(action).__name__} is not a sweep of parameters"
+    if action.pre_step is not None or action.post_step is not None:
+        return None, "the analysis has pre_step/post_step actions"
+    if type(action) is Noxaxis:
+        return None, None
+    return action, None
+
+
+def _dependents(model, paths: tuple[str, ...]) -> list[Parameter]:
+    """Parameters whose expressions refer, directly or not, to one of ``paths``."""
+    changing = set(paths)
+    symbolic = [p for p in model.all_parameters if p.is_symbolic and p.full_name not in changing]
+    found: list[Parameter] = []
+    grew = True
+    while grew:
+        grew = False
+        for param in symbolic:
+            if param in found:
+                continue
+            refs = {ref.parameter.full_name for ref in param.value.parameters()}
+            if refs & changing:
+                found.append(param)
+                changing.add(param.full_name)
+                grew = True
+    return found
+
+
+def batch_reason(model, paths: tuple[str, ...], action: Any, forced: bool) -> str | None:
+    """Why jobs varying ``paths`` of ``model`` cannot be stepped inside one simulation.
+
+    Parameters
+    ----------
+    model : finesse.Model
+        The base model.
+    paths : tuple of str
+        Full names of the varied parameters.
+    action : finesse action
+        What each job runs.
+    forced : bool
+        ``run(batch=True)``: nest an analysis axis of any length.
+
+    Returns
+    -------
+    str or None
+        The reason, or None if they can be stepped.
+    """
+    if not paths:
+        return "no parameter is varied"
+    inner, reason = _inner_sweep(action)
+    if reason:
+        return reason
+    for path in paths:
+        param = model.get(path)
+        if not isinstance(param, Parameter) or not param.changeable_during_simulation:
+            return f"{path} cannot change inside a built simulation"
+        if param.datatype not in (float, np.float64):
+            return f"{path} is not a float"
+    for param in _dependents(model, paths):
+        if not param.changeable_during_simulation:
+            return f"{param.full_name} follows a varied parameter but cannot change inside a built simulation"
+    if inner is not None:
+        if set(inner.parameters) & set(paths):
+            return "the analysis sweeps a parameter the ensemble varies"
+        points = math.prod(inner.out_shape)
+        if points > NEST_MAX_POINTS and not forced:
+            return (
+                f"the analysis has its own axis of {points} points; with more than "
+                f"{NEST_MAX_POINTS} the simulation build is negligible and jobs run faster one by one"
+            )
+    return None
+
+
+def expected_outputs(model, action: Any) -> dict[str, tuple]:
+    """Output names and axes of ``action`` on ``model``, without running it.
+
+    Known for ``Noxaxis`` and single sweeps (the model's own ``xaxis``); empty
+    for other analyses.
+    """
+    if not isinstance(action, Sweep) or action.pre_step or action.post_step:
+        return {}
+    dims = () if type(action) is Noxaxis else tuple(
+        (str(p), np.asarray(x, dtype=float)) for p, x in zip(action.parameters, action.axes)
+    )
+    return {det.name: dims for det in model.detectors}
+
+
+class StepValues(Action):
+    """A Finesse action: solve one built simulation at many parameter points.
+
+    After :meth:`finesse.Model.run`, :attr:`outputs` holds the stacked outputs
+    of the points that ran (:attr:`ran`); :attr:`per_job` lists the positions
+    to run job by job instead (values Finesse rejected, or a masked solve,
+    which the per-job path may report as an error), and :attr:`stopped` the
+    position where solving raised (later points did not run), or None.
+
+    Parameters
+    ----------
+    paths : tuple of str
+        Parameter full names.
+    values : ndarray, shape (n, len(paths))
+        One row of values per point.
+    inner : finesse.analysis.actions.Sweep or None
+        An analysis axis to run at every point (e.g. an ``Xaxis``).
+    reduce : callable
+        Reduces a nested solution to :class:`~katparallel.adapters.finesse.Outputs`.
+    """
+
+    def __init__(self, paths, values: np.ndarray, inner, reduce: Callable):
+        super().__init__("katparallel_step")
+        self.paths = tuple(paths)
+        self.values = np.ascontiguousarray(values, dtype=np.float64)
+        self.inner = inner
+        self.reduce = reduce
+        self.per_job: list[int] = []
+        self.stopped: int | None = None
+        self.ran = np.zeros(len(self.values), dtype=bool)
+        self.outputs: dict[str, np.ndarray] = {}
+        self.axes: dict[str, tuple] = {}
+
+    def _requests(self, model, memo, first=True):
+        memo["changing_parameters"].extend(self.paths)
+        if self.inner is not None:
+            self.inner._requests(model, memo)
+
+    def _do(self, state):
+        params = [convert_str_to_parameter(state.model, p) for p in self.paths]
+        if self.inner is not None:
+            rows: list = []
+            self._python_loop(params, self._nested_solver(state, rows))
+            if rows:
+                self.outputs = {name: np.stack([r.values[name] for r in rows]) for name in rows[0].values}
+                self.axes = rows[0].axes
+            return None
+        n = len(self.values)
+        sol = ArraySolution(self.name, None, (n,), (np.arange(n, dtype=np.float64),), (params[0],))
+        sol.enable_update(state.sim.detector_workspaces)
+        if not (len(params) == 1 and self._c_loop(state, params[0], sol)):
+            self._python_loop(params, self._carrier_solver(state, sol))
+        self.outputs = {name: as_array(sol.data[name])[self.ran] for name in sol.outputs}
+        self.axes = {name: () for name in sol.outputs}
+        return None
+
+    def _c_loop(self, state, param, sol) -> bool:
+        """Finesse's own stepping loop for one parameter.
+
+        False if a value was rejected or a point masked: then the Python loop
+        redoes the chunk and finds out which.
+        """
+        original = float(param.value)
+        try:
+            run_axes_scan(
+                state, (self.values[:, 0].copy(),), (param,), np.zeros(1),
+                (len(self.values),), sol, None, None, False, "",
+            )
+        except Exception as exc:  # noqa: BLE001 - the Python loop finds the culprit
+            LOGGER.debug("stepping %s point by point: %s", param.full_name, exc)
+            return False
+        finally:
+            param.value = original
+        if sol.masked:
+            return False
+        self.ran[:] = True
+        return True
+
+    @staticmethod
+    def _carrier_solver(state, sol) -> Callable[[int, bool], bool]:
+        """Solve point ``k`` (the carrier, and signals if any) into ``sol``."""
+        sim = state.sim
+
+        def solve(k: int, first: bool) -> bool:
+            if not sim.run_carrier(force=first):
+                return False
+            if sim.signal is not None:
+                sim.run_signal()
+            sol.update(k, False)
+            return True
+
+        return solve
+
+    def _nested_solver(self, state, rows: list) -> Callable[[int, bool], bool]:
+        """Run the inner analysis axis at point ``k``, as a Sweep would, into ``rows``."""
+        inner = self.inner
+        inner_params = tuple(convert_str_to_parameter(state.model, p) for p in inner.parameters)
+
+        def solve(k: int, first: bool) -> bool:
+            initial = {p: float(p.value) for p in inner_params}
+            start = np.array([initial[p] for p in inner_params])
+            offsets = np.where(inner.fractional_offset != 0, start * inner.fractional_offset, 0.0)
+            sol = ArraySolution(inner.name, None, inner.out_shape, inner.axes, inner_params)
+            sol.enable_update(state.sim.detector_workspaces)
+            try:
+                run_axes_scan(
+                    state, inner.axes, inner_params, offsets, inner.out_shape,
+                    sol, None, None, False, "",
+                )
+            finally:
+                state.set_parameter_values(initial)
+            if sol.masked:
+                return False
+            rows.append(self.reduce(sol))
+            return True
+
+        return solve
+
+    def _python_loop(self, params, solve: Callable[[int, bool], bool]) -> None:
+        """Set each row (changed values only, decreasing ones first) and ``solve`` it."""
+        current = [float(p.value) for p in params]
+        first = True
+        for k, row in enumerate(self.values.tolist()):
+            if not self._set_row(params, row, current):
+                self.per_job.append(k)
+                continue
+            try:
+                valid = solve(k, first)
+            except Exception as exc:  # noqa: BLE001 - the per-job path reports it
+                LOGGER.debug("solving point %d raised %s; restarting after it", k, exc)
+                self.stopped = k
+                return
+            first = False
+            if valid:
+                self.ran[k] = True
+            else:
+                self.per_job.append(k)
+
+    @staticmethod
+    def _set_row(params, row: list[float], current: list[float]) -> bool:
+        """Set the values of ``row`` that changed; False if Finesse rejected one."""
+        for j in sorted(range(len(params)), key=lambda j: row[j] - current[j]):
+            if row[j] == current[j]:
+                continue
+            try:
+                params[j].value = row[j]
+            except Exception:  # noqa: BLE001 - Finesse keeps a rejected value
+                params[j].value = current[j]
+                return False
+            current[j] = row[j]
+        return True
+
+
+def _make_numeric(model, paths: tuple[str, ...]) -> None:
+    """Give each symbolic varied parameter its current value as a number, so it
+    can change during the simulation (the adapter puts the expression back)."""
+    for path in paths:
+        param = model.get(path)
+        if param.is_symbolic:
+            param.value = float(param.value.eval())
+
+
+def step_chunk(model, chunk: Chunk, adapter: Any) -> tuple[ChunkResult, list[int]]:
+    """Step the jobs of ``chunk`` inside one simulation of ``model``.
+
+    Returns the stepped jobs' results and the positions (in ``chunk``) of the
+    jobs to run job by job: values Finesse rejected, points it could not
+    solve, and all of them if the simulation cannot be built. The caller puts
+    the model back in its base state afterwards.
+    """
+    inner, _ = _inner_sweep(adapter.action(model, chunk.analysis))
+    parts: list[ChunkResult] = []
+    per_job: list[int] = []
+    start, n = 0, len(chunk)
+    while start < n:
+        step = StepValues(chunk.paths, chunk.values[start:], inner, adapter.outputs)
+        try:
+            _make_numeric(model, chunk.paths)
+            model.run(step)
+        except Exception as exc:  # noqa: BLE001 - the per-job path runs them instead
+            LOGGER.warning("batched path failed (%s); running the rest job by job", exc)
+            per_job.extend(range(start, n))
+            break
+        ran = np.flatnonzero(step.ran)
+        parts.append(ChunkResult(chunk.indices[start:][ran], step.outputs, step.axes))
+        per_job.extend(start + k for k in step.per_job)
+        if step.stopped is None:
+            break
+        per_job.append(start + step.stopped)
+        start += step.stopped + 1
+    return merge_results(parts) if parts else ChunkResult(np.empty(0, np.int64), {}, {}), per_job
