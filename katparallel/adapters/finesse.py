@@ -297,6 +297,11 @@ class FinesseAdapter:
         attempts = [syntax] if syntax else ["katscript", "finesse2"]
         errors = {}
         for kind in attempts:
+            known = _cache().get(cls(kind, text).key)
+            if known is not None:  # parsed here before: no second parse
+                adapter = cls(kind, text)
+                adapter._probe = known.model
+                return adapter
             try:
                 model = _parse(text, kind)
             except Exception as exc:

@@ -32,9 +32,10 @@ only when a chunk is batched.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -298,6 +299,19 @@ class StepValues(Action):
         return True
 
 
+@contextlib.contextmanager
+def _quiet_masking() -> Iterator[None]:
+    """Silence Finesse's "Masking simulation outputs at ..." log lines: a masked
+    point runs again on the per-job path, which reports it as that job's failure."""
+    runners = logging.getLogger("finesse.analysis.runners")
+    level = runners.level
+    runners.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        runners.setLevel(level)
+
+
 def _make_numeric(model, paths: tuple[str, ...]) -> None:
     """Give each symbolic varied parameter its current value as a number, so it
     can change during the simulation (the adapter puts the expression back)."""
@@ -323,7 +337,8 @@ def step_chunk(model, chunk: Chunk, adapter: Any) -> tuple[ChunkResult, list[int
         step = StepValues(chunk.paths, chunk.values[start:], inner, adapter.outputs)
         try:
             _make_numeric(model, chunk.paths)
-            model.run(step)
+            with _quiet_masking():
+                model.run(step)
         except Exception as exc:  # noqa: BLE001 - the per-job path runs them instead
             LOGGER.warning("batched path failed (%s); running the rest job by job", exc)
             per_job.extend(range(start, n))
