@@ -47,22 +47,26 @@ def test_a_varied_variable_moves_its_dependents(aligo):
     np.testing.assert_allclose(res["AGX"].values, np.diag(both["AGX"].values), rtol=1e-12)
 
 
-def test_lock_studies_are_identical_across_backends_and_job_order(aligo):
+def test_lock_studies_are_identical_across_backends_paths_and_job_order(aligo):
     ens = Ensemble(aligo).vary("PRM.T", [0.03, 0.031, 0.029])
-    serial = ens.run(LOCKED, backend="serial", progress=False)
-    pool = ens.run(LOCKED, backend="multiprocessing", workers=2, progress=False)
-    alone = Ensemble(aligo).vary("PRM.T", [0.029]).run(LOCKED, backend="serial", progress=False)
-    assert not serial.failures
+    serial = ens.run(LOCKED, backend="serial", batch=False, progress=False)
+    pool = ens.run(LOCKED, backend="multiprocessing", workers=2, batch=False, progress=False)
+    stepped = ens.run(LOCKED, backend="serial", batch=True, progress=False)  # locks at each point
+    alone = Ensemble(aligo).vary("PRM.T", [0.029]).run(LOCKED, backend="serial", batch=False,
+                                                      progress=False)
+    assert not serial.failures and stepped.outputs == serial.outputs
     for name in serial.outputs:
         assert np.array_equal(serial[name].values, pool[name].values, equal_nan=True), name
         assert np.array_equal(serial[name].values[2:], alone[name].values, equal_nan=True), name
+        np.testing.assert_allclose(stepped[name].values, serial[name].values, rtol=1e-12, atol=0)
     model = ens._adapter.base_model()  # the in-process model the serial jobs ran on
     assert model.CARM.DC.value == 0 and model.SRCL.DC.value == 90  # the locks' tunings undone
 
 
 def test_a_lost_lock_is_a_job_failure_with_finesses_message(aligo):
     ens = Ensemble(aligo).vary("PRM.T", [0.03, 0.031])
-    res = ens.run(Series(RunLocks(max_iterations=2), Noxaxis()),
-                  backend="serial", progress=False)
+    lost = Series(RunLocks(max_iterations=2), Noxaxis())
+    res = ens.run(lost, backend="serial", progress=False)  # stepped: each point then runs per job
     assert [f.type for f in res.failures] == ["LostLock", "LostLock"]
+    assert np.isnan(res["PRG"].values).all()
     assert "Locks failed" in res.failures[0].message and "LostLock" in res.failures[0].traceback

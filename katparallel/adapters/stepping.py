@@ -39,10 +39,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
-from finesse.analysis.actions import Noxaxis, Sweep
+from finesse.analysis.actions import Noxaxis, RunLocks, Series, Sweep
 from finesse.analysis.actions.base import Action, convert_str_to_parameter
 from finesse.analysis.runners import run_axes_scan
-from finesse.parameter import Parameter
+from finesse.parameter import Parameter, deref
 from finesse.solutions import ArraySolution
 
 from ..jobs import Chunk, ChunkResult, merge_results
@@ -57,15 +57,25 @@ __all__ = ("StepValues", "batch_reason", "expected_outputs", "step_chunk")
 NEST_MAX_POINTS = 64
 
 
-def _inner_sweep(action: Any):
-    """``(inner, reason)``: the Sweep to nest per job (None for Noxaxis), or why not."""
+def _split_action(action: Any) -> tuple[Any, Any, str | None]:
+    """``(locks, inner, reason)`` for a job's action.
+
+    ``locks`` is the ``RunLocks`` of ``Series(RunLocks(...), Noxaxis())`` (run
+    at every stepped point), else None; ``inner`` the Sweep to nest per job
+    (None for Noxaxis); ``reason`` why the action cannot be stepped, or None.
+    """
+    locks = None
+    if isinstance(action, Series) and len(action.actions) == 2 and isinstance(action.actions[0], RunLocks):
+        locks, action = action.actions
+        if type(action) is not Noxaxis or locks.pre_step is not None:
+            return None, None, "only Series(RunLocks(...), Noxaxis()) runs locks on the fast path"
     if not isinstance(action, Sweep):
-        return None, f"the analysis {type(action).__name__} is not a sweep of parameters"
+        return None, None, f"the analysis {type(action).__name__} is not a sweep of parameters"
     if action.pre_step is not None or action.post_step is not None:
-        return None, "the analysis has pre_step/post_step actions"
+        return None, None, "the analysis has pre_step/post_step actions"
     if type(action) is Noxaxis:
-        return None, None
-    return action, None
+        return locks, None, None
+    return None, action, None
 
 
 def _dependents(model, paths: tuple[str, ...]) -> list[Parameter]:
@@ -108,7 +118,7 @@ def batch_reason(model, paths: tuple[str, ...], action: Any, forced: bool) -> st
     """
     if not paths:
         return "no parameter is varied"
-    inner, reason = _inner_sweep(action)
+    _, inner, reason = _split_action(action)
     if reason:
         return reason
     for path in paths:
@@ -135,13 +145,14 @@ def batch_reason(model, paths: tuple[str, ...], action: Any, forced: bool) -> st
 def expected_outputs(model, action: Any) -> dict[str, tuple]:
     """Output names and axes of ``action`` on ``model``, without running it.
 
-    Known for ``Noxaxis`` and single sweeps (the model's own ``xaxis``); empty
-    for other analyses.
+    Known for ``Noxaxis`` (after locks or not) and single sweeps (the model's
+    own ``xaxis``); empty for other analyses.
     """
-    if not isinstance(action, Sweep) or action.pre_step or action.post_step:
+    _, inner, reason = _split_action(action)
+    if reason:
         return {}
-    dims = () if type(action) is Noxaxis else tuple(
-        (str(p), np.asarray(x, dtype=float)) for p, x in zip(action.parameters, action.axes)
+    dims = () if inner is None else tuple(
+        (str(p), np.asarray(x, dtype=float)) for p, x in zip(inner.parameters, inner.axes)
     )
     return {det.name: dims for det in model.detectors}
 
@@ -165,14 +176,21 @@ class StepValues(Action):
         An analysis axis to run at every point (e.g. an ``Xaxis``).
     reduce : callable
         Reduces a nested solution to :class:`~katparallel.adapters.finesse.Outputs`.
+    locks : finesse.analysis.actions.RunLocks, optional
+        Locks to run at every point, each time from ``feedback`` (the base
+        model's tunings), as a job of its own would.
+    feedback : dict, optional
+        Full name -> base value of the locks' feedback parameters.
     """
 
-    def __init__(self, paths, values: np.ndarray, inner, reduce: Callable):
+    def __init__(self, paths, values: np.ndarray, inner, reduce: Callable, locks=None, feedback=None):
         super().__init__("katparallel_step")
         self.paths = tuple(paths)
         self.values = np.ascontiguousarray(values, dtype=np.float64)
         self.inner = inner
         self.reduce = reduce
+        self.locks = locks
+        self.feedback = dict(feedback or {})
         self.per_job: list[int] = []
         self.stopped: int | None = None
         self.ran = np.zeros(len(self.values), dtype=bool)
@@ -181,8 +199,9 @@ class StepValues(Action):
 
     def _requests(self, model, memo, first=True):
         memo["changing_parameters"].extend(self.paths)
-        if self.inner is not None:
-            self.inner._requests(model, memo)
+        for action in (self.inner, self.locks):
+            if action is not None:
+                action._requests(model, memo)
 
     def _do(self, state):
         params = [convert_str_to_parameter(state.model, p) for p in self.paths]
@@ -196,7 +215,7 @@ class StepValues(Action):
         n = len(self.values)
         sol = ArraySolution(self.name, None, (n,), (np.arange(n, dtype=np.float64),), (params[0],))
         sol.enable_update(state.sim.detector_workspaces)
-        if not (len(params) == 1 and self._c_loop(state, params[0], sol)):
+        if self.locks is not None or not (len(params) == 1 and self._c_loop(state, params[0], sol)):
             self._python_loop(params, self._carrier_solver(state, sol))
         self.outputs = {name: as_array(sol.data[name])[self.ran] for name in sol.outputs}
         self.axes = {name: () for name in sol.outputs}
@@ -224,12 +243,16 @@ class StepValues(Action):
         self.ran[:] = True
         return True
 
-    @staticmethod
-    def _carrier_solver(state, sol) -> Callable[[int, bool], bool]:
-        """Solve point ``k`` (the carrier, and signals if any) into ``sol``."""
+    def _carrier_solver(self, state, sol) -> Callable[[int, bool], bool]:
+        """Solve point ``k`` (locks first if any, then the carrier and signals) into ``sol``."""
         sim = state.sim
+        feedback = [(convert_str_to_parameter(state.model, p), v) for p, v in self.feedback.items()]
 
         def solve(k: int, first: bool) -> bool:
+            if self.locks is not None:
+                for param, value in feedback:
+                    param.value = value
+                state.apply(self.locks)  # LostLock: the per-job path reports it
             if not sim.run_carrier(force=first):
                 return False
             if sim.signal is not None:
@@ -299,6 +322,15 @@ class StepValues(Action):
         return True
 
 
+def _feedback_values(model, locks) -> dict[str, Any]:
+    """Base values of the parameters ``locks`` tune (empty without locks)."""
+    if locks is None:
+        return {}
+    chosen = [model.elements[name] for name in locks.locks] or [k for k in model.locks if k.enabled]
+    params = [deref(lock.feedback) for lock in chosen]
+    return {p.full_name: p.value for p in params}
+
+
 @contextlib.contextmanager
 def _quiet_masking() -> Iterator[None]:
     """Silence Finesse's "Masking simulation outputs at ..." log lines: a masked
@@ -329,12 +361,13 @@ def step_chunk(model, chunk: Chunk, adapter: Any) -> tuple[ChunkResult, list[int
     solve, and all of them if the simulation cannot be built. The caller puts
     the model back in its base state afterwards.
     """
-    inner, _ = _inner_sweep(adapter.action(model, chunk.analysis))
+    locks, inner, _ = _split_action(adapter.action(model, chunk.analysis))
+    feedback = _feedback_values(model, locks)
     parts: list[ChunkResult] = []
     per_job: list[int] = []
     start, n = 0, len(chunk)
     while start < n:
-        step = StepValues(chunk.paths, chunk.values[start:], inner, adapter.outputs)
+        step = StepValues(chunk.paths, chunk.values[start:], inner, adapter.outputs, locks, feedback)
         try:
             _make_numeric(model, chunk.paths)
             with _quiet_masking():
