@@ -142,6 +142,26 @@ def _clean(word: str) -> str:
     return re.sub(r"[^0-9A-Za-z]+", "", word).lower()
 
 
+def _columns(out) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    """Labels, one array per output column, and the axis coordinates of a run."""
+    from pykat.finesse import KatRun, KatRun2D
+
+    if isinstance(out, KatRun2D):
+        # pykat stores z as (output, x2, x); katparallel puts the xaxis first.
+        columns = [np.asarray(out.z[i]).reshape(np.size(out.y), np.size(out.x)).T
+                   for i in range(len(out.zlabels))]
+        coords = [np.atleast_1d(np.asarray(out.x, float)), np.atleast_1d(np.asarray(out.y, float))]
+        return out.zlabels, columns, coords
+    if isinstance(out, KatRun):
+        y = np.asarray(out.y)
+        columns = [y[:, i] for i in range(len(out.ylabels))]
+        return out.ylabels, columns, [np.atleast_1d(np.asarray(out.x, float))]
+    raise TypeError(
+        f"kat.run() returned {type(out).__name__!r}, not a KatRun; katparallel reduces "
+        "single runs only (no multisig, getTraceData or perf timing)."
+    )
+
+
 def kat_outputs(out) -> Outputs:
     """Reduce a pykat ``KatRun`` or ``KatRun2D`` to one array per detector.
 
@@ -152,24 +172,7 @@ def kat_outputs(out) -> Outputs:
     Axes are named after the swept parameter (``"l1.P"`` for
     ``xaxis l1 P ...``); with ``noxaxis`` every output is a scalar.
     """
-    from pykat.finesse import KatRun, KatRun2D
-
-    if isinstance(out, KatRun2D):
-        labels = out.zlabels
-        # pykat stores z as (output, x2, x); katparallel puts the xaxis first.
-        columns = [np.asarray(out.z[i]).reshape(np.size(out.y), np.size(out.x)).T
-                   for i in range(len(labels))]
-        coords = [np.atleast_1d(np.asarray(out.x, float)), np.atleast_1d(np.asarray(out.y, float))]
-    elif isinstance(out, KatRun):
-        labels = out.ylabels
-        y = np.asarray(out.y)
-        columns = [y[:, i] for i in range(len(labels))]
-        coords = [np.atleast_1d(np.asarray(out.x, float))]
-    else:
-        raise TypeError(
-            f"kat.run() returned {type(out).__name__!r}, not a KatRun; katparallel reduces "
-            "single runs only (no multisig, getTraceData or perf timing)."
-        )
+    labels, columns, coords = _columns(out)
     names, noxaxis = _axis_dims(out.katScript or "")
     if noxaxis:
         axes: tuple = ()
