@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import threading
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -43,27 +44,53 @@ __all__ = ("run_chunk", "run_jobs")
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
-@contextlib.contextmanager
-def _counting_warnings() -> Iterator[Counter]:
-    """Count every warning raised inside the block as ``"Category: message"``.
+class _WarningCounter:
+    """Counts the warnings of each thread that runs a chunk; shows the others.
 
-    Numbers in the message become ``#``, so "Cavity 'FP' is unstable with
-    g = 1.21" and "... g = 1.44" count as one warning.
+    ``warnings.catch_warnings`` is not thread-safe: chunks running on threads
+    side by side could leave it installed for good. Instead one dispatcher is
+    installed while any chunk runs, and each thread counts into its own Counter.
     """
-    counts: Counter = Counter()
 
-    def count(message, category, *args, **kwargs) -> None:
+    def __init__(self):
+        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.active = 0
+        self.saved: tuple = ()
+
+    def show(self, message, category, filename, lineno, file=None, line=None) -> None:
+        counts = getattr(self.local, "counts", None)
+        if counts is None:  # a thread that runs no chunk
+            self.saved[0](message, category, filename, lineno, file, line)
+            return
+        # Numbers become "#": "unstable with g = 1.21" and "g = 1.44" count as one.
         counts[f"{category.__name__}: {_NUMBER.sub('#', str(message).strip())}"] += 1
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = count
-        yield counts
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[Counter]:
+        with self.lock:
+            if not self.active:
+                self.saved = (warnings.showwarning, warnings.filters[:])
+                warnings.showwarning = self.show
+                warnings.simplefilter("always")
+            self.active += 1
+        self.local.counts = counts = Counter()
+        try:
+            yield counts
+        finally:
+            self.local.counts = None
+            with self.lock:
+                self.active -= 1
+                if not self.active:
+                    warnings.showwarning, warnings.filters[:] = self.saved
+
+
+_WARNINGS = _WarningCounter()
 
 
 def run_chunk(chunk: Chunk) -> ChunkResult:
     """Run every job of ``chunk`` (batched or job by job); never raises."""
-    with _counting_warnings() as counts:
+    with _WARNINGS.counting() as counts:
         try:
             result = _run(chunk)
         except Exception as exc:  # noqa: BLE001 - the contract: failures are data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import warnings
 from pathlib import Path
 
 import finesse
@@ -38,11 +39,13 @@ def _thread_backend():
 def test_four_threads_give_exactly_the_serial_results():
     ts = np.linspace(0.001, 0.02, 40)
     sweep = Ensemble(CAVITY).vary({"m1.T": ts, "m1.R": 1 - ts})
+    show, filters = warnings.showwarning, warnings.filters[:]
     with _thread_backend()(workers=4) as threads:
         on_threads = sweep.run(backend=threads, batch=False, progress=False)
     serial = sweep.run(backend="serial", batch=False, progress=False)
     assert not on_threads.failures
     assert np.array_equal(on_threads["P"].values, serial["P"].values)
+    assert warnings.showwarning is show and warnings.filters == filters  # nothing left installed
 
 
 def test_a_thread_backend_reports_a_raising_task_as_data():

@@ -154,24 +154,39 @@ def _parse(text: str, syntax: str):
     return model
 
 
-@contextlib.contextmanager
-def _quiet_unparse() -> Iterator[None]:
-    """Silence Finesse's "Intent-preserving regeneration ... not implemented" notes.
+class _QuietThread(logging.Filter):
+    """Drops a logger's records in the threads that asked for quiet."""
 
-    They are logged on every ``unparse()`` and say nothing about the model.
+    def __init__(self):
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.local, "depth", 0)
+
+
+_QUIET = _QuietThread()
+
+
+@contextlib.contextmanager
+def quiet(logger: str) -> Iterator[None]:
+    """Drop the records of ``logger`` that this thread logs inside the block.
+
+    A filter, not a level change, so threads running jobs side by side never
+    leave a logger silenced for good.
     """
-    generator = logging.getLogger("finesse.script.generator")
-    level = generator.level
-    generator.setLevel(logging.ERROR)
+    logging.getLogger(logger).addFilter(_QUIET)  # once: a filter is added only once
+    _QUIET.local.depth = getattr(_QUIET.local, "depth", 0) + 1
     try:
         yield
     finally:
-        generator.setLevel(level)
+        _QUIET.local.depth -= 1
 
 
 def unparse(model) -> str:
-    """``model.unparse()`` without Finesse's regeneration notes."""
-    with _quiet_unparse():
+    """``model.unparse()`` without Finesse's "Intent-preserving regeneration ... not
+    implemented" notes, which it logs on every call and which say nothing of the model."""
+    with quiet("finesse.script.generator"):
         return model.unparse()
 
 

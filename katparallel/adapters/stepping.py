@@ -32,10 +32,9 @@ only when a chunk is batched.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -46,7 +45,7 @@ from finesse.parameter import Parameter, deref
 from finesse.solutions import ArraySolution
 
 from ..jobs import Chunk, ChunkResult, merge_results
-from .finesse import as_array
+from .finesse import as_array, quiet
 
 LOGGER = logging.getLogger(__name__)
 
@@ -331,19 +330,6 @@ def _feedback_values(model, locks) -> dict[str, Any]:
     return {p.full_name: p.value for p in params}
 
 
-@contextlib.contextmanager
-def _quiet_masking() -> Iterator[None]:
-    """Silence Finesse's "Masking simulation outputs at ..." log lines: a masked
-    point runs again on the per-job path, which reports it as that job's failure."""
-    runners = logging.getLogger("finesse.analysis.runners")
-    level = runners.level
-    runners.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        runners.setLevel(level)
-
-
 def _make_numeric(model, paths: tuple[str, ...]) -> None:
     """Give each symbolic varied parameter its current value as a number, so it
     can change during the simulation (the adapter puts the expression back)."""
@@ -370,7 +356,9 @@ def step_chunk(model, chunk: Chunk, adapter: Any) -> tuple[ChunkResult, list[int
         step = StepValues(chunk.paths, chunk.values[start:], inner, adapter.outputs, locks, feedback)
         try:
             _make_numeric(model, chunk.paths)
-            with _quiet_masking():
+            # A masked point runs again on the per-job path, which reports it as
+            # that job's failure: Finesse's "Masking simulation outputs" lines are noise.
+            with quiet("finesse.analysis.runners"):
                 model.run(step)
         except Exception as exc:  # noqa: BLE001 - the per-job path runs them instead
             LOGGER.warning("batched path failed (%s); running the rest job by job", exc)
