@@ -32,6 +32,7 @@ import logging
 import os
 import pickle
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ import dill
 import numpy as np
 
 from ..errors import ModelSourceError, UnknownParameterError
+from . import modelcache
 
 LOGGER = logging.getLogger(__name__)
 
@@ -95,11 +97,23 @@ def as_array(value: Any) -> np.ndarray:
 
 
 class BaseModel:
-    """A parsed model and the value of each of its parameters when parsed."""
+    """A parsed model and the value of each of its parameters when parsed.
 
-    def __init__(self, model: Any):
+    ``saving`` is the thread writing it to the on-disk cache, if any: jobs
+    wait for it (:meth:`settle`) before they change the model.
+    """
+
+    def __init__(self, model: Any, saving: threading.Thread | None = None):
         self.model = model
         self.snapshot = [(p, p.value) for p in model.all_parameters]
+        self.saving = saving
+
+    def settle(self) -> "BaseModel":
+        """Wait until no thread is pickling the model; return self."""
+        if self.saving is not None:
+            self.saving.join()
+            self.saving = None
+        return self
 
     def reset(self) -> bool:
         """Put back every parameter that changed; False if Finesse refused one."""
@@ -152,6 +166,26 @@ def _parse(text: str, syntax: str):
     else:
         model.parse(text)
     return model
+
+
+def _load_or_parse(text: str, syntax: str, save: bool) -> BaseModel:
+    """The model of ``text``: from the on-disk cache, else parsed (and, if
+    ``save`` and the parse was slow, written to the cache in the background)."""
+    _import_finesse()
+    key = modelcache.entry_key(text, syntax)
+    model = modelcache.load(key)
+    if model is not None:
+        return BaseModel(model)
+    started = time.perf_counter()
+    model = _parse(text, syntax)
+    saving = None
+    if save and time.perf_counter() - started > modelcache.MIN_PARSE_SECONDS:
+        saving = modelcache.save_in_background(key, model, _same_model)
+    return BaseModel(model, saving)
+
+
+def _same_model(model, other) -> bool:
+    return _parameter_state(model) == _parameter_state(other)
 
 
 class _QuietThread(logging.Filter):
@@ -312,18 +346,17 @@ class FinesseAdapter:
         attempts = [syntax] if syntax else ["katscript", "finesse2"]
         errors = {}
         for kind in attempts:
-            known = _cache().get(cls(kind, text).key)
-            if known is not None:  # parsed here before: no second parse
-                adapter = cls(kind, text)
+            adapter = cls(kind, text)
+            known = _cache().get(adapter.key)
+            if known is not None:  # read here before: no second parse
                 adapter._probe = known.model
                 return adapter
             try:
-                model = _parse(text, kind)
+                base = _load_or_parse(text, kind, save=True)
             except Exception as exc:
                 errors[kind] = f"{type(exc).__name__}: {str(exc).strip()}"
                 continue
-            adapter = cls(kind, text)
-            adapter._seed_cache(model)
+            adapter._probe = _remember(adapter.key, base).model
             return adapter
         detail = "\n\n".join(f"As {k}:\n{msg}" for k, msg in errors.items())
         raise ModelSourceError(
@@ -334,7 +367,7 @@ class FinesseAdapter:
         )
 
     def _seed_cache(self, model) -> None:
-        """Use the model parsed for the checks as this process's base model too."""
+        """Use the model read for the checks as this process's base model too."""
         self._probe = model
         _remember(self.key, BaseModel(model))
 
@@ -414,16 +447,16 @@ class FinesseAdapter:
         return expected_outputs(self.probe(), self.action(self.probe(), analysis))
 
     # ------------------------------------------------------------------ worker
-    def _build(self):
+    def _build(self) -> BaseModel:
         if self.kind in ("katscript", "finesse2"):
-            return _parse(self.data, self.kind)
+            return _load_or_parse(self.data, self.kind, save=False)
         _import_finesse()
-        return dill.loads(self.data)
+        return BaseModel(dill.loads(self.data))
 
     def _base(self) -> BaseModel:
         entry = _cache().get(self.key)
         if entry is None:
-            entry = _remember(self.key, BaseModel(self._build()))
+            entry = _remember(self.key, self._build())
         return entry
 
     def base_model(self):
@@ -453,7 +486,7 @@ class FinesseAdapter:
         if fresh:
             yield copy.deepcopy(self.base_model())
             return
-        base = self._base()
+        base = self._base().settle()
         try:
             yield base.model
         finally:
@@ -489,7 +522,7 @@ class FinesseAdapter:
         """Run ``chunk`` on the fast path: ``(ChunkResult, positions to run job by job)``."""
         from .stepping import step_chunk
 
-        base = self._base()
+        base = self._base().settle()
         try:
             return step_chunk(base.model, chunk, self)
         finally:
