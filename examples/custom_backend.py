@@ -14,21 +14,11 @@ from typing import Any
 import numpy as np
 
 from katparallel import Ensemble
-from katparallel._testing import square
+from katparallel._testing import CAVITY_KATSCRIPT, square
 from katparallel.backends import Backend, get_backend_class, register_backend
 from katparallel.errors import Failure
 
 LOGGER = logging.getLogger(__name__)
-
-CAVITY = """
-l L0 P=1
-s s0 L0.p1 m1.p1 L=1
-m m1 R=0.99 T=0.01
-s cav m1.p2 m2.p1 L=1
-m m2 R=0.99 T=0.01
-pd P m2.p2.o
-"""
-
 
 class ThreadBackend(Backend):
     """Run tasks on threads of this process (good for GIL-releasing work)."""
@@ -65,7 +55,7 @@ if __name__ == "__main__":
     LOGGER.info("squares: %s", [results[i] for i in range(10)])
 
     ts = np.linspace(0.001, 0.02, 40)
-    sweep = Ensemble(CAVITY).vary({"m1.T": ts, "m1.R": 1 - ts})
+    sweep = Ensemble(CAVITY_KATSCRIPT).vary({"m1.T": ts, "m1.R": 1 - ts})
     on_threads = sweep.run(backend="threads", workers=4, batch=False, progress=False)
     serial = sweep.run(backend="serial", batch=False, progress=False)
     assert np.array_equal(on_threads["P"].values, serial["P"].values)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 __all__ = (
     "square", "noop", "crash_on", "sleep_then", "pid_of", "omp_threads", "hom_power",
-    "MPI_ENV", "mpiexec_python", "aligo_katscript",
+    "MPI_ENV", "mpiexec_python", "aligo_katscript", "CAVITY_KATSCRIPT",
 )
 
 #: ``crash_on`` kills its own process for this task value.
@@ -62,6 +62,16 @@ def omp_threads(x: object) -> str | None:
     """Return the worker's ``OMP_NUM_THREADS`` environment variable."""
     return os.environ.get("OMP_NUM_THREADS")
 
+
+#: A plane-wave two-mirror cavity: the suite's model for fast real studies.
+CAVITY_KATSCRIPT = """
+l L0 P=1
+s s0 L0.p1 m1.p1 L=1
+m m1 R=0.99 T=0.01
+s cav m1.p2 m2.p1 L=1
+m m2 R=0.99 T=0.01
+pd P m2.p2.o
+"""
 
 #: A two-mirror cavity with higher-order modes: running it starts OpenMP
 #: threads, after which a fork-started pool deadlocks.

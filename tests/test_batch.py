@@ -6,17 +6,10 @@ import numpy as np
 import pytest
 
 from katparallel import Ensemble, Normal
+from katparallel._testing import CAVITY_KATSCRIPT
 from katparallel.runner import RunOptions, Study, batch_chunk_size, decide_batch
 
-CAVITY = """
-l L0 P=1
-s s0 L0.p1 m1.p1 L=1
-m m1 R=0.99 T=0.01
-s cav m1.p2 m2.p1 L=1
-m m2 R=0.99 T=0.01
-pd P m2.p2.o
-ad a m1.p2.o f=0
-"""
+CAVITY = CAVITY_KATSCRIPT + "ad a m1.p2.o f=0\n"
 
 BACKENDS = ["serial", "multiprocessing"]
 

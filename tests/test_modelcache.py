@@ -11,18 +11,11 @@ import numpy as np
 import pytest
 
 from katparallel import Ensemble
+from katparallel._testing import CAVITY_KATSCRIPT
 from katparallel.adapters import finesse as finesse_adapter
 from katparallel.adapters import modelcache
 
-MODEL = """
-l L0 P=1
-s s0 L0.p1 m1.p1 L=1
-m m1 R=0.99 T=0.01
-s cav m1.p2 m2.p1 L=1
-m m2 R=0.99 T=0.01
-pd P m2.p2.o
-# {tag}
-"""
+MODEL = CAVITY_KATSCRIPT + "# {tag}\n"
 
 # Runs in a new process: how many parses, and the study's outputs.
 CHILD = """

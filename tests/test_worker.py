@@ -13,18 +13,11 @@ import pytest
 
 import katparallel.adapters.finesse as finesse_adapter
 from katparallel import Ensemble
+from katparallel._testing import CAVITY_KATSCRIPT
 from katparallel.runner import make_chunks
 from katparallel.worker import run_chunk
 
-CAVITY = """
-l L0 P=1
-s s0 L0.p1 m1.p1 L=1
-m m1 R=0.99 T=0.01
-s cav m1.p2 m2.p1 L=1
-m m2 R=0.99 T=0.01
-pd P m2.p2.o
-mathd Pm P*2
-"""
+CAVITY = CAVITY_KATSCRIPT + "mathd Pm P*2\n"
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
