@@ -49,7 +49,8 @@ class ThreadBackend(Backend):
 register_backend("threads", ThreadBackend)
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(format="%(message)s")
+    LOGGER.setLevel(logging.INFO)
     with get_backend_class("threads")(workers=2) as backend:
         results = dict(backend.map_unordered(square, range(10)))
     LOGGER.info("squares: %s", [results[i] for i in range(10)])
