@@ -61,7 +61,9 @@ class ChunkResult:
     """Results of a chunk: outputs of the jobs that succeeded, stacked.
 
     ``outputs[name][k]`` belongs to job ``indices[k]``; ``warnings`` counts
-    each distinct ``"Category: message"`` raised while the chunk ran.
+    each distinct ``"Category: message"`` raised while the chunk ran;
+    ``setup_seconds`` is the time spent readying shared work (building the one
+    simulation of a batched chunk) rather than on the jobs themselves.
     """
 
     indices: np.ndarray
@@ -70,6 +72,7 @@ class ChunkResult:
     failures: list[Failure] = field(default_factory=list)
     solutions: list | None = None
     warnings: Counter = field(default_factory=Counter)
+    setup_seconds: float = 0.0
 
 
 def stack_outputs(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -100,4 +103,5 @@ def merge_results(parts: list[ChunkResult]) -> ChunkResult:
         axes,
         [f for p in parts for f in p.failures],
         warnings=sum((p.warnings for p in parts), Counter()),
+        setup_seconds=sum(p.setup_seconds for p in parts),
     )

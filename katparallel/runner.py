@@ -122,7 +122,9 @@ def run_study(study: Study, analysis: Any, options: RunOptions) -> Results:
         chunks_of = _chunker(study, plan, action, options, batched)
         LOGGER.info("running %s on %s", plan.describe(), engine.name)
         started = time.perf_counter()
-        engine = _dispatch(engine, plan, todo, chunks_of, on_result, options, batched)
+        engine = _dispatch(
+            engine, plan, todo, chunks_of, on_result, options, batched, study.adapter.read_seconds()
+        )
         return _finish(study, plan, action, engine, time.perf_counter() - started, collector, options)
 
 
@@ -184,12 +186,17 @@ def _chunker(study: Study, plan: Plan, action: Any, options: RunOptions, batched
     return chunks_of
 
 
-def _dispatch(engine, plan, todo, chunks_of, on_result, options: RunOptions, batched: bool) -> Backend:
-    """Run the jobs ``todo`` with a progress bar; return the engine that ran them."""
+def _dispatch(
+    engine, plan, todo, chunks_of, on_result, options: RunOptions, batched: bool, read_seconds: float
+) -> Backend:
+    """Run the jobs ``todo`` with a progress bar; return the engine that ran them.
+
+    ``read_seconds`` is what reading the model costs a worker (for ``auto``).
+    """
     done = plan.n_jobs - len(todo)
     with progress_bar(plan.n_jobs, engine.name, options.progress, initial=done) as bar:
         if isinstance(engine, AutoBackend):
-            engine, todo = _probe_and_choose(engine, todo, batched, chunks_of, on_result)
+            engine, todo = _probe_and_choose(engine, todo, batched, chunks_of, on_result, read_seconds)
             bar.update(plan.n_jobs - done - len(todo))
             bar.set_description(engine.name)
         if batched:
@@ -203,10 +210,13 @@ def _dispatch(engine, plan, todo, chunks_of, on_result, options: RunOptions, bat
 
 
 def _probe_and_choose(
-    auto: AutoBackend, todo: np.ndarray, batched: bool, chunks_of: Callable, on_result: Callable
+    auto: AutoBackend, todo: np.ndarray, batched: bool, chunks_of: Callable, on_result: Callable,
+    read_seconds: float,
 ) -> tuple[Backend, np.ndarray]:
     """Run the first job(s) here, time them, and let ``auto`` pick the engine for the rest.
 
+    The probe's set-up (building a batched chunk's simulation) is told apart
+    from the jobs' own cost: a worker pays it again, with reading the model.
     Returns the chosen backend and the jobs still to run. With a timeout nothing
     runs here: only a pool can stop a job that runs too long.
     """
@@ -215,10 +225,16 @@ def _probe_and_choose(
     probe, rest = np.split(todo, [PROBE_BATCHED_JOBS if batched else 1])
     if len(rest) == 0:
         return SerialBackend(), todo
+    setup = []
+
+    def timed(result: ChunkResult) -> None:
+        setup.append(result.setup_seconds)
+        on_result(result)
+
     started = time.perf_counter()
-    execute(chunks_of(probe, len(probe)), SerialBackend(), on_result)
-    seconds_per_job = (time.perf_counter() - started) / len(probe)
-    return auto.choose(len(rest), seconds_per_job), rest
+    execute(chunks_of(probe, len(probe)), SerialBackend(), timed)
+    seconds_per_job = max(time.perf_counter() - started - sum(setup), 0.0) / len(probe)
+    return auto.choose(len(rest), seconds_per_job, read_seconds + sum(setup)), rest
 
 
 def _finish(study, plan, action, engine, elapsed, collector: Collector, options) -> Results:

@@ -142,3 +142,13 @@ def test_chunks_are_whole_numbers_per_worker():
     assert batch_chunk_size(10_000, 2) == 5_000
     size = batch_chunk_size(1_000_000, 2)
     assert 1_000_000 // size >= 2 and (1_000_000 // size) % 2 == 0
+
+
+def test_auto_weighs_what_a_pool_worker_pays_before_its_first_job():
+    from katparallel.backends.auto import AutoBackend
+
+    auto = AutoBackend(workers=2)
+    # 100 jobs of 10 ms: 1 s here, against 3 s of start-up per worker before 0.5 s each.
+    assert auto.choose(100, 0.01, startup_seconds=3.0).name == "serial"
+    assert auto.choose(10_000, 0.01, startup_seconds=3.0).name == "multiprocessing"
+    assert auto.choose(100, 0.1).name == "multiprocessing"

@@ -103,10 +103,11 @@ class BaseModel:
     wait for it (:meth:`settle`) before they change the model.
     """
 
-    def __init__(self, model: Any, saving: threading.Thread | None = None):
+    def __init__(self, model: Any, saving: threading.Thread | None = None, read_seconds: float = 0.0):
         self.model = model
         self.snapshot = [(p, p.value) for p in model.all_parameters]
         self.saving = saving
+        self.read_seconds = read_seconds
 
     def settle(self) -> "BaseModel":
         """Wait until no thread is pickling the model; return self."""
@@ -173,15 +174,16 @@ def _load_or_parse(text: str, syntax: str, save: bool) -> BaseModel:
     ``save`` and the parse was slow, written to the cache in the background)."""
     _import_finesse()
     key = modelcache.entry_key(text, syntax)
+    started = time.perf_counter()
     model = modelcache.load(key)
     if model is not None:
-        return BaseModel(model)
-    started = time.perf_counter()
+        return BaseModel(model, read_seconds=time.perf_counter() - started)
     model = _parse(text, syntax)
+    seconds = time.perf_counter() - started
     saving = None
-    if save and time.perf_counter() - started > modelcache.MIN_PARSE_SECONDS:
+    if save and seconds > modelcache.MIN_PARSE_SECONDS:
         saving = modelcache.save_in_background(key, model, _same_model)
-    return BaseModel(model, saving)
+    return BaseModel(model, saving, seconds)
 
 
 def _same_model(model, other) -> bool:
@@ -429,6 +431,11 @@ class FinesseAdapter:
     def describe(self) -> str:
         """Model text recorded with results (for a factory, its name)."""
         return self.description
+
+    def read_seconds(self) -> float:
+        """How long reading the model took here (a worker pays about as much once)."""
+        entry = None if self.is_factory else _cache().get(self.key)
+        return entry.read_seconds if entry is not None else 0.0
 
     def batch_reason(self, paths: tuple[str, ...], analysis: Any, forced: bool) -> str | None:
         """Why jobs varying ``paths`` cannot be stepped in one simulation (None if they can)."""

@@ -289,6 +289,10 @@ class PykatAdapter:
         """The kat's Finesse 2 text, recorded with results."""
         return self.script
 
+    def read_seconds(self) -> float:
+        """Parsing a kat costs milliseconds: nothing worth weighing."""
+        return 0.0
+
     def batch_reason(self, paths: tuple[str, ...], analysis: Any, forced: bool) -> str:
         """Jobs of a kat always run one by one (each is a run of the ``kat`` program)."""
         return "only Finesse 3 models can be stepped inside one simulation"

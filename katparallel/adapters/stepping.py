@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -195,6 +196,7 @@ class StepValues(Action):
         self.ran = np.zeros(len(self.values), dtype=bool)
         self.outputs: dict[str, np.ndarray] = {}
         self.axes: dict[str, tuple] = {}
+        self.stepping_seconds = 0.0
 
     def _requests(self, model, memo, first=True):
         memo["changing_parameters"].extend(self.paths)
@@ -203,6 +205,13 @@ class StepValues(Action):
                 action._requests(model, memo)
 
     def _do(self, state):
+        started = time.perf_counter()
+        try:
+            self._step(state)
+        finally:
+            self.stepping_seconds = time.perf_counter() - started
+
+    def _step(self, state) -> None:
         params = [convert_str_to_parameter(state.model, p) for p in self.paths]
         if self.inner is not None:
             rows: list = []
@@ -210,7 +219,7 @@ class StepValues(Action):
             if rows:
                 self.outputs = {name: np.stack([r.values[name] for r in rows]) for name in rows[0].values}
                 self.axes = rows[0].axes
-            return None
+            return
         n = len(self.values)
         sol = ArraySolution(self.name, None, (n,), (np.arange(n, dtype=np.float64),), (params[0],))
         sol.enable_update(state.sim.detector_workspaces)
@@ -218,7 +227,6 @@ class StepValues(Action):
             self._python_loop(params, self._carrier_solver(state, sol))
         self.outputs = {name: as_array(sol.data[name])[self.ran] for name in sol.outputs}
         self.axes = {name: () for name in sol.outputs}
-        return None
 
     def _c_loop(self, state, param, sol) -> bool:
         """Finesse's own stepping loop for one parameter.
@@ -354,6 +362,7 @@ def step_chunk(model, chunk: Chunk, adapter: Any) -> tuple[ChunkResult, list[int
     start, n = 0, len(chunk)
     while start < n:
         step = StepValues(chunk.paths, chunk.values[start:], inner, adapter.outputs, locks, feedback)
+        started = time.perf_counter()
         try:
             _make_numeric(model, chunk.paths)
             # A masked point runs again on the per-job path, which reports it as
@@ -365,7 +374,8 @@ def step_chunk(model, chunk: Chunk, adapter: Any) -> tuple[ChunkResult, list[int
             per_job.extend(range(start, n))
             break
         ran = np.flatnonzero(step.ran)
-        parts.append(ChunkResult(chunk.indices[start:][ran], step.outputs, step.axes))
+        setup = time.perf_counter() - started - step.stepping_seconds  # the build
+        parts.append(ChunkResult(chunk.indices[start:][ran], step.outputs, step.axes, setup_seconds=setup))
         per_job.extend(start + k for k in step.per_job)
         if step.stopped is None:
             break

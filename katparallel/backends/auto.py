@@ -2,9 +2,12 @@
 
 Starting worker processes and importing Finesse in them costs about a second,
 so a study whose whole expected work is below :data:`SERIAL_BELOW` seconds, or
-that has a single task, runs in this process. Anything bigger runs on the
-multiprocessing backend with one worker per core. The caller (the runner)
-supplies the cost estimate through :meth:`AutoBackend.choose`.
+that has a single task, runs in this process. So does a study that a pool
+would not finish sooner: each worker first pays a start-up of its own
+(reading a big model, building its simulation) that this process has already
+paid. Anything bigger runs on the multiprocessing backend with one worker per
+core. The caller (the runner) supplies the estimates through
+:meth:`AutoBackend.choose`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ __all__ = ("AutoBackend", "SERIAL_BELOW")
 #: starting a pool (pool start-up plus ``import finesse`` in each worker ≈ 1-2 s;
 #: the margin keeps small studies snappy and debuggable).
 SERIAL_BELOW = 0.5
+#: Seconds to start a pool that is not running yet (forkserver, worker imports).
+POOL_START = 1.0
 
 
 class AutoBackend(Backend):
@@ -56,7 +61,9 @@ class AutoBackend(Backend):
         self.timeout = timeout
         self._chosen: Backend | None = None
 
-    def choose(self, n_tasks: int, seconds_per_task: float | None = None) -> Backend:
+    def choose(
+        self, n_tasks: int, seconds_per_task: float | None = None, startup_seconds: float = 0.0
+    ) -> Backend:
         """Return the backend that should run ``n_tasks`` tasks.
 
         Parameters
@@ -66,25 +73,40 @@ class AutoBackend(Backend):
         seconds_per_task : float, optional
             Estimated seconds per task (default: the value given at
             construction; unknown counts as expensive).
+        startup_seconds : float
+            What each worker pays before its first task that this process
+            has paid already (reading the model, building a simulation).
 
         Returns
         -------
         Backend
             A :class:`SerialBackend` when ``n_tasks <= 1``, when there is one
-            worker, or when ``n_tasks * seconds_per_task < SERIAL_BELOW``, unless
-            a timeout is set; otherwise a :class:`MultiprocessingBackend` with
+            worker, when ``n_tasks * seconds_per_task < SERIAL_BELOW``, or when
+            the pool would finish no sooner (its start-up included), unless a
+            timeout is set; otherwise a :class:`MultiprocessingBackend` with
             ``workers`` processes.
         """
         if seconds_per_task is None:
             seconds_per_task = self.seconds_per_task
-        tiny = seconds_per_task is not None and n_tasks * seconds_per_task < SERIAL_BELOW
-        if self.timeout is None and (n_tasks <= 1 or self.workers == 1 or tiny):
-            chosen: Backend = SerialBackend()
-        else:
-            chosen = MultiprocessingBackend(workers=self.workers, timeout=self.timeout)
+        pool = MultiprocessingBackend(workers=self.workers, timeout=self.timeout)
+        serial = self.timeout is None and (
+            n_tasks <= 1 or self.workers == 1
+            or not self._pool_is_faster(pool, n_tasks, seconds_per_task, startup_seconds)
+        )
+        chosen: Backend = SerialBackend() if serial else pool
         cost = "unknown" if seconds_per_task is None else f"{seconds_per_task:.3g} s"
-        LOGGER.info("auto backend: %s for %d tasks of %s each", chosen.name, n_tasks, cost)
+        LOGGER.info(
+            "auto backend: %s for %d tasks of %s each (worker start-up %.3g s)",
+            chosen.name, n_tasks, cost, startup_seconds,
+        )
         return chosen
+
+    def _pool_is_faster(self, pool, n_tasks: int, seconds_per_task, startup_seconds: float) -> bool:
+        if seconds_per_task is None:  # unknown counts as expensive
+            return True
+        here = n_tasks * seconds_per_task
+        start = startup_seconds + (0.0 if pool.running else POOL_START)
+        return here >= SERIAL_BELOW and start + here / self.workers < here
 
     def map_unordered(
         self, fn: Callable[[Any], Any], tasks: Sequence[Any]

@@ -60,6 +60,12 @@ class MultiprocessingBackend(Backend):
         self._start_method = start_method
 
     @property
+    def running(self) -> bool:
+        """True if this backend's pool has started and not been shut down."""
+        pool = _POOLS.get(self._key)
+        return pool is not None and not pool.closed
+
+    @property
     def pool(self) -> ProcessPool:
         """The shared pool for these settings, started on first use."""
         pool = _POOLS.get(self._key)
