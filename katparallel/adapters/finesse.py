@@ -236,13 +236,13 @@ def _parameter_state(model) -> dict[str, Any]:
     return state
 
 
-def round_trip(model, text: str) -> tuple[Any, str | None]:
-    """``(model parsed from text, None)``, or ``(None, how it differs from model)``."""
+def round_trip(model, text: str) -> tuple[BaseModel | None, str | None]:
+    """``(the model read from text, None)``, or ``(None, how it differs from model)``."""
     try:
-        reparsed = _parse(text, "katscript")
+        reparsed = _load_or_parse(text, "katscript", save=True)
     except Exception as exc:  # noqa: BLE001 - reported as the difference
         return None, f"its KatScript does not parse back ({type(exc).__name__}: {str(exc).strip()})"
-    before, after = _parameter_state(model), _parameter_state(reparsed)
+    before, after = _parameter_state(model), _parameter_state(reparsed.model)
     for name in sorted(set(before) | set(after)):
         if before.get(name) != after.get(name):
             return None, (
@@ -336,7 +336,7 @@ class FinesseAdapter:
                 "factory that builds it."
             ) from None
         adapter = cls("dill", data, description=text or f"<a finesse.Model: {why}>")
-        adapter._seed_cache(copy_)
+        adapter._seed_cache(BaseModel(copy_))
         return adapter
 
     @classmethod
@@ -358,7 +358,7 @@ class FinesseAdapter:
             except Exception as exc:
                 errors[kind] = f"{type(exc).__name__}: {str(exc).strip()}"
                 continue
-            adapter._probe = _remember(adapter.key, base).model
+            adapter._seed_cache(base)
             return adapter
         detail = "\n\n".join(f"As {k}:\n{msg}" for k, msg in errors.items())
         raise ModelSourceError(
@@ -368,10 +368,9 @@ class FinesseAdapter:
             "syntax='finesse2' to say which language the text is in."
         )
 
-    def _seed_cache(self, model) -> None:
+    def _seed_cache(self, base: BaseModel) -> None:
         """Use the model read for the checks as this process's base model too."""
-        self._probe = model
-        _remember(self.key, BaseModel(model))
+        self._probe = _remember(self.key, base).model
 
     @property
     def is_factory(self) -> bool:
