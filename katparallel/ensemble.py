@@ -241,7 +241,9 @@ class Ensemble:
         batch : bool, optional
             Step the jobs' values inside one built simulation per chunk
             (:mod:`katparallel.adapters.stepping`; Finesse 3 models whose jobs
-            differ only in parameter values). ``None`` decides from the plan, ``True``
+            differ only in parameter values, symbolic ones included, under
+            ``Noxaxis``, a short axis, or ``Series(RunLocks(...), Noxaxis())``,
+            which locks at every point). ``None`` decides from the plan, ``True``
             insists (``ValueError`` if the jobs cannot be batched), ``False``
             runs job by job.
         store : str or path, optional
