@@ -63,6 +63,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from katparallel.finesse2.frontend import Refusal, Translation, translate
+
 if TYPE_CHECKING:
     import finesse
 
@@ -80,6 +82,8 @@ _REFERRING = {"attr", "put", "put*", "set", "xaxis", "xaxis*", "x2axis", "x2axis
 _FINESSE3_MESSAGE = re.compile(r"^(\d+):(\d+): (.+)$")
 _NAMED_ELEMENT = re.compile(r"In block '[^']*': (\S+):")
 _QUOTED = re.compile(r"'([^'\s]+)'")
+_ABSENT_BIN = re.compile(r"Error in amplitude detector (\S+):\s*Could not find a "
+                         r"frequency bin")
 _COLUMN_KINDS = {"abs": "Abs", "deg": "Phase [Deg]", "re": "Re", "im": "Im", "db": "dB"}
 
 
@@ -359,18 +363,21 @@ def _numbered_problems(message: str) -> list[tuple[int | None, str]]:
     return problems
 
 
-def load_model(text: str) -> finesse.Model:
+def load_model(text: str, translation: Translation | None = None) -> finesse.Model:
     """Parse Finesse 2 kat script with Finesse 3's legacy parser.
 
-    Commands the legacy parser accepts but does not implement (``func``, ``tf``,
-    ``map``, ...) would silently change the model, so they are errors
-    here; commands it calls obsolete (``gnuterm``, ``time``, ...) are ignored as
-    Finesse 2's output does not depend on them.
+    The text goes through katparallel's Finesse 2 front end first (see
+    :mod:`katparallel.finesse2.frontend`). Commands the legacy parser accepts but does
+    not implement (``tf``, ``map``, ...) would silently change the model, so they are
+    errors here; commands it calls obsolete (``gnuterm``, ``time``, ...) are ignored
+    as Finesse 2's output does not depend on them.
 
     Parameters
     ----------
     text : str
         The kat file's contents.
+    translation : Translation, optional
+        ``translate(text)``, if already made.
 
     Returns
     -------
@@ -385,11 +392,12 @@ def load_model(text: str) -> finesse.Model:
     import finesse
     from finesse.script.legacy import KatParserError
 
+    translation = translation or _translated(text)
     model = finesse.Model()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            model.parse_legacy(text)
+            model.parse_legacy(translation.text)
         except KatParserError as exc:
             raise KatError("read", _numbered_problems(str(exc))) from exc
         except Exception as exc:  # the legacy builder raises plain ValueError/KeyError
@@ -403,7 +411,21 @@ def load_model(text: str) -> finesse.Model:
             sys.stderr.write(f"** Warning: {message}\n")
     if unimplemented:
         raise KatError("run", unimplemented)
+    for name, key in translation.flat:  # Finesse 2's Rc 0 is a flat surface
+        for axis in ("x", "y") if key == "Rc" else (key[-1],):
+            setattr(model.get(name), f"Rc{axis}", np.inf)
     return model
+
+
+def _translated(text: str) -> Translation:
+    """Run the Finesse 2 front end; its refusals become a :class:`KatError`."""
+    try:
+        translation = translate(text)
+    except Refusal as exc:
+        raise KatError("run", [(exc.lineno, f"'{exc.construct}': {exc.why}")]) from exc
+    for note in translation.notes:
+        sys.stderr.write(f"** Finesse 2 quirk: {note}\n")
+    return translation
 
 
 def _kind_columns(values: np.ndarray, kind: str) -> np.ndarray:
@@ -426,7 +448,7 @@ def _axis_label(model: finesse.Model, name: str) -> str:
     return f"{param.owner.name} {param.name}{units}"
 
 
-def simulate(model: finesse.Model, text: str) -> Table:
+def simulate(model: finesse.Model, text: str, translation: Translation) -> Table:
     """Run the model's ``xaxis``/``x2axis``/``noxaxis`` and lay out its output.
 
     Parameters
@@ -435,6 +457,8 @@ def simulate(model: finesse.Model, text: str) -> Table:
         A model from :func:`load_model`.
     text : str
         The kat file's contents, for the detectors' declaration order and errors.
+    translation : Translation
+        What the Finesse 2 front end made of ``text`` (output scales and moduli).
 
     Returns
     -------
@@ -453,16 +477,16 @@ def simulate(model: finesse.Model, text: str) -> Table:
         what = type(analysis).__name__ if analysis is not None else "no analysis"
         raise KatError("run", [(None, f"needs one 'xaxis', 'x2axis' or 'noxaxis' "
                                       f"command, found {what}")])
+    if not model.detectors:
+        raise KatError("run", [(None, "no outputs have been specified in the input "
+                                      "file (Finesse 2 refuses this too); add a "
+                                      "detector such as 'pd NAME NODE'")])
     kinds = ((model.yaxis or {}).get("axes") or "abs").split(":")
     unknown = [k for k in kinds if k not in _COLUMN_KINDS]
     if unknown:
         raise KatError("run", [(None, f"yaxis kind '{':'.join(kinds)}' is not one "
                                       f"of {', '.join(_COLUMN_KINDS)}")])
-    try:
-        solution = model.run()
-    except Exception as exc:
-        raise KatError("run", [(_line_of(str(exc), text), str(exc))]) from exc
-
+    solution, absent = _run_model(model, text)
     if isinstance(analysis, Noxaxis):
         axes = [("noxaxis", np.zeros(1))]
     else:
@@ -470,14 +494,45 @@ def simulate(model: finesse.Model, text: str) -> Table:
                 for name, values in zip(analysis.parameters, solution.x)]
     shape = tuple(len(values) for _, values in axes)
     declared = _declarations(text)
-    names = sorted(solution.outputs, key=lambda n: declared.get(n, len(text)))
+    names = sorted([*solution.outputs, *absent], key=lambda n: declared.get(n, len(text)))
     columns = [
         (f"{name} {_COLUMN_KINDS[kind]}",
-         _kind_columns(np.asarray(solution[name]), kind).reshape(shape))
+         _kind_columns(_output(solution, name, absent, translation, model, shape), kind)
+         .reshape(shape))
         for name in names
         for kind in kinds
     ]
     return Table(axes=axes, columns=columns)
+
+
+def _run_model(model: finesse.Model, text: str) -> tuple[object, list[str]]:
+    """Run the model; amplitude detectors at absent frequencies are left out.
+
+    Finesse 2 outputs 0 for an ``ad`` at a frequency no source produces; Finesse 3
+    refuses to build it. Returns the solution and the names of the detectors left
+    out, whose outputs are 0.
+    """
+    absent: list[str] = []
+    while True:
+        try:
+            return model.run(), absent
+        except Exception as exc:
+            match = _ABSENT_BIN.search(str(exc))
+            if match is None or match[1] not in model.elements:
+                raise KatError("run", [(_line_of(str(exc), text), str(exc))]) from exc
+            absent.append(match[1])
+            model.remove(model.elements[match[1]])
+
+
+def _output(solution, name: str, absent: list[str], translation: Translation,
+            model: finesse.Model, shape: tuple[int, ...]) -> np.ndarray:
+    """One detector's output, as Finesse 2 writes it (``scale``, ``max``, absent)."""
+    if name in absent:
+        return np.zeros(shape)
+    values = np.asarray(solution[name])
+    if name in translation.moduli:
+        values = np.abs(values)
+    return values * translation.scale_of(name, float(model.lambda0))
 
 
 def _rows(table: Table) -> Iterator[list[float] | None]:
@@ -530,10 +585,11 @@ def _run(opts: Options, pipe: PykatPipe | None) -> int:
                          f"{exc.strerror}\n")
         return 1
     try:
-        model = load_model(text)
+        translation = _translated(text)
+        model = load_model(text, translation)
         if pipe is not None:
             pipe.progress("Calculating", 0)
-        table = simulate(model, text)
+        table = simulate(model, text, translation)
     except KatError as exc:
         sys.stderr.write(exc.render(text, str(opts.katfile)))
         return 1

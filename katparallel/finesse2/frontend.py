@@ -1,0 +1,311 @@
+"""Finesse 2 front end: what Finesse 3's legacy parser lacks, before and after it runs.
+
+:func:`translate` reads a Finesse 2 kat file line by line and returns a
+:class:`Translation`: kat text the legacy parser (``finesse.Model.parse_legacy``) reads
+as Finesse 2 would, plus what has to happen to the parsed model and to its outputs.
+Line numbers are kept (a rewritten line stays on its line, a removed one becomes
+blank, added lines go at the end), so the legacy parser's messages still point at the
+user's file.
+
+Translated, as Finesse 2.3.1 does it:
+
+* two components on one node with no space between them: a space of length 0
+  joins them (the node stays with the component that names it first);
+* ``xaxis``/``x2axis`` steps such as ``10_000``: Finesse 2 reads the leading digits
+  (10), said once on standard error;
+* ``cav`` or ``gauss`` without ``maxtem``: Finesse 2 switches higher-order modes on
+  with ``maxtem 0``, so mode mismatch costs power (said once on standard error);
+* ``var``: the short name of ``variable``;
+* ``attr NAME Rc 0`` (and ``Rcx``/``Rcy``): a flat surface;
+* ``scale FACTOR|deg|rad|meter [DET]``: the output columns are multiplied;
+* ``pdN ... max``: the last demodulation phase chosen to maximise the output, which
+  is then the modulus of the demodulated signal;
+* a detector at a node of a lens or isolator: Finesse 2's default direction there is
+  the beam going into the component (the legacy parser takes the other one);
+* ``attr NAME r_ap R`` without higher-order modes: an aperture changes no plane wave.
+
+Refused with the line and the construct (:class:`Refusal`): constructs whose results
+Finesse 3 cannot reproduce or that the legacy parser would silently drop (``lock``,
+``func``, ``set`` of a detector output, ``qhd``, apertures with higher-order modes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+
+__all__ = ("Refusal", "Translation", "translate")
+
+# Commands declaring a component, and how many of their last words are nodes.
+_COMPONENT_NODES = {
+    "l": 1, "laser": 1, "light": 1, "sq": 1,
+    "m": 2, "m1": 2, "m2": 2, "mirror": 2, "lens": 2, "mod": 2, "isol": 2, "diode": 2,
+    "bs": 4, "bs1": 4, "bs2": 4, "beamsplitter": 4, "dbs": 4,
+}
+_DETECTORS = re.compile(r"^(pd\d*|ad|qnoisedS?|qshotS?|bp|beam)$")
+# Components at whose nodes Finesse 2's default detector direction is the beam going
+# into the component (the legacy parser assumes the beam coming out of it).
+_INWARD = ("lens", "isol", "diode")
+_SCALE_WORDS = {"deg": 180 / math.pi, "rad": math.pi / 180}
+_REFUSED = {
+    "lock": "Finesse 2 iterates a lock until its error is below the lock's accuracy, "
+            "and Finesse 3 solves it exactly, so locked results would differ",
+    "lock*": "Finesse 2 iterates a lock until its error is below the lock's accuracy, "
+             "and Finesse 3 solves it exactly, so locked results would differ",
+    "func": "Finesse 3's legacy parser does not implement 'func'",
+    "qhd": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
+    "qhdS": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
+    "qhdN": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
+}
+
+
+class Refusal(Exception):
+    """A construct of the kat file that cannot be reproduced with Finesse 3.
+
+    Parameters
+    ----------
+    lineno : int
+        The construct's (1-based) line in the kat file.
+    construct : str
+        The command or attribute, e.g. ``"lock"``.
+    why : str
+        Why it cannot be reproduced.
+    """
+
+    def __init__(self, lineno: int, construct: str, why: str):
+        super().__init__(f"line {lineno}: '{construct}': {why}")
+        self.lineno = lineno
+        self.construct = construct
+        self.why = why
+
+
+@dataclasses.dataclass
+class Translation:
+    """A Finesse 2 kat file made ready for Finesse 3's legacy parser.
+
+    Attributes
+    ----------
+    text : str
+        Kat text for ``parse_legacy``.
+    notes : list of str
+        Finesse 2 quirks followed, each to be said once on standard error.
+    flat : list of (str, str)
+        ``(component, attribute)`` radii of curvature to set to infinity (Rc 0).
+    scales : list of (str or None, str)
+        Output factors (a number, ``deg``, ``rad`` or ``meter``) and the detector
+        each applies to (``None``: every detector).
+    moduli : set of str
+        Detectors whose output is the modulus of their demodulated signal (``max``).
+    inexact : list of (int, str)
+        Lines and constructs the Finesse 3 model alone does not reproduce (they act
+        on the output); empty when the model is an exact translation.
+    """
+
+    text: str
+    notes: list[str] = dataclasses.field(default_factory=list)
+    flat: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    scales: list[tuple[str | None, str]] = dataclasses.field(default_factory=list)
+    moduli: set[str] = dataclasses.field(default_factory=set)
+    inexact: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+
+    def scale_of(self, detector: str, lambda0: float) -> float:
+        """Return the factor ``scale`` commands put on ``detector``'s output.
+
+        Parameters
+        ----------
+        detector : str
+            The detector's name.
+        lambda0 : float
+            The model's wavelength in metres (``meter`` is 2 pi / lambda).
+        """
+        factor = 1.0
+        for target, word in self.scales:
+            if target in (None, detector):
+                factor *= (2 * math.pi / lambda0 if word == "meter"
+                           else _SCALE_WORDS.get(word) or float(word))
+        return factor
+
+
+def _code(line: str) -> tuple[list[str], str]:
+    """Split a line into its words and its comment (kept verbatim)."""
+    match = re.search(r"[#%]", line)
+    if match is None:
+        return line.split(), ""
+    return line[: match.start()].split(), line[match.start():]
+
+
+class _Translator:
+    """One pass over the kat file; see :func:`translate`."""
+
+    def __init__(self, text: str):
+        self.lines = text.splitlines()
+        self.out: list[str] = []
+        self.extra: list[str] = []
+        self.owner: dict[str, str] = {}  # node -> component naming it first
+        self.maxtem = False
+        self.variables: set[str] = set()
+        self.maxtem_given = False
+        self.traced = 0  # line of the first cav or gauss
+        self.apertures: list[tuple[int, str]] = []
+        self.result = Translation(text="")
+        self.inward = {word for line in self.lines
+                       for words in [_code(line)[0]] if words and words[0] in _INWARD
+                       for word in words[-2:]}
+
+    def run(self) -> Translation:
+        for lineno, line in enumerate(self.lines, start=1):
+            words, comment = _code(line)
+            if not words:
+                self.out.append(line)
+                continue
+            words = self.line(lineno, words)
+            self.out.append(" ".join(words) + (" " + comment if comment else "")
+                            if words else "")
+        if self.maxtem and self.apertures:
+            lineno, name = self.apertures[0]
+            raise Refusal(lineno, "r_ap", f"the aperture of '{name}' clips "
+                          "higher-order modes, which Finesse 3 models with maps only")
+        if self.traced and not self.maxtem_given:
+            self.extra.append("maxtem 0")
+            self.result.notes.append(
+                f"line {self.traced}: with a cavity or gauss and no maxtem, Finesse 2 "
+                "switches on higher-order modes with maxtem 0 (mode mismatch costs "
+                "power); so does this kat")
+        self.result.text = "\n".join(self.out + self.extra) + "\n"
+        return self.result
+
+    def line(self, lineno: int, words: list[str]) -> list[str]:
+        """Return the words the legacy parser should read for this line (none: drop)."""
+        cmd = words[0]
+        if cmd in _REFUSED:
+            raise Refusal(lineno, cmd, _REFUSED[cmd])
+        if cmd in ("var", "variable") and len(words) > 1:
+            self.variables.add(words[1])
+            return ["variable", *words[1:]]
+        if cmd == "maxtem":
+            self.maxtem = len(words) > 1 and words[1] != "off"
+            self.maxtem_given = True
+        if cmd in ("cav", "cavity", "gauss", "gauss*") and len(words) > 1:
+            self.traced = lineno
+        if cmd in _COMPONENT_NODES and len(words) > _COMPONENT_NODES[cmd]:
+            return self.component(words, _COMPONENT_NODES[cmd])
+        if cmd in ("xaxis", "xaxis*", "x2axis", "x2axis*"):
+            return self.axis(lineno, words)
+        if cmd == "attr":
+            return self.attr(lineno, words)
+        if cmd == "scale":
+            self.scale(lineno, words)
+            return []
+        if cmd == "set" and len(words) == 4 and words[3] in ("re", "im", "abs", "deg"):
+            raise Refusal(lineno, "set", f"'{words[2]} {words[3]}' is a detector "
+                          "output, which Finesse 3 cannot feed into a lock or function")
+        if _DETECTORS.match(cmd) and len(words) > 2:
+            return self.detector(lineno, words)
+        return words
+
+    def detector(self, lineno: int, words: list[str]) -> list[str]:
+        """Finesse 2's default direction at a lens or isolator; ``max`` phases."""
+        node = words[-1]
+        if node.rstrip("*") in self.inward:
+            words = [*words[:-1], node[:-1] if node.endswith("*") else node + "*"]
+        if words[0].startswith("pd") and "max" in words:
+            return self.demod_max(lineno, words)
+        return words
+
+    def component(self, words: list[str], n_nodes: int) -> list[str]:
+        """Join a node two components share with a space of length 0."""
+        words = list(words)
+        for i in range(len(words) - n_nodes, len(words)):
+            node = words[i]
+            if node == "dump":
+                continue
+            if node in self.owner:
+                joined = f"{node}__{words[1]}"
+                self.extra.append(f"s {node}__join_{words[1]} 0 {node} {joined}")
+                words[i] = joined
+            else:
+                self.owner[node] = words[1]
+        return words
+
+    def axis(self, lineno: int, words: list[str]) -> list[str]:
+        """Read steps such as ``10_000`` as Finesse 2 does: the leading digits."""
+        words = list(words)
+        if len(words) > 2 and words[1] in self.variables:
+            raise Refusal(lineno, words[0], f"'{words[1]}' is a 'variable', which "
+                          "Finesse 3's legacy parser cannot sweep; sweep the parameter "
+                          "it is put to instead")
+        steps = words[-1]
+        if not re.fullmatch(r"[+-]?\d+(\.\d*)?([eE][+-]?\d+)?", steps):
+            digits = re.match(r"\d*", steps)[0]
+            if not digits:
+                raise Refusal(lineno, words[0], f"steps '{steps}' is not a number")
+            words[-1] = digits
+            self.result.notes.append(
+                f"line {lineno}: Finesse 2 reads the steps '{steps}' as {digits} "
+                f"(its leading digits); so does this kat")
+        return words
+
+    def attr(self, lineno: int, words: list[str]) -> list[str]:
+        """Handle ``Rc 0`` (flat) and ``r_ap`` (aperture); pass the rest on."""
+        name, pairs = words[1], words[2:]
+        kept = [name]
+        for key, value in zip(pairs[::2], pairs[1::2]):
+            if key in ("Rc", "Rcx", "Rcy") and _is_zero(value):
+                self.result.flat.append((name, key))
+            elif key == "r_ap":
+                self.apertures.append((lineno, name))
+            else:
+                kept += [key, value]
+        return ["attr", *kept] if len(kept) > 1 else []
+
+    def scale(self, lineno: int, words: list[str]) -> None:
+        """Record ``scale FACTOR [DET]`` for the output columns."""
+        if len(words) not in (2, 3):
+            raise Refusal(lineno, "scale", "expected 'scale factor [detector]'")
+        word = words[1]
+        if word not in _SCALE_WORDS and word != "meter":
+            try:
+                float(word)
+            except ValueError:
+                raise Refusal(lineno, "scale", f"unknown factor '{word}' (expected a "
+                              "number, deg, rad or meter)") from None
+        self.result.scales.append((words[2] if len(words) == 3 else None, word))
+        self.result.inexact.append((lineno, "scale"))
+
+    def demod_max(self, lineno: int, words: list[str]) -> list[str]:
+        """``pdN ... max``: drop the last phase and keep the modulus."""
+        index = max(i for i, w in enumerate(words) if w == "max")
+        if index != len(words) - 2:
+            raise Refusal(lineno, words[0], "only the last demodulation phase can be "
+                          "'max' in this kat")
+        self.result.moduli.add(words[1])
+        self.result.inexact.append((lineno, f"{words[0]} ... max"))
+        return words[:index] + words[index + 1:]
+
+
+def _is_zero(value: str) -> bool:
+    try:
+        return float(value) == 0.0
+    except ValueError:
+        return False
+
+
+def translate(text: str) -> Translation:
+    """Translate a Finesse 2 kat file for Finesse 3's legacy parser.
+
+    Parameters
+    ----------
+    text : str
+        The kat file's contents.
+
+    Returns
+    -------
+    Translation
+
+    Raises
+    ------
+    Refusal
+        On the first construct Finesse 3 cannot reproduce.
+    """
+    return _Translator(text).run()
