@@ -15,7 +15,8 @@ Translated, as Finesse 2.3.1 does it:
   (10), said once on standard error;
 * ``cav`` or ``gauss`` without ``maxtem``: Finesse 2 switches higher-order modes on
   with ``maxtem 0``, so mode mismatch costs power (said once on standard error);
-* ``var``: the short name of ``variable``;
+* ``var``/``variable NAME VALUE``, swept by ``xaxis NAME ANYTHING`` and put with
+  ``$x1``: a laser of no power alone on its own node, whose phase holds the value;
 * ``attr NAME Rc 0`` (and ``Rcx``/``Rcy``): a flat surface;
 * ``scale FACTOR|deg|rad|meter [DET]``: the output columns are multiplied;
 * ``pdN ... max``: the last demodulation phase chosen to maximise the output, which
@@ -90,8 +91,9 @@ class Translation:
         Kat text for ``parse_legacy``.
     notes : list of str
         Finesse 2 quirks followed, each to be said once on standard error.
-    flat : list of (str, str)
-        ``(component, attribute)`` radii of curvature to set to infinity (Rc 0).
+    flat : list of (str, str, int)
+        ``(component, attribute, line)`` radii of curvature to set to infinity
+        (``Rc 0``).
     scales : list of (str or None, str)
         Output factors (a number, ``deg``, ``rad`` or ``meter``) and the detector
         each applies to (``None``: every detector).
@@ -104,7 +106,7 @@ class Translation:
 
     text: str
     notes: list[str] = dataclasses.field(default_factory=list)
-    flat: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    flat: list[tuple[str, str, int]] = dataclasses.field(default_factory=list)
     scales: list[tuple[str | None, str]] = dataclasses.field(default_factory=list)
     moduli: set[str] = dataclasses.field(default_factory=set)
     inexact: list[tuple[int, str]] = dataclasses.field(default_factory=list)
@@ -180,9 +182,10 @@ class _Translator:
         cmd = words[0]
         if cmd in _REFUSED:
             raise Refusal(lineno, cmd, _REFUSED[cmd])
-        if cmd in ("var", "variable") and len(words) > 1:
+        if cmd in ("var", "variable") and len(words) == 3:
+            # A laser of no power, alone on its node: a parameter to sweep and put.
             self.variables.add(words[1])
-            return ["variable", *words[1:]]
+            return ["l", words[1], "0", "0", f"{words[1]}__var"]  # value unused
         if cmd == "maxtem":
             self.maxtem = len(words) > 1 and words[1] != "off"
             self.maxtem_given = True
@@ -232,9 +235,7 @@ class _Translator:
         """Read steps such as ``10_000`` as Finesse 2 does: the leading digits."""
         words = list(words)
         if len(words) > 2 and words[1] in self.variables:
-            raise Refusal(lineno, words[0], f"'{words[1]}' is a 'variable', which "
-                          "Finesse 3's legacy parser cannot sweep; sweep the parameter "
-                          "it is put to instead")
+            words[2] = "phase"  # the stand-in laser's parameter holding the value
         steps = words[-1]
         if not re.fullmatch(r"[+-]?\d+(\.\d*)?([eE][+-]?\d+)?", steps):
             digits = re.match(r"\d*", steps)[0]
@@ -252,7 +253,7 @@ class _Translator:
         kept = [name]
         for key, value in zip(pairs[::2], pairs[1::2]):
             if key in ("Rc", "Rcx", "Rcy") and _is_zero(value):
-                self.result.flat.append((name, key))
+                self.result.flat.append((name, key, lineno))
             elif key == "r_ap":
                 self.apertures.append((lineno, name))
             else:

@@ -411,9 +411,11 @@ def load_model(text: str, translation: Translation | None = None) -> finesse.Mod
             sys.stderr.write(f"** Warning: {message}\n")
     if unimplemented:
         raise KatError("run", unimplemented)
-    for name, key in translation.flat:  # Finesse 2's Rc 0 is a flat surface
+    for name, key, lineno in translation.flat:  # Finesse 2's Rc 0 is a flat surface
+        if name not in model.elements:
+            raise KatError("read", [(lineno, f"attr: no component named '{name}'")])
         for axis in ("x", "y") if key == "Rc" else (key[-1],):
-            setattr(model.get(name), f"Rc{axis}", np.inf)
+            setattr(model.elements[name], f"Rc{axis}", np.inf)
     return model
 
 
