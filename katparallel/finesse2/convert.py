@@ -14,13 +14,16 @@ import logging
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ("ConversionError", "convert", "main")
+if TYPE_CHECKING:
+    import finesse
+
+__all__ = ("ConversionError", "convert", "exact_model", "main")
 
 LOGGER = logging.getLogger(__name__)
 
-
-class ConversionError(Exception):
+class ConversionError(ValueError):
     """The kat file has no exact Finesse 3 KatScript translation.
 
     Parameters
@@ -35,8 +38,8 @@ class ConversionError(Exception):
         self.problems = problems
 
 
-def convert(text: str) -> tuple[str, list[str]]:
-    """Translate Finesse 2 kat text into Finesse 3 KatScript.
+def exact_model(text: str) -> finesse.Model:
+    """Build the Finesse 3 model of Finesse 2 kat text, where it alone reproduces it.
 
     Parameters
     ----------
@@ -45,15 +48,14 @@ def convert(text: str) -> tuple[str, list[str]]:
 
     Returns
     -------
-    katscript : str
-        The Finesse 3 model, analysis included.
-    notes : list of str
-        Finesse 2 quirks the translation follows (e.g. ``10_000`` steps read as 10).
+    finesse.Model
+        The model, its analysis included. Finesse 2 quirks the translation follows
+        (e.g. ``10_000`` steps read as 10) are logged as warnings.
 
     Raises
     ------
     ConversionError
-        Naming each line whose meaning the KatScript would not carry.
+        Naming each line whose meaning the model would not carry.
     """
     from katparallel.finesse2.frontend import Refusal, translate
     from katparallel.finesse2.program import KatError, load_model
@@ -64,17 +66,41 @@ def convert(text: str) -> tuple[str, list[str]]:
         raise ConversionError([(exc.lineno, f"'{exc.construct}': {exc.why}")]) from exc
     if translation.inexact:
         raise ConversionError([
-            (lineno, f"'{what}' acts on Finesse 2's output columns, which Finesse 3 "
-                     "KatScript cannot express; run the file with katparallel's kat "
+            (lineno, f"'{what}' acts on Finesse 2's output columns, which a Finesse 3 "
+                     "model cannot express; run the file with katparallel's kat "
                      "instead")
             for lineno, what in translation.inexact])
     try:
         model = load_model(text, translation)
     except KatError as exc:
         raise ConversionError(exc.problems) from exc
+    for note in translation.notes:
+        LOGGER.warning("Finesse 2 quirk: %s", note)
+    return model
+
+
+def convert(text: str) -> str:
+    """Translate Finesse 2 kat text into Finesse 3 KatScript.
+
+    Parameters
+    ----------
+    text : str
+        The Finesse 2 kat file's contents.
+
+    Returns
+    -------
+    str
+        The Finesse 3 model as KatScript, analysis included.
+
+    Raises
+    ------
+    ConversionError
+        See :func:`exact_model`.
+    """
+    model = exact_model(text)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # unparse()'s "intent-preserving" notices
-        return model.unparse(), translation.notes
+        return model.unparse()
 
 
 def main(path: str | Path) -> int:
@@ -97,7 +123,7 @@ def main(path: str | Path) -> int:
         sys.stderr.write(f"error: cannot read '{path}': {exc.strerror}\n")
         return 1
     try:
-        katscript, notes = convert(text)
+        katscript = convert(text)
     except ConversionError as exc:
         sys.stderr.write(f"error: no exact Finesse 3 translation of '{path}':\n")
         lines = text.splitlines()
@@ -106,7 +132,5 @@ def main(path: str | Path) -> int:
                      if lineno and 0 < lineno <= len(lines) else "")
             sys.stderr.write(f"    {where}{why}\n")
         return 1
-    for note in notes:
-        sys.stderr.write(f"note: {note}\n")
     sys.stdout.write(katscript if katscript.endswith("\n") else katscript + "\n")
     return 0

@@ -173,7 +173,7 @@ class _Translator:
             self.result.notes.append(
                 f"line {self.traced}: with a cavity or gauss and no maxtem, Finesse 2 "
                 "switches on higher-order modes with maxtem 0 (mode mismatch costs "
-                "power); so does this kat")
+                "power); katparallel follows it")
         self.result.text = "\n".join(self.out + self.extra) + "\n"
         return self.result
 
@@ -244,7 +244,7 @@ class _Translator:
             words[-1] = digits
             self.result.notes.append(
                 f"line {lineno}: Finesse 2 reads the steps '{steps}' as {digits} "
-                f"(its leading digits); so does this kat")
+                f"(its leading digits); katparallel follows it")
         return words
 
     def attr(self, lineno: int, words: list[str]) -> list[str]:
