@@ -18,7 +18,8 @@ import pytest
 from katparallel.finesse2 import program
 
 DATA = Path(__file__).parent / "data" / "finesse2"
-REFERENCES = sorted(p.with_suffix(".kat").name for p in DATA.glob("*.out"))
+REFERENCES = sorted(p.with_suffix(".kat").name for p in DATA.glob("*.out")
+                    if p.with_suffix(".kat").exists())
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 from finesse2_corpus import agree, read_out  # noqa: E402  (the corpus runner's rule)
 

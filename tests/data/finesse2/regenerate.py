@@ -4,6 +4,9 @@ Usage::
 
     python tests/data/finesse2/regenerate.py /path/to/finesse2/kat [name.kat ...]
 
+A ``name.extra`` file is appended to PyKat's own aLIGO design file (found in the
+installed pykat, never copied here) to make the input of ``name.out``.
+
 or with ``FINESSE2_KAT=/path/to/finesse2/kat``. The binary is a real Finesse 2.3.1
 (e.g. ``pykat-finesse/finesse_linux/kat`` of github.com/bmedicke/optical-cavity); it is
 never committed. Each kat file runs in a scratch directory holding a ``kat.ini`` made
@@ -15,6 +18,7 @@ file; a kat file Finesse 2 refuses is reported and gets no ``.out``.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -24,6 +28,16 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# Found without importing pykat, which looks for a kat program when imported.
+ALIGO_DESIGN = (Path(importlib.util.find_spec("pykat").origin).parent
+                / "ifo" / "aligo" / "files" / "design.kat")
+
+
+def kat_text(path: Path) -> str:
+    """The kat text ``path`` stands for: a kat file, or PyKat's aLIGO design + extra."""
+    if path.suffix == ".extra":
+        return ALIGO_DESIGN.read_text() + "\n" + path.read_text()
+    return path.read_text()
 
 
 def run_finesse2(binary: Path, katfile: Path, outfile: Path) -> str | None:
@@ -34,7 +48,7 @@ def run_finesse2(binary: Path, katfile: Path, outfile: Path) -> str | None:
         if ini.exists():
             text = re.sub(r"(?m)^lambda .*$", "lambda 1.064E-6", ini.read_text())
             (work / "kat.ini").write_text(text)
-        (work / "in.kat").write_text(katfile.read_text() + "\ngnuterm no\n")
+        (work / "in.kat").write_text(kat_text(katfile) + "\ngnuterm no\n")
         proc = subprocess.run([str(binary), "--noheader", "--quiet", "in.kat", "in.out"],
                               cwd=work, capture_output=True, text=True, timeout=300)
         if proc.returncode != 0 or not (work / "in.out").exists():
@@ -50,7 +64,7 @@ def main(argv: list[str]) -> int:
         sys.stderr.write("usage: regenerate.py FINESSE2_KAT [name.kat ...] "
                          "(or set FINESSE2_KAT)\n")
         return 2
-    names = argv[1:] or sorted(p.name for p in HERE.glob("*.kat"))
+    names = argv[1:] or sorted(p.name for p in [*HERE.glob("*.kat"), *HERE.glob("*.extra")])
     failed = 0
     for name in names:
         katfile = HERE / name
