@@ -31,9 +31,10 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture, text: str) -> tuple[int, 
 
 @pytest.mark.parametrize(("extra", "line", "construct"), [
     ("pd1 err 10M 0 n2\nlock z $err 1 1n\nput* m1 phi $z\n", 8, "lock"),
-    ("func f = 2*$x1\n", 7, "func"),
+    ("func f = 2*$nosuch\n", 7, "func"),
+    ("pd1 err 10M 0 n2\nset e err re\nfunc f = 2*$e\nput m1 phi $f\n", 10, "put"),
     ("qhd h 180 n2 n3\n", 7, "qhd"),
-    ("pd1 err 10M 0 n2\nset e err re\n", 8, "set"),
+    ("pd1 err 10M 0 n2\nset e err abs\n", 8, "set"),
     ("attr m1 r_ap 0.01\nmaxtem 1\ncav c m1 n2 m2 n3\n", 7, "r_ap"),
     ("scale furlong P\n", 7, "scale"),
     ("pd2 Q 10M max 20M 0 n2\n", 7, "pd2"),

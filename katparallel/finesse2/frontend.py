@@ -35,8 +35,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from typing import TYPE_CHECKING
 
-__all__ = ("Refusal", "Translation", "translate")
+if TYPE_CHECKING:
+    import finesse
+
+__all__ = ("Refusal", "Translation", "apply", "translate")
 
 # Commands declaring a component, and how many of their last words are nodes.
 _COMPONENT_NODES = {
@@ -54,7 +58,6 @@ _REFUSED = {
             "and Finesse 3 solves it exactly, so locked results would differ",
     "lock*": "Finesse 2 iterates a lock until its error is below the lock's accuracy, "
              "and Finesse 3 solves it exactly, so locked results would differ",
-    "func": "Finesse 3's legacy parser does not implement 'func'",
     "qhd": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
     "qhdS": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
     "qhdN": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
@@ -102,6 +105,15 @@ class Translation:
     inexact : list of (int, str)
         Lines and constructs the Finesse 3 model alone does not reproduce (they act
         on the output); empty when the model is an exact translation.
+    funcs : list of (int, str, str)
+        ``func NAME = EXPR``: line, name and expression, in file order.
+    puts : list of (int, str, str, str, bool)
+        ``put[*] COMP PARAM $FUNC``: line, component, parameter, function, and
+        whether ``put*`` adds to the parameter's value.
+    sets : dict
+        ``set NAME DET re``: name -> (line, detector).
+    consts : dict
+        ``const NAME VALUE``: name -> value as written.
     """
 
     text: str
@@ -110,6 +122,10 @@ class Translation:
     scales: list[tuple[str | None, str]] = dataclasses.field(default_factory=list)
     moduli: set[str] = dataclasses.field(default_factory=set)
     inexact: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+    funcs: list[tuple[int, str, str]] = dataclasses.field(default_factory=list)
+    puts: list[tuple[int, str, str, str, bool]] = dataclasses.field(default_factory=list)
+    sets: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)
+    consts: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def scale_of(self, detector: str, lambda0: float) -> float:
         """Return the factor ``scale`` commands put on ``detector``'s output.
@@ -151,6 +167,9 @@ class _Translator:
         self.traced = 0  # line of the first cav or gauss
         self.apertures: list[tuple[int, str]] = []
         self.result = Translation(text="")
+        self.func_names = {words[1] for line in self.lines
+                           for words in [_code(line)[0]] if words[:1] == ["func"]
+                           and len(words) > 1}
         self.inward = {word for line in self.lines
                        for words in [_code(line)[0]] if words and words[0] in _INWARD
                        for word in words[-2:]}
@@ -201,8 +220,16 @@ class _Translator:
             self.scale(lineno, words)
             return []
         if cmd == "set" and len(words) == 4 and words[3] in ("re", "im", "abs", "deg"):
-            raise Refusal(lineno, "set", f"'{words[2]} {words[3]}' is a detector "
-                          "output, which Finesse 3 cannot feed into a lock or function")
+            return self.set_output(lineno, words)
+        if cmd == "func":
+            return self.func(lineno, words)
+        if cmd in ("put", "put*") and len(words) == 4 and words[3][1:] in self.func_names:
+            self.result.puts.append((lineno, words[1], words[2], words[3][1:],
+                                     cmd == "put*"))
+            return []
+        if cmd == "const" and len(words) == 3:
+            self.result.consts[words[1]] = words[2]
+
         if _DETECTORS.match(cmd) and len(words) > 2:
             return self.detector(lineno, words)
         return words
@@ -215,6 +242,21 @@ class _Translator:
         if words[0].startswith("pd") and "max" in words:
             return self.demod_max(lineno, words)
         return words
+
+    def set_output(self, lineno: int, words: list[str]) -> list[str]:
+        """``set NAME DET re``: a detector's output, for functions to use."""
+        if words[3] != "re":
+            raise Refusal(lineno, "set", f"only the real part ('re') of a detector "
+                          f"output can be used here, not '{words[3]}'")
+        self.result.sets[words[1]] = (lineno, words[2])
+        return []
+
+    def func(self, lineno: int, words: list[str]) -> list[str]:
+        """``func NAME = EXPR``: computed after parsing (see :func:`apply`)."""
+        if len(words) < 4 or words[2] != "=":
+            raise Refusal(lineno, "func", "expected 'func name = expression'")
+        self.result.funcs.append((lineno, words[1], " ".join(words[3:])))
+        return []
 
     def component(self, words: list[str], n_nodes: int) -> list[str]:
         """Join a node two components share with a space of length 0."""
@@ -310,3 +352,112 @@ def translate(text: str) -> Translation:
         On the first construct Finesse 3 cannot reproduce.
     """
     return _Translator(text).run()
+
+
+_SI = {"p": 1e-12, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9,
+       "T": 1e12}
+_NAME = re.compile(r"\$?([A-Za-z_][A-Za-z0-9_]*)")
+_FUNCTIONS = ("abs", "exp", "log", "log10", "sin", "cos", "tan", "sqrt", "arcsin",
+              "arccos", "arctan")
+
+
+def _number(text: str) -> float:
+    """A Finesse 2 number, SI suffix allowed (``30u``, ``9M``)."""
+    if text and text[-1] in _SI:
+        return float(text[:-1]) * _SI[text[-1]]
+    return float(text)
+
+
+def apply(model: finesse.Model, translation: Translation) -> None:
+    """Do to a parsed model what the legacy parser cannot: Rc 0, func, put of a func.
+
+    Each ``func`` becomes a symbolic expression, output by a math detector (Finesse 2
+    writes every function's value, ``noplot`` or not), and put onto parameters by
+    ``put``/``put*``.
+
+    Parameters
+    ----------
+    model : finesse.Model
+        The legacy parser's model of ``translation.text``.
+    translation : Translation
+        What :func:`translate` made of the kat file.
+
+    Raises
+    ------
+    Refusal
+        Naming the line of a component, name or expression that cannot be built.
+    """
+    for name, key, lineno in translation.flat:
+        if name not in model.elements:
+            raise Refusal(lineno, "attr", f"no component named '{name}'")
+        for axis in ("x", "y") if key == "Rc" else (key[-1],):
+            setattr(model.elements[name], f"Rc{axis}", math.inf)
+    values = _func_values(model, translation)
+    _add_func_outputs(model, translation, values)
+    for lineno, component, param, func, add in translation.puts:
+        _put(model, lineno, component, param, values[func], add)
+
+
+def _namespace(model: finesse.Model, translation: Translation) -> dict[str, object]:
+    """The names a Finesse 2 ``func`` expression can use, as Finesse 3 symbols."""
+    from finesse import symbols
+
+    names: dict[str, object] = {n: symbols.FUNCTIONS[n] for n in _FUNCTIONS}
+    names["pi"] = math.pi
+    names.update(model.alternate_name_map)  # x1, mx1, x2, mx2 and 'set' parameters
+    for name, value in translation.consts.items():
+        try:
+            names[name] = _number(value)
+        except ValueError:
+            names[name] = value
+    for name, (lineno, detector) in translation.sets.items():
+        if detector not in model.elements:
+            raise Refusal(lineno, "set", f"no detector named '{detector}'")
+        names[name] = symbols.FUNCTIONS["real"](symbols.Constant(model.elements[detector]))
+    return names
+
+
+def _func_values(model: finesse.Model, translation: Translation) -> dict[str, object]:
+    """Evaluate each ``func`` in file order into a Finesse 3 symbolic expression."""
+    names = _namespace(model, translation)
+    values: dict[str, object] = {}
+    for lineno, name, expr in translation.funcs:
+        code = _NAME.sub(r"\1", expr.replace("^", "**"))
+        unknown = [n for n in _NAME.findall(code) if n not in names]
+        if unknown:
+            raise Refusal(lineno, "func", f"unknown name '{unknown[0]}' in '{expr}'")
+        try:
+            value = eval(code, {"__builtins__": {}}, names)  # noqa: S307 - names only
+        except Exception as exc:  # noqa: BLE001 - any failure is the user's expression
+            raise Refusal(lineno, "func", f"cannot evaluate '{expr}': {exc}") from None
+        names[name] = values[name] = value
+    return values
+
+
+def _add_func_outputs(model: finesse.Model, translation: Translation,
+                      values: dict[str, object]) -> None:
+    """A math detector per ``func``, as Finesse 2 outputs each function's value."""
+    from finesse.detectors import MathDetector
+
+    for _, name, _ in translation.funcs:
+        model.add(MathDetector(name, values[name]))
+
+
+def _put(model: finesse.Model, lineno: int, component: str, param: str, value: object,
+         add: bool) -> None:
+    """``put[*] COMPONENT PARAM $FUNC``: the parameter follows the function."""
+    from finesse.detectors.general import Detector
+    from finesse.script.legacy import attribute_map
+    from finesse.symbols import Constant, Symbol
+
+    if isinstance(value, Symbol) and value.all(
+            lambda a: isinstance(a, Constant) and isinstance(a.value, Detector)):
+        raise Refusal(lineno, "put", "the function depends on a detector output, and a "
+                      "Finesse 3 parameter cannot follow a simulation output")
+    if component not in model.elements:
+        raise Refusal(lineno, "put", f"no component named '{component}'")
+    element = model.elements[component]
+    name = attribute_map.get(param, param)
+    if not isinstance(name, str) or not hasattr(element, name):
+        raise Refusal(lineno, "put", f"'{component}' has no parameter '{param}'")
+    setattr(element, name, getattr(element, name).value + value if add else value)

@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from katparallel.finesse2.frontend import Refusal, Translation, translate
+from katparallel.finesse2.frontend import Refusal, Translation, apply, translate
 
 if TYPE_CHECKING:
     import finesse
@@ -78,7 +78,7 @@ _DASHES = "-" * 72  # PyKat cuts the banner at the second line of 72 dashes
 
 # Commands whose second word names another element rather than declaring one.
 _REFERRING = {"attr", "put", "put*", "set", "xaxis", "xaxis*", "x2axis", "x2axis*",
-              "x3axis", "x3axis*", "pdtype", "tem", "lock", "lock*", "func", "noplot"}
+              "x3axis", "x3axis*", "pdtype", "tem", "lock", "lock*", "noplot"}
 _FINESSE3_MESSAGE = re.compile(r"^(\d+):(\d+): (.+)$")
 _NAMED_ELEMENT = re.compile(r"In block '[^']*': (\S+):")
 _QUOTED = re.compile(r"'([^'\s]+)'")
@@ -411,11 +411,10 @@ def load_model(text: str, translation: Translation | None = None) -> finesse.Mod
             sys.stderr.write(f"** Warning: {message}\n")
     if unimplemented:
         raise KatError("run", unimplemented)
-    for name, key, lineno in translation.flat:  # Finesse 2's Rc 0 is a flat surface
-        if name not in model.elements:
-            raise KatError("read", [(lineno, f"attr: no component named '{name}'")])
-        for axis in ("x", "y") if key == "Rc" else (key[-1],):
-            setattr(model.elements[name], f"Rc{axis}", np.inf)
+    try:
+        apply(model, translation)  # Rc 0, func and put, which the parser lacks
+    except Refusal as exc:
+        raise KatError("run", [(exc.lineno, f"'{exc.construct}': {exc.why}")]) from exc
     return model
 
 
