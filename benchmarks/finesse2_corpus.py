@@ -5,8 +5,10 @@ Usage::
     python benchmarks/finesse2_corpus.py /path/to/finesse2/kat CORPUS_DIR [--table]
 
 For every ``*.kat`` under CORPUS_DIR (the corpus lives outside the repository), both
-programs run in a scratch directory; a file without ``xaxis``/``noxaxis`` gets a
-``noxaxis`` line appended, as PyKat does. Real Finesse 2 reads a ``kat.ini`` next to
+programs run in a scratch directory. A file without ``xaxis``/``noxaxis`` gets a
+``noxaxis`` line appended, as PyKat does; a file without detectors (PyKat's design
+files) gets a ``pd`` at each node of its first 40 spaces, both directions, so that
+there is something to compare. Real Finesse 2 reads a ``kat.ini`` next to
 its binary, copied into the scratch directory with ``lambda 1.064E-6``. Files Finesse 2
 itself refuses are left out. Each remaining file is counted as
 
@@ -36,6 +38,19 @@ import numpy as np
 
 RTOL = 1e-9
 _AXIS = re.compile(r"^\s*(xaxis|noxaxis|x2axis)\b", re.M)
+_DETECTOR = re.compile(r"^\s*(pd\d*|ad|bp|beam|qnoisedS?|qshotS?|xd|gouy)\s", re.M)
+_SPACE = re.compile(r"^\s*s\s+\S+\s+.*?(\S+)\s+(\S+)\s*(#.*)?$", re.M)
+
+
+def probed(text: str) -> str:
+    """``text`` with an axis and detectors added where it has none (see above)."""
+    if not _DETECTOR.search(text):
+        nodes = dict.fromkeys(n for m in _SPACE.finditer(text) for n in m.group(1, 2))
+        text += "\n" + "".join(f"pd probe{i} {n}\npd probe{i}s {n}*\n"
+                               for i, n in enumerate(list(nodes)[:40]))
+    if not _AXIS.search(text):
+        text += "\nnoxaxis\n"
+    return text
 
 
 def read_out(path: Path) -> np.ndarray:
@@ -96,9 +111,7 @@ def measure(binary: Path, corpus: Path) -> dict[str, int]:
     for katfile in sorted(corpus.rglob("*.kat")):
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            text = katfile.read_text(errors="replace")
-            if not _AXIS.search(text):
-                text += "\nnoxaxis\n"
+            text = probed(katfile.read_text(errors="replace"))
             local = work / "input.kat"
             local.write_text(text)
             ref = run_finesse2(binary, local, work)

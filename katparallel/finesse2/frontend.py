@@ -114,6 +114,11 @@ class Translation:
         ``set NAME DET re``: name -> (line, detector).
     consts : dict
         ``const NAME VALUE``: name -> value as written.
+    maxtem : str or None
+        The last ``maxtem`` (a number or ``off``); ``"0"`` when a cavity or gauss
+        switches modes on. The legacy parser lets a later FTblock's default undo it.
+    phase : str
+        The last ``phase`` level (Finesse 2's default is 3); same FTblock problem.
     """
 
     text: str
@@ -126,6 +131,8 @@ class Translation:
     puts: list[tuple[int, str, str, str, bool]] = dataclasses.field(default_factory=list)
     sets: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)
     consts: dict[str, str] = dataclasses.field(default_factory=dict)
+    maxtem: str | None = None
+    phase: str = "3"
 
     def scale_of(self, detector: str, lambda0: float) -> float:
         """Return the factor ``scale`` commands put on ``detector``'s output.
@@ -161,9 +168,7 @@ class _Translator:
         self.out: list[str] = []
         self.extra: list[str] = []
         self.owner: dict[str, str] = {}  # node -> component naming it first
-        self.maxtem = False
         self.variables: set[str] = set()
-        self.maxtem_given = False
         self.traced = 0  # line of the first cav or gauss
         self.apertures: list[tuple[int, str]] = []
         self.result = Translation(text="")
@@ -183,12 +188,12 @@ class _Translator:
             words = self.line(lineno, words)
             self.out.append(" ".join(words) + (" " + comment if comment else "")
                             if words else "")
-        if self.maxtem and self.apertures:
+        if self.result.maxtem not in (None, "off") and self.apertures:
             lineno, name = self.apertures[0]
             raise Refusal(lineno, "r_ap", f"the aperture of '{name}' clips "
                           "higher-order modes, which Finesse 3 models with maps only")
-        if self.traced and not self.maxtem_given:
-            self.extra.append("maxtem 0")
+        if self.traced and self.result.maxtem is None:
+            self.result.maxtem = "0"
             self.result.notes.append(
                 f"line {self.traced}: with a cavity or gauss and no maxtem, Finesse 2 "
                 "switches on higher-order modes with maxtem 0 (mode mismatch costs "
@@ -205,9 +210,9 @@ class _Translator:
             # A laser of no power, alone on its node: a parameter to sweep and put.
             self.variables.add(words[1])
             return ["l", words[1], "0", "0", f"{words[1]}__var"]  # value unused
-        if cmd == "maxtem":
-            self.maxtem = len(words) > 1 and words[1] != "off"
-            self.maxtem_given = True
+        if cmd in ("maxtem", "phase") and len(words) == 2 and _is_number_or_off(words[1]):
+            setattr(self.result, cmd, words[1])  # set on the model by apply()
+            return []
         if cmd in ("cav", "cavity", "gauss", "gauss*") and len(words) > 1:
             self.traced = lineno
         if cmd in _COMPONENT_NODES and len(words) > _COMPONENT_NODES[cmd]:
@@ -327,6 +332,13 @@ class _Translator:
         return words[:index] + words[index + 1:]
 
 
+def _is_number_or_off(value: str) -> bool:
+    try:
+        return value == "off" or _number(value) >= 0
+    except ValueError:
+        return False
+
+
 def _is_zero(value: str) -> bool:
     try:
         return float(value) == 0.0
@@ -369,7 +381,7 @@ def _number(text: str) -> float:
 
 
 def apply(model: finesse.Model, translation: Translation) -> None:
-    """Do to a parsed model what the legacy parser cannot: Rc 0, func, put of a func.
+    """Do to a parsed model what the legacy parser cannot: modes, Rc 0, func, put.
 
     Each ``func`` becomes a symbolic expression, output by a math detector (Finesse 2
     writes every function's value, ``noplot`` or not), and put onto parameters by
@@ -387,6 +399,7 @@ def apply(model: finesse.Model, translation: Translation) -> None:
     Refusal
         Naming the line of a component, name or expression that cannot be built.
     """
+    _modes(model, translation)
     for name, key, lineno in translation.flat:
         if name not in model.elements:
             raise Refusal(lineno, "attr", f"no component named '{name}'")
@@ -396,6 +409,16 @@ def apply(model: finesse.Model, translation: Translation) -> None:
     _add_func_outputs(model, translation, values)
     for lineno, component, param, func, add in translation.puts:
         _put(model, lineno, component, param, values[func], add)
+
+
+def _modes(model: finesse.Model, translation: Translation) -> None:
+    """``maxtem`` and ``phase``, set once for the whole file."""
+    level = int(_number(translation.phase))
+    model.phase_config(zero_k00=bool(level & 1), zero_tem00_gouy=bool(level & 2))
+    if translation.maxtem in (None, "off"):
+        model.switch_off_homs()
+    else:
+        model.modes(maxtem=int(_number(translation.maxtem)))
 
 
 def _namespace(model: finesse.Model, translation: Translation) -> dict[str, object]:
