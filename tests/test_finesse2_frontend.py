@@ -38,6 +38,7 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture, text: str) -> tuple[int, 
     ("attr m1 r_ap 0.01\nmaxtem 1\ncav c m1 n2 m2 n3\n", 7, "r_ap"),
     ("scale furlong P\n", 7, "scale"),
     ("pd2 Q 10M max 20M 0 n2\n", 7, "pd2"),
+    ("beam b1 n2\nxaxis b1 x lin -1 1 4\nx2axis b1 y lin -1 1 2\n", 9, "x2axis"),
 ])
 def test_refusal_names_line_and_construct(tmp_path: Path, capsys, extra: str, line: int,
                                           construct: str) -> None:

@@ -23,6 +23,8 @@ Translated, as Finesse 2.3.1 does it:
   is then the modulus of the demodulated signal;
 * a detector at a node of a lens or isolator: Finesse 2's default direction there is
   the beam going into the component (the legacy parser takes the other one);
+* ``beam`` detectors swept over their own x (and y): a camera, laid out as Finesse 2
+  writes the sweep;
 * ``attr NAME r_ap R`` without higher-order modes: an aperture changes no plane wave.
 
 Refused with the line and the construct (:class:`Refusal`): constructs whose results
@@ -117,6 +119,9 @@ class Translation:
     maxtem : str or None
         The last ``maxtem`` (a number or ``off``); ``"0"`` when a cavity or gauss
         switches modes on. The legacy parser lets a later FTblock's default undo it.
+    beam_axes : list of str
+        ``x``/``y`` in the order ``xaxis``/``x2axis`` sweep a ``beam`` detector's own
+        coordinates (the legacy parser makes that detector a camera).
     phase : str
         The last ``phase`` level (Finesse 2's default is 3); same FTblock problem.
     """
@@ -132,6 +137,7 @@ class Translation:
     sets: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)
     consts: dict[str, str] = dataclasses.field(default_factory=dict)
     maxtem: str | None = None
+    beam_axes: list[str] = dataclasses.field(default_factory=list)
     phase: str = "3"
 
     def scale_of(self, detector: str, lambda0: float) -> float:
@@ -172,6 +178,9 @@ class _Translator:
         self.traced = 0  # line of the first cav or gauss
         self.apertures: list[tuple[int, str]] = []
         self.result = Translation(text="")
+        self.beams = {words[1] for line in self.lines
+                      for words in [_code(line)[0]] if words[:1] == ["beam"]
+                      and len(words) > 2}
         self.func_names = {words[1] for line in self.lines
                            for words in [_code(line)[0]] if words[:1] == ["func"]
                            and len(words) > 1}
@@ -283,6 +292,7 @@ class _Translator:
         words = list(words)
         if len(words) > 2 and words[1] in self.variables:
             words[2] = "phase"  # the stand-in laser's parameter holding the value
+        self.beam_axis(lineno, words)
         steps = words[-1]
         if not re.fullmatch(r"[+-]?\d+(\.\d*)?([eE][+-]?\d+)?", steps):
             digits = re.match(r"\d*", steps)[0]
@@ -293,6 +303,26 @@ class _Translator:
                 f"line {lineno}: Finesse 2 reads the steps '{steps}' as {digits} "
                 f"(its leading digits); katparallel follows it")
         return words
+
+    def beam_axis(self, lineno: int, words: list[str]) -> None:
+        """Record a sweep of a ``beam`` detector's own x or y; refuse what differs."""
+        on_beam = len(words) > 6 and words[1] in self.beams and words[2] in ("x", "y")
+        if words[0].startswith("xaxis"):
+            self.beam_steps = words[-1] if on_beam else None
+            if on_beam:
+                self.result.beam_axes.append(words[2])
+            return
+        if self.result.beam_axes and not on_beam:
+            raise Refusal(lineno, words[0], "a beam detector swept over its x or y "
+                          "can only be combined with a sweep of its other coordinate")
+        if on_beam and self.result.beam_axes and words[-1] != self.beam_steps:
+            raise Refusal(lineno, words[0], f"a beam detector's x and y need the same "
+                          f"number of steps here ({self.beam_steps} and {words[-1]})")
+        if on_beam:
+            if not self.result.beam_axes:
+                raise Refusal(lineno, words[0], "sweep the beam detector with xaxis "
+                              "first, then x2axis")
+            self.result.beam_axes.append(words[2])
 
     def attr(self, lineno: int, words: list[str]) -> list[str]:
         """Handle ``Rc 0`` (flat) and ``r_ap`` (aperture); pass the rest on."""

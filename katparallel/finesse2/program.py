@@ -473,6 +473,8 @@ def simulate(model: finesse.Model, text: str, translation: Translation) -> Table
     """
     from finesse.analysis.actions import Noxaxis, X2axis, Xaxis
 
+    if translation.beam_axes:
+        model.analysis = Noxaxis()  # the camera is the sweep
     analysis = model.analysis
     if not isinstance(analysis, (Noxaxis, Xaxis, X2axis)):
         what = type(analysis).__name__ if analysis is not None else "no analysis"
@@ -488,7 +490,9 @@ def simulate(model: finesse.Model, text: str, translation: Translation) -> Table
         raise KatError("run", [(None, f"yaxis kind '{':'.join(kinds)}' is not one "
                                       f"of {', '.join(_COLUMN_KINDS)}")])
     solution, absent = _run_model(model, text)
-    if isinstance(analysis, Noxaxis):
+    if translation.beam_axes:
+        axes = _camera_axes(model, translation.beam_axes)
+    elif isinstance(analysis, Noxaxis):
         axes = [("noxaxis", np.zeros(1))]
     else:
         axes = [(_axis_label(model, name), np.asarray(values))
@@ -504,6 +508,27 @@ def simulate(model: finesse.Model, text: str, translation: Translation) -> Table
         for kind in kinds
     ]
     return Table(axes=axes, columns=columns)
+
+
+def _camera(model: finesse.Model):
+    from finesse.detectors.camera import Image, ScanLine
+
+    return next(d for d in model.detectors if isinstance(d, (Image, ScanLine)))
+
+
+def _camera_axes(model: finesse.Model, order: list[str]) -> list[tuple[str, np.ndarray]]:
+    """The axes of a beam detector swept over its own x/y, xaxis first."""
+    camera = _camera(model)
+    data = {"x": camera.xdata, "y": camera.ydata}
+    return [(f"{camera.name} {axis}", np.atleast_1d(data[axis])) for axis in order]
+
+
+def _camera_values(model: finesse.Model, values: np.ndarray, name: str,
+                   order: list[str], shape: tuple[int, ...]) -> np.ndarray:
+    """A detector's output over the camera's sweep: images are indexed [y, x]."""
+    if name != _camera(model).name:
+        return np.broadcast_to(values, shape)
+    return values.T if order == ["x", "y"] else values
 
 
 def _run_model(model: finesse.Model, text: str) -> tuple[object, list[str]]:
@@ -531,6 +556,8 @@ def _output(solution, name: str, absent: list[str], translation: Translation,
     if name in absent:
         return np.zeros(shape)
     values = np.asarray(solution[name])
+    if translation.beam_axes:
+        values = _camera_values(model, values, name, translation.beam_axes, shape)
     if name in translation.moduli:
         values = np.abs(values)
     return values * translation.scale_of(name, float(model.lambda0))
