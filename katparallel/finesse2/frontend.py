@@ -13,6 +13,8 @@ Translated, as Finesse 2.3.1 does it:
   joins them (the node stays with the component that names it first);
 * ``xaxis``/``x2axis`` steps such as ``10_000``: Finesse 2 reads the leading digits
   (10), said once on standard error;
+* ``maxtem`` without ``cav`` or ``gauss``: Finesse 2 gives each laser a beam of
+  waist 2 mm at the laser and switches retrace off (said on standard error);
 * ``cav`` or ``gauss`` without ``maxtem``: Finesse 2 switches higher-order modes on
   with ``maxtem 0``, so mode mismatch costs power (said once on standard error);
 * ``var``/``variable NAME VALUE``, swept by ``xaxis NAME ANYTHING`` and put with
@@ -179,6 +181,7 @@ class _Translator:
         self.extra: list[str] = []
         self.owner: dict[str, str] = {}  # node -> component naming it first
         self.variables: set[str] = set()
+        self.lasers: list[tuple[str, str]] = []  # (name, node)
         self.traced = 0  # line of the first cav or gauss
         self.apertures: list[tuple[int, str]] = []
         self.result = Translation(text="")
@@ -205,6 +208,8 @@ class _Translator:
             lineno, name = self.apertures[0]
             raise Refusal(lineno, "r_ap", f"the aperture of '{name}' clips "
                           "higher-order modes, which Finesse 3 models with maps only")
+        if not self.traced and self.result.maxtem not in (None, "off"):
+            self.dummy_gauss()
         if self.traced and self.result.maxtem is None:
             self.result.maxtem = "0"
             self.result.notes.append(
@@ -230,6 +235,8 @@ class _Translator:
             return []
         if cmd in ("cav", "cavity", "gauss", "gauss*") and len(words) > 1:
             self.traced = lineno
+        if cmd in ("l", "laser", "light") and len(words) > 3:
+            self.lasers.append((words[1], words[-1]))
         if cmd in _COMPONENT_NODES and len(words) > _COMPONENT_NODES[cmd]:
             return self.component(words, _COMPONENT_NODES[cmd])
         if cmd in ("xaxis", "xaxis*", "x2axis", "x2axis*"):
@@ -262,6 +269,15 @@ class _Translator:
         if words[0].startswith("pd") and "max" in words:
             return self.demod_max(lineno, words)
         return words
+
+    def dummy_gauss(self) -> None:
+        """Finesse 2's beam at each laser when no cav or gauss gives one: w0 = 2 mm."""
+        for name, node in self.lasers:
+            self.extra.append(f"gauss {name}__dummy {name} {node} 2m 0")
+        self.extra.append("retrace off")
+        self.result.notes.append(
+            "no cavity nor gauss: Finesse 2 gives each laser a beam of waist 2 mm at "
+            "the laser and switches retrace off; katparallel follows it")
 
     def set_output(self, lineno: int, words: list[str]) -> list[str]:
         """``set NAME DET re``: a detector's output, for functions to use."""
