@@ -18,6 +18,8 @@ itself refuses are left out. Each remaining file is counted as
 * ``refuse``: katparallel's kat exits 1 with its message;
 * ``traceback``: katparallel's kat raised a Python exception.
 
+Files Finesse 2 refuses, or takes more than two minutes on, are counted apart.
+
 One line per file, then a Markdown table of the counts.
 """
 
@@ -37,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 RTOL = 1e-9
+F2_TIMEOUT = 120  # seconds; a file Finesse 2 takes longer on is left out, as refused
 _AXIS = re.compile(r"^\s*(xaxis|noxaxis|x2axis)\b", re.M)
 _DETECTOR = re.compile(r"^\s*(pd\d*|ad|bp|beam|qnoisedS?|qshotS?|xd|gouy)\s", re.M)
 _SPACE = re.compile(r"^\s*s\s+\S+\s+.*?(\S+)\s+(\S+)\s*(#.*)?$", re.M)
@@ -78,13 +81,17 @@ def agree(ref: np.ndarray, got: np.ndarray, rtol: float = RTOL) -> str | None:
 
 
 def run_finesse2(binary: Path, katfile: Path, work: Path) -> Path | None:
-    """Run real Finesse 2; return its output file, or None if it refused the file."""
+    """Run real Finesse 2; return its output file, or None if it refused the file or
+    took longer than ``F2_TIMEOUT``."""
     ini = (binary.parent / "kat.ini").read_text()
     (work / "kat.ini").write_text(re.sub(r"(?m)^lambda .*$", "lambda 1.064E-6", ini))
     f2kat = work / "f2.kat"  # without gnuplot, which Finesse 2 would call and fail
     f2kat.write_text(katfile.read_text() + "\ngnuterm no\n")
-    proc = subprocess.run([str(binary), "--noheader", "--quiet", f2kat.name, "f2.out"],
-                          cwd=work, capture_output=True, text=True, timeout=600)
+    try:
+        proc = subprocess.run([str(binary), "--noheader", "--quiet", f2kat.name, "f2.out"],
+                              cwd=work, capture_output=True, text=True, timeout=F2_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return None
     out = work / "f2.out"
     return out if proc.returncode == 0 and out.exists() else None
 

@@ -40,8 +40,12 @@ signals keep their sign, the modulus for complex ones), ``deg`` (phase in degree
 ``abs:deg``, ``db:deg`` and ``re:im`` give two columns labelled with the same
 detector name, which PyKat recombines into complex values.
 
-Anything Finesse 3 cannot parse, does not implement or cannot run ends the program
-with exit status 1 and a message on standard error naming the file's line.
+The kat file first goes through katparallel's Finesse 2 front end
+(:mod:`katparallel.finesse2.frontend`), which translates what Finesse 3's legacy parser
+lacks and follows Finesse 2's quirks (each said once on standard error). Anything it
+refuses, or that Finesse 3 cannot parse, does not implement or cannot run, ends the
+program with exit status 1 and a message on standard error naming the file's line;
+no output file is written.
 """
 
 from __future__ import annotations
