@@ -17,6 +17,8 @@ Translated, as Finesse 2.3.1 does it:
   waist 2 mm at the laser and switches retrace off (said on standard error);
 * ``cav`` or ``gauss`` without ``maxtem``: Finesse 2 switches higher-order modes on
   with ``maxtem 0``, so mode mismatch costs power (said once on standard error);
+* ``tem`` factors all 0 on a laser (Finesse 2 runs it dark; Finesse 3 refuses): a
+  laser of power 0;
 * ``var``/``variable NAME VALUE``, swept by ``xaxis NAME ANYTHING`` and put with
   ``$x1``: a laser of no power alone on its own node, whose phase holds the value;
 * ``attr NAME Rc 0`` (and ``Rcx``/``Rcy``): a flat surface;
@@ -188,6 +190,7 @@ class _Translator:
         self.beams = {words[1] for line in self.lines
                       for words in [_code(line)[0]] if words[:1] == ["beam"]
                       and len(words) > 2}
+        self.dark = _dark_lasers(self.lines)
         self.func_names = {words[1] for line in self.lines
                            for words in [_code(line)[0]] if words[:1] == ["func"]
                            and len(words) > 1}
@@ -237,6 +240,10 @@ class _Translator:
             self.traced = lineno
         if cmd in ("l", "laser", "light") and len(words) > 3:
             self.lasers.append((words[1], words[-1]))
+            if words[1] in self.dark:
+                words = [cmd, words[1], "0", *words[3:]]
+        if cmd == "tem" and len(words) > 1 and words[1] in self.dark:
+            return []
         if cmd in _COMPONENT_NODES and len(words) > _COMPONENT_NODES[cmd]:
             return self.component(words, _COMPONENT_NODES[cmd])
         if cmd in ("xaxis", "xaxis*", "x2axis", "x2axis*"):
@@ -382,6 +389,19 @@ class _Translator:
         self.result.moduli.add(words[1])
         self.result.inexact.append((lineno, f"{words[0]} ... max"))
         return words[:index] + words[index + 1:]
+
+
+def _dark_lasers(lines: list[str]) -> set[str]:
+    """Lasers whose every ``tem`` power factor is 0: Finesse 2 lets them emit nothing."""
+    factors: dict[str, list[float]] = {}
+    for line in lines:
+        words = _code(line)[0]
+        if words[:1] == ["tem"] and len(words) == 6:
+            try:
+                factors.setdefault(words[1], []).append(_number(words[4]))
+            except ValueError:
+                factors.setdefault(words[1], []).append(1.0)
+    return {name for name, values in factors.items() if not any(values)}
 
 
 def _is_number_or_off(value: str) -> bool:
