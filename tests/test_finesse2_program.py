@@ -225,12 +225,12 @@ def test_aligo_design_without_detectors_is_refused(kat_env: Path, tmp_path: Path
 
 
 def test_unimplemented_command_is_an_error(kat_env: Path, tmp_path: Path) -> None:
-    katfile = tmp_path / "func.kat"
-    katfile.write_text(FABRY_PEROT.format(**FP) + "func f = 1\nnoxaxis\n")
+    katfile = tmp_path / "knm.kat"
+    katfile.write_text(FABRY_PEROT.format(**FP) + "knm m1 m1knm\nnoxaxis\n")
     proc = subprocess.run([kat_env, katfile], capture_output=True, text=True)
     assert proc.returncode == 1
-    assert "line 10: func f = 1" in proc.stderr and "'func'" in proc.stderr
-    assert not (tmp_path / "func.out").exists()
+    assert "line 10: knm m1 m1knm" in proc.stderr and "not yet implemented" in proc.stderr
+    assert not (tmp_path / "knm.out").exists()
 
 
 # --- a real Finesse 2 always wins ----------------------------------------------------

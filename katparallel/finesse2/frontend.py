@@ -187,6 +187,15 @@ class _Translator:
         self.traced = 0  # line of the first cav or gauss
         self.apertures: list[tuple[int, str]] = []
         self.result = Translation(text="")
+        self.handlers = {
+            "fsig": self.fsig, "var": self.variable, "variable": self.variable,
+            "maxtem": self.modes, "phase": self.modes, "tem": self.tem,
+            "l": self.laser, "laser": self.laser, "light": self.laser,
+            "xaxis": self.axis, "xaxis*": self.axis, "x2axis": self.axis,
+            "x2axis*": self.axis, "attr": self.attr, "scale": self.scale,
+            "set": self.set_output, "func": self.func, "put": self.put,
+            "put*": self.put, "const": self.const,
+        }
         self.beams = {words[1] for line in self.lines
                       for words in [_code(line)[0]] if words[:1] == ["beam"]
                       and len(words) > 2}
@@ -227,46 +236,78 @@ class _Translator:
         cmd = words[0]
         if cmd in _REFUSED:
             raise Refusal(lineno, cmd, _REFUSED[cmd])
-        if cmd == "fsig" and len(words) > 3:
-            raise Refusal(lineno, "fsig", _FSIG)
-        if cmd in ("var", "variable") and len(words) == 3:
-            # A laser of no power, alone on its node: a parameter to sweep and put.
-            self.variables.add(words[1])
-            return ["l", words[1], "0", "0", f"{words[1]}__var"]  # value unused
-        if cmd in ("maxtem", "phase") and len(words) == 2 and _is_number_or_off(words[1]):
-            setattr(self.result, cmd, words[1])  # set on the model by apply()
-            return []
         if cmd in ("cav", "cavity", "gauss", "gauss*") and len(words) > 1:
-            self.traced = lineno
-        if cmd in ("l", "laser", "light") and len(words) > 3:
-            self.lasers.append((words[1], words[-1]))
-            if words[1] in self.dark:
-                words = [cmd, words[1], "0", *words[3:]]
-        if cmd == "tem" and len(words) > 1 and words[1] in self.dark:
-            return []
+            self.traced = self.traced or lineno
+        handler = self.handlers.get(cmd)
+        if handler is not None:
+            return handler(lineno, words)
         if cmd in _COMPONENT_NODES and len(words) > _COMPONENT_NODES[cmd]:
             return self.component(words, _COMPONENT_NODES[cmd])
-        if cmd in ("xaxis", "xaxis*", "x2axis", "x2axis*"):
-            return self.axis(lineno, words)
-        if cmd == "attr":
-            return self.attr(lineno, words)
-        if cmd == "scale":
-            self.scale(lineno, words)
-            return []
-        if cmd == "set" and len(words) == 4 and words[3] in ("re", "im", "abs", "deg"):
-            return self.set_output(lineno, words)
-        if cmd == "func":
-            return self.func(lineno, words)
-        if cmd in ("put", "put*") and len(words) == 4 and words[3][1:] in self.func_names:
-            self.result.puts.append((lineno, words[1], words[2], words[3][1:],
-                                     cmd == "put*"))
-            return []
-        if cmd == "const" and len(words) == 3:
-            self.result.consts[words[1]] = words[2]
-
         if _DETECTORS.match(cmd) and len(words) > 2:
             return self.detector(lineno, words)
         return words
+
+    def fsig(self, lineno: int, words: list[str]) -> list[str]:
+        """``fsig NAME f`` runs; a signal injected at a component is refused."""
+        if len(words) > 3:
+            raise Refusal(lineno, "fsig", _FSIG)
+        return words
+
+    def variable(self, lineno: int, words: list[str]) -> list[str]:
+        """``var NAME VALUE``: a laser of no power alone on its node (see above)."""
+        if len(words) != 3:
+            return words
+        self.variables.add(words[1])
+        # Finesse 2's $x1 is the axis value whatever the var's, so the value is unused.
+        return ["l", words[1], "0", "0", f"{words[1]}__var"]
+
+    def modes(self, lineno: int, words: list[str]) -> list[str]:
+        """``maxtem``/``phase``: kept for :func:`apply` to set once for the file."""
+        if len(words) == 2 and _is_number_or_off(words[1]):
+            setattr(self.result, words[0], words[1])
+            return []
+        return words  # a $constant: the legacy parser resolves it
+
+    def laser(self, lineno: int, words: list[str]) -> list[str]:
+        """Note each laser for a dummy beam; a laser Finesse 2 runs dark gets P = 0."""
+        if len(words) > 3:
+            self.lasers.append((words[1], words[-1]))
+            if words[1] in self.dark:
+                words = [words[0], words[1], "0", *words[3:]]
+        return self.component(words, 1)
+
+    def tem(self, lineno: int, words: list[str]) -> list[str]:
+        """A dark laser's ``tem`` lines go (its power is 0)."""
+        return [] if len(words) > 1 and words[1] in self.dark else words
+
+    def put(self, lineno: int, words: list[str]) -> list[str]:
+        """``put[*] COMP PARAM $FUNC``: applied by :func:`apply`; other puts pass on."""
+        if len(words) == 4 and words[3][1:] in self.func_names:
+            self.result.puts.append((lineno, words[1], words[2], words[3][1:],
+                                     words[0] == "put*"))
+            return []
+        return words
+
+    def const(self, lineno: int, words: list[str]) -> list[str]:
+        """Record ``const`` for functions; the legacy parser reads it too."""
+        if len(words) == 3:
+            self.result.consts[words[1]] = words[2]
+        return words
+
+    def scale(self, lineno: int, words: list[str]) -> list[str]:
+        """Record ``scale FACTOR [DET]`` for the output columns."""
+        if len(words) not in (2, 3):
+            raise Refusal(lineno, "scale", "expected 'scale factor [detector]'")
+        word = words[1]
+        if word not in _SCALE_WORDS and word != "meter":
+            try:
+                float(word)
+            except ValueError:
+                raise Refusal(lineno, "scale", f"unknown factor '{word}' (expected a "
+                              "number, deg, rad or meter)") from None
+        self.result.scales.append((words[2] if len(words) == 3 else None, word))
+        self.result.inexact.append((lineno, "scale"))
+        return []
 
     def detector(self, lineno: int, words: list[str]) -> list[str]:
         """Finesse 2's default direction at a lens or isolator; ``max`` phases."""
@@ -288,6 +329,8 @@ class _Translator:
 
     def set_output(self, lineno: int, words: list[str]) -> list[str]:
         """``set NAME DET re``: a detector's output, for functions to use."""
+        if len(words) != 4 or words[3] not in ("re", "im", "abs", "deg"):
+            return words  # a component parameter: the legacy parser reads it
         if words[3] != "re":
             raise Refusal(lineno, "set", f"only the real part ('re') of a detector "
                           f"output can be used here, not '{words[3]}'")
@@ -365,20 +408,6 @@ class _Translator:
             else:
                 kept += [key, value]
         return ["attr", *kept] if len(kept) > 1 else []
-
-    def scale(self, lineno: int, words: list[str]) -> None:
-        """Record ``scale FACTOR [DET]`` for the output columns."""
-        if len(words) not in (2, 3):
-            raise Refusal(lineno, "scale", "expected 'scale factor [detector]'")
-        word = words[1]
-        if word not in _SCALE_WORDS and word != "meter":
-            try:
-                float(word)
-            except ValueError:
-                raise Refusal(lineno, "scale", f"unknown factor '{word}' (expected a "
-                              "number, deg, rad or meter)") from None
-        self.result.scales.append((words[2] if len(words) == 3 else None, word))
-        self.result.inexact.append((lineno, "scale"))
 
     def demod_max(self, lineno: int, words: list[str]) -> list[str]:
         """``pdN ... max``: drop the last phase and keep the modulus."""
