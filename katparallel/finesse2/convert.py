@@ -76,6 +76,8 @@ def exact_model(text: str) -> finesse.Model:
         raise ConversionError(exc.problems) from exc
     for note in translation.notes:
         LOGGER.warning("Finesse 2 quirk: %s", note)
+    for warning in translation.warnings:
+        LOGGER.warning(warning)
     return model
 
 

@@ -104,6 +104,9 @@ class Translation:
         Kat text for ``parse_legacy``.
     notes : list of str
         Finesse 2 quirks followed, each to be said once on standard error.
+    warnings : list of str
+        Where Finesse 3's results are known to be able to differ from Finesse 2's,
+        each to be said on standard error.
     flat : list of (str, str, int)
         ``(component, attribute, line)`` radii of curvature to set to infinity
         (``Rc 0``).
@@ -136,6 +139,7 @@ class Translation:
 
     text: str
     notes: list[str] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)
     flat: list[tuple[str, str, int]] = dataclasses.field(default_factory=list)
     scales: list[tuple[str | None, str]] = dataclasses.field(default_factory=list)
     moduli: set[str] = dataclasses.field(default_factory=set)
@@ -185,6 +189,7 @@ class _Translator:
         self.variables: set[str] = set()
         self.lasers: list[tuple[str, str]] = []  # (name, node)
         self.traced = 0  # line of the first cav or gauss
+        self.trace_sources = 0  # how many cav and gauss commands
         self.apertures: list[tuple[int, str]] = []
         self.result = Translation(text="")
         self.handlers = {
@@ -220,6 +225,12 @@ class _Translator:
             lineno, name = self.apertures[0]
             raise Refusal(lineno, "r_ap", f"the aperture of '{name}' clips "
                           "higher-order modes, which Finesse 3 models with maps only")
+        if self.trace_sources > 1 and self.result.maxtem != "off":
+            self.result.warnings.append(
+                f"line {self.traced}: {self.trace_sources} cav/gauss commands with "
+                "higher-order modes: where their beam traces meet, Finesse 3 sets beam "
+                "parameters differently from Finesse 2, and results can differ (by up "
+                "to 50% on PyKat's aLIGO design file); with 'maxtem off' they agree")
         if not self.traced and self.result.maxtem not in (None, "off"):
             self.dummy_gauss()
         if self.traced and self.result.maxtem is None:
@@ -238,6 +249,7 @@ class _Translator:
             raise Refusal(lineno, cmd, _REFUSED[cmd])
         if cmd in ("cav", "cavity", "gauss", "gauss*") and len(words) > 1:
             self.traced = self.traced or lineno
+            self.trace_sources += 1
         handler = self.handlers.get(cmd)
         if handler is not None:
             return handler(lineno, words)

@@ -430,6 +430,8 @@ def _translated(text: str) -> Translation:
         raise KatError("run", [(exc.lineno, f"'{exc.construct}': {exc.why}")]) from exc
     for note in translation.notes:
         sys.stderr.write(f"** Finesse 2 quirk: {note}\n")
+    for warning in translation.warnings:
+        sys.stderr.write(f"** Warning: {warning}\n")
     return translation
 
 
