@@ -38,6 +38,7 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture, text: str) -> tuple[int, 
     ("pd1 err 10M 0 n2\nset e err abs\n", 8, "set"),
     ("attr m1 r_ap 0.01\nmaxtem 1\ncav c m1 n2 m2 n3\n", 7, "r_ap"),
     ("scale furlong P\n", 7, "scale"),
+    ("tf sus1 1 0 p 1 1000\nattr m2 zmech sus1\n", 8, "attr zmech"),
     ("pd2 Q 10M max 20M 0 n2\n", 7, "pd2"),
     ("beam b1 n2\nxaxis b1 x lin -1 1 4\nx2axis b1 y lin -1 1 2\n", 9, "x2axis"),
 ])

@@ -417,6 +417,10 @@ class _Translator:
                 self.result.flat.append((name, key, lineno))
             elif key == "r_ap":
                 self.apertures.append((lineno, name))
+            elif key in ("zmech", "rxmech", "rymech"):
+                raise Refusal(lineno, f"attr {key}", f"'{value}' names a 'tf' transfer "
+                              "function (a suspension), which Finesse 3's legacy parser "
+                              "does not implement")
             else:
                 kept += [key, value]
         return ["attr", *kept] if len(kept) > 1 else []
