@@ -48,3 +48,6 @@ def test_agree_catches_a_difference() -> None:
     assert agree(ref, ref * (1 + 1e-12)) is None
     assert agree(ref, np.array([[0.0, 1.0 + 1e-8, 359.9999999999]])) is not None
     assert agree(ref, np.array([[0.0, 1.0, -1e-10]])) is None  # phases modulo 360
+    zeros = np.array([[0.0, 1.0, 0.0], [1.0, 2.0, 0.0]])
+    assert agree(zeros, zeros + [[0, 0, 1e-13], [0, 0, 0]]) is None  # noise on zeros
+    assert agree(zeros, zeros + [[0, 0, 1e-6], [0, 0, 0]]) is not None
