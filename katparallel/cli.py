@@ -6,6 +6,7 @@
     katparallel show study.db          # what the study is, how far it got, failures
     katparallel plot study.nc P -o p.png
     katparallel info                   # versions, backends, cores, the kat program
+    katparallel convert old.kat        # Finesse 3 KatScript of a Finesse 2 kat file
 
 Exit status: 0 success, 1 some jobs failed (their results are still written),
 2 bad arguments or input (one ``error:`` line names the problem).
@@ -210,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("output", metavar="OUTPUT", help="the output (detector) to plot, e.g. P")
     plot.add_argument("-o", "--out", metavar="FILE",
                       help="image file (default STUDY-OUTPUT.png); any matplotlib format")
+    convert = commands.add_parser(
+        "convert", help="print the Finesse 3 KatScript of a Finesse 2 kat file",
+        description="Print the Finesse 3 KatScript of a Finesse 2 kat file where the "
+                    "translation is exact; otherwise say why and at which line (exit 1).")
+    convert.add_argument("katfile", metavar="OLD.kat", help="a Finesse 2 kat file")
     for name, subparser in commands.choices.items():
         subparser.set_defaults(command=name, parser=subparser)
     return parser
@@ -460,7 +466,13 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"run": _run, "info": _info, "show": _show, "plot": _plot}
+def _convert(args: argparse.Namespace) -> int:
+    from .finesse2.convert import main as convert
+
+    return convert(args.katfile)
+
+
+_COMMANDS = {"run": _run, "info": _info, "show": _show, "plot": _plot, "convert": _convert}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

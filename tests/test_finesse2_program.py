@@ -213,38 +213,24 @@ def test_noxaxis(kat_env: Path) -> None:
 
 # --- errors --------------------------------------------------------------------------
 
-def test_aligo_design_fails_naming_the_line(kat_env: Path, tmp_path: Path) -> None:
+def test_aligo_design_without_detectors_is_refused(kat_env: Path, tmp_path: Path) -> None:
+    # Finesse 2 refuses this file too: "no outputs have been specified".
     katfile = tmp_path / "design.kat"
-    katfile.write_text(ALIGO_DESIGN.read_text())
+    katfile.write_text(ALIGO_DESIGN.read_text() + "\nnoxaxis\n")
     proc = subprocess.run([kat_env, katfile], capture_output=True, text=True)
     assert proc.returncode == 1
-    assert "legacy (Finesse 2) parser cannot read" in proc.stderr
-    assert "line 100: bs jitter 1 0 0 0 ni n0 dump dump" in proc.stderr
-    assert "FINESSE_DIR" in proc.stderr  # the fix: a real Finesse 2
+    assert "no outputs have been specified" in proc.stderr
+    assert "Traceback" not in proc.stderr
     assert not (tmp_path / "design.out").exists()
 
 
-def test_aligo_design_through_pykat_raises(kat_env: Path) -> None:
-    from pykat import finesse
-    from pykat.exceptions import FinesseRunError
-
-    kat = finesse.kat()
-    kat.verbose = False
-    kat.load(str(ALIGO_DESIGN))
-    kat.noxaxis = True
-    with pytest.raises(FinesseRunError) as info:
-        kat.run(rethrowExceptions=True)
-    message = str(info.value)
-    assert "legacy (Finesse 2) parser cannot read" in message
-    assert "jitter" in message and "line " in message
-
-
 def test_unimplemented_command_is_an_error(kat_env: Path, tmp_path: Path) -> None:
-    katfile = tmp_path / "func.kat"
-    katfile.write_text(FABRY_PEROT.format(**FP) + "func f = 1\nnoxaxis\n")
+    katfile = tmp_path / "knm.kat"
+    katfile.write_text(FABRY_PEROT.format(**FP) + "knm m1 m1knm\nnoxaxis\n")
     proc = subprocess.run([kat_env, katfile], capture_output=True, text=True)
     assert proc.returncode == 1
-    assert "line 10: func f = 1" in proc.stderr and "not yet implemented" in proc.stderr
+    assert "line 10: knm m1 m1knm" in proc.stderr and "not yet implemented" in proc.stderr
+    assert not (tmp_path / "knm.out").exists()
 
 
 # --- a real Finesse 2 always wins ----------------------------------------------------

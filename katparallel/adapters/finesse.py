@@ -42,6 +42,7 @@ import dill
 import numpy as np
 
 from ..errors import ModelSourceError, UnknownParameterError
+from ..finesse2.convert import exact_model
 from . import modelcache
 
 LOGGER = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ def _parse(text: str, syntax: str):
     finesse = _import_finesse()
     model = finesse.Model()
     if syntax == "finesse2":
-        model.parse_legacy(text)
+        model = exact_model(text)  # katparallel's Finesse 2 front end
     else:
         model.parse(text)
     return model

@@ -40,8 +40,12 @@ signals keep their sign, the modulus for complex ones), ``deg`` (phase in degree
 ``abs:deg``, ``db:deg`` and ``re:im`` give two columns labelled with the same
 detector name, which PyKat recombines into complex values.
 
-Anything Finesse 3 cannot parse, does not implement or cannot run ends the program
-with exit status 1 and a message on standard error naming the file's line.
+The kat file first goes through katparallel's Finesse 2 front end
+(:mod:`katparallel.finesse2.frontend`), which translates what Finesse 3's legacy parser
+lacks and follows Finesse 2's quirks (each said once on standard error). Anything it
+refuses, or that Finesse 3 cannot parse, does not implement or cannot run, ends the
+program with exit status 1 and a message on standard error naming the file's line;
+no output file is written.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from katparallel.finesse2.frontend import Refusal, Translation, apply, translate
+
 if TYPE_CHECKING:
     import finesse
 
@@ -76,10 +82,12 @@ _DASHES = "-" * 72  # PyKat cuts the banner at the second line of 72 dashes
 
 # Commands whose second word names another element rather than declaring one.
 _REFERRING = {"attr", "put", "put*", "set", "xaxis", "xaxis*", "x2axis", "x2axis*",
-              "x3axis", "x3axis*", "pdtype", "tem", "lock", "lock*", "func", "noplot"}
+              "x3axis", "x3axis*", "pdtype", "tem", "lock", "lock*", "noplot"}
 _FINESSE3_MESSAGE = re.compile(r"^(\d+):(\d+): (.+)$")
 _NAMED_ELEMENT = re.compile(r"In block '[^']*': (\S+):")
 _QUOTED = re.compile(r"'([^'\s]+)'")
+_ABSENT_BIN = re.compile(r"Error in amplitude detector (\S+):\s*Could not find a "
+                         r"frequency bin")
 _COLUMN_KINDS = {"abs": "Abs", "deg": "Phase [Deg]", "re": "Re", "im": "Im", "db": "dB"}
 
 
@@ -359,18 +367,21 @@ def _numbered_problems(message: str) -> list[tuple[int | None, str]]:
     return problems
 
 
-def load_model(text: str) -> finesse.Model:
+def load_model(text: str, translation: Translation | None = None) -> finesse.Model:
     """Parse Finesse 2 kat script with Finesse 3's legacy parser.
 
-    Commands the legacy parser accepts but does not implement (``func``, ``tf``,
-    ``map``, ...) would silently change the model, so they are errors
-    here; commands it calls obsolete (``gnuterm``, ``time``, ...) are ignored as
-    Finesse 2's output does not depend on them.
+    The text goes through katparallel's Finesse 2 front end first (see
+    :mod:`katparallel.finesse2.frontend`). Commands the legacy parser accepts but does
+    not implement (``tf``, ``map``, ...) would silently change the model, so they are
+    errors here; commands it calls obsolete (``gnuterm``, ``time``, ...) are ignored
+    as Finesse 2's output does not depend on them.
 
     Parameters
     ----------
     text : str
         The kat file's contents.
+    translation : Translation, optional
+        ``translate(text)``, if already made.
 
     Returns
     -------
@@ -385,11 +396,12 @@ def load_model(text: str) -> finesse.Model:
     import finesse
     from finesse.script.legacy import KatParserError
 
+    translation = translation or _translated(text)
     model = finesse.Model()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            model.parse_legacy(text)
+            model.parse_legacy(translation.text)
         except KatParserError as exc:
             raise KatError("read", _numbered_problems(str(exc))) from exc
         except Exception as exc:  # the legacy builder raises plain ValueError/KeyError
@@ -403,7 +415,24 @@ def load_model(text: str) -> finesse.Model:
             sys.stderr.write(f"** Warning: {message}\n")
     if unimplemented:
         raise KatError("run", unimplemented)
+    try:
+        apply(model, translation)  # Rc 0, func and put, which the parser lacks
+    except Refusal as exc:
+        raise KatError("run", [(exc.lineno, f"'{exc.construct}': {exc.why}")]) from exc
     return model
+
+
+def _translated(text: str) -> Translation:
+    """Run the Finesse 2 front end; its refusals become a :class:`KatError`."""
+    try:
+        translation = translate(text)
+    except Refusal as exc:
+        raise KatError("run", [(exc.lineno, f"'{exc.construct}': {exc.why}")]) from exc
+    for note in translation.notes:
+        sys.stderr.write(f"** Finesse 2 quirk: {note}\n")
+    for warning in translation.warnings:
+        sys.stderr.write(f"** Warning: {warning}\n")
+    return translation
 
 
 def _kind_columns(values: np.ndarray, kind: str) -> np.ndarray:
@@ -426,7 +455,7 @@ def _axis_label(model: finesse.Model, name: str) -> str:
     return f"{param.owner.name} {param.name}{units}"
 
 
-def simulate(model: finesse.Model, text: str) -> Table:
+def simulate(model: finesse.Model, text: str, translation: Translation) -> Table:
     """Run the model's ``xaxis``/``x2axis``/``noxaxis`` and lay out its output.
 
     Parameters
@@ -435,6 +464,8 @@ def simulate(model: finesse.Model, text: str) -> Table:
         A model from :func:`load_model`.
     text : str
         The kat file's contents, for the detectors' declaration order and errors.
+    translation : Translation
+        What the Finesse 2 front end made of ``text`` (output scales and moduli).
 
     Returns
     -------
@@ -448,36 +479,94 @@ def simulate(model: finesse.Model, text: str) -> Table:
     """
     from finesse.analysis.actions import Noxaxis, X2axis, Xaxis
 
+    if translation.beam_axes:
+        model.analysis = Noxaxis()  # the camera is the sweep
     analysis = model.analysis
     if not isinstance(analysis, (Noxaxis, Xaxis, X2axis)):
         what = type(analysis).__name__ if analysis is not None else "no analysis"
         raise KatError("run", [(None, f"needs one 'xaxis', 'x2axis' or 'noxaxis' "
                                       f"command, found {what}")])
+    if not model.detectors:
+        raise KatError("run", [(None, "no outputs have been specified in the input "
+                                      "file (Finesse 2 refuses this too); add a "
+                                      "detector such as 'pd NAME NODE'")])
     kinds = ((model.yaxis or {}).get("axes") or "abs").split(":")
     unknown = [k for k in kinds if k not in _COLUMN_KINDS]
     if unknown:
         raise KatError("run", [(None, f"yaxis kind '{':'.join(kinds)}' is not one "
                                       f"of {', '.join(_COLUMN_KINDS)}")])
-    try:
-        solution = model.run()
-    except Exception as exc:
-        raise KatError("run", [(_line_of(str(exc), text), str(exc))]) from exc
-
-    if isinstance(analysis, Noxaxis):
+    solution, absent = _run_model(model, text)
+    if translation.beam_axes:
+        axes = _camera_axes(model, translation.beam_axes)
+    elif isinstance(analysis, Noxaxis):
         axes = [("noxaxis", np.zeros(1))]
     else:
         axes = [(_axis_label(model, name), np.asarray(values))
                 for name, values in zip(analysis.parameters, solution.x)]
     shape = tuple(len(values) for _, values in axes)
     declared = _declarations(text)
-    names = sorted(solution.outputs, key=lambda n: declared.get(n, len(text)))
+    names = sorted([*solution.outputs, *absent], key=lambda n: declared.get(n, len(text)))
     columns = [
         (f"{name} {_COLUMN_KINDS[kind]}",
-         _kind_columns(np.asarray(solution[name]), kind).reshape(shape))
+         _kind_columns(_output(solution, name, absent, translation, model, shape), kind)
+         .reshape(shape))
         for name in names
         for kind in kinds
     ]
     return Table(axes=axes, columns=columns)
+
+
+def _camera(model: finesse.Model):
+    from finesse.detectors.camera import Image, ScanLine
+
+    return next(d for d in model.detectors if isinstance(d, (Image, ScanLine)))
+
+
+def _camera_axes(model: finesse.Model, order: list[str]) -> list[tuple[str, np.ndarray]]:
+    """The axes of a beam detector swept over its own x/y, xaxis first."""
+    camera = _camera(model)
+    data = {"x": camera.xdata, "y": camera.ydata}
+    return [(f"{camera.name} {axis}", np.atleast_1d(data[axis])) for axis in order]
+
+
+def _camera_values(model: finesse.Model, values: np.ndarray, name: str,
+                   order: list[str], shape: tuple[int, ...]) -> np.ndarray:
+    """A detector's output over the camera's sweep: images are indexed [y, x]."""
+    if name != _camera(model).name:
+        return np.broadcast_to(values, shape)
+    return values.T if order == ["x", "y"] else values
+
+
+def _run_model(model: finesse.Model, text: str) -> tuple[object, list[str]]:
+    """Run the model; amplitude detectors at absent frequencies are left out.
+
+    Finesse 2 outputs 0 for an ``ad`` at a frequency no source produces; Finesse 3
+    refuses to build it. Returns the solution and the names of the detectors left
+    out, whose outputs are 0.
+    """
+    absent: list[str] = []
+    while True:
+        try:
+            return model.run(), absent
+        except Exception as exc:
+            match = _ABSENT_BIN.search(str(exc))
+            if match is None or match[1] not in model.elements:
+                raise KatError("run", [(_line_of(str(exc), text), str(exc))]) from exc
+            absent.append(match[1])
+            model.remove(model.elements[match[1]])
+
+
+def _output(solution, name: str, absent: list[str], translation: Translation,
+            model: finesse.Model, shape: tuple[int, ...]) -> np.ndarray:
+    """One detector's output, as Finesse 2 writes it (``scale``, ``max``, absent)."""
+    if name in absent:
+        return np.zeros(shape)
+    values = np.asarray(solution[name])
+    if translation.beam_axes:
+        values = _camera_values(model, values, name, translation.beam_axes, shape)
+    if name in translation.moduli:
+        values = np.abs(values)
+    return values * translation.scale_of(name, float(model.lambda0))
 
 
 def _rows(table: Table) -> Iterator[list[float] | None]:
@@ -530,10 +619,11 @@ def _run(opts: Options, pipe: PykatPipe | None) -> int:
                          f"{exc.strerror}\n")
         return 1
     try:
-        model = load_model(text)
+        translation = _translated(text)
+        model = load_model(text, translation)
         if pipe is not None:
             pipe.progress("Calculating", 0)
-        table = simulate(model, text)
+        table = simulate(model, text, translation)
     except KatError as exc:
         sys.stderr.write(exc.render(text, str(opts.katfile)))
         return 1

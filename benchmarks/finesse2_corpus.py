@@ -1,0 +1,156 @@
+"""Measure katparallel's ``kat`` against a real Finesse 2 on a corpus of kat files.
+
+Usage::
+
+    python benchmarks/finesse2_corpus.py /path/to/finesse2/kat CORPUS_DIR [--table]
+
+For every ``*.kat`` under CORPUS_DIR (the corpus lives outside the repository), both
+programs run in a scratch directory. A file without ``xaxis``/``noxaxis`` gets a
+``noxaxis`` line appended, as PyKat does; a file without detectors (PyKat's design
+files) gets a ``pd`` at each node of its first 40 spaces, both directions, so that
+there is something to compare. Real Finesse 2 reads a ``kat.ini`` next to
+its binary, copied into the scratch directory with ``lambda 1.064E-6``. Files Finesse 2
+itself refuses are left out. Each remaining file is counted as
+
+* ``agree``: same shape, every number within 1e-9 relative (to the larger of the two
+  values, or of the column's largest value for numbers near zero, or of the table's
+  largest value in a column Finesse 2 writes as exact zeros), phases modulo 360;
+* ``differ``: both ran, numbers or shape differ;
+* ``refuse``: katparallel's kat exits 1 with its message;
+* ``traceback``: katparallel's kat raised a Python exception.
+
+Files Finesse 2 refuses, or takes more than two minutes on, are counted apart.
+
+One line per file, then a Markdown table of the counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+RTOL = 1e-9
+F2_TIMEOUT = 120  # seconds; a file Finesse 2 takes longer on is left out, as refused
+_AXIS = re.compile(r"^\s*(xaxis|noxaxis|x2axis)\b", re.M)
+_DETECTOR = re.compile(r"^\s*(pd\d*|ad|bp|beam|qnoisedS?|qshotS?|xd|gouy)\s", re.M)
+_SPACE = re.compile(r"^\s*s\s+\S+\s+.*?(\S+)\s+(\S+)\s*(#.*)?$", re.M)
+
+
+def probed(text: str) -> str:
+    """``text`` with an axis and detectors added where it has none (see above)."""
+    if not _DETECTOR.search(text):
+        nodes = dict.fromkeys(n for m in _SPACE.finditer(text) for n in m.group(1, 2))
+        text += "\n" + "".join(f"pd probe{i} {n}\npd probe{i}s {n}*\n"
+                               for i, n in enumerate(list(nodes)[:40]))
+    if not _AXIS.search(text):
+        text += "\nnoxaxis\n"
+    return text
+
+
+def read_out(path: Path) -> np.ndarray:
+    """Return the numbers of a Finesse 2 style ``.out`` file, one row per point."""
+    rows = [line.split() for line in path.read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("%")]
+    return np.array([[float(v) for v in row] for row in rows], dtype=float)
+
+
+def agree(ref: np.ndarray, got: np.ndarray, rtol: float = RTOL) -> str | None:
+    """Return None if ``got`` matches ``ref``, else what differs."""
+    if ref.shape != got.shape:
+        return f"shape {got.shape} != Finesse 2's {ref.shape}"
+    scale = np.maximum(np.abs(ref), np.abs(got))
+    column = np.max(np.abs(ref), axis=0, initial=0.0)
+    # A column Finesse 2 writes as exact zeros is compared with the table's scale.
+    floor = rtol * np.where(column > 0, column, np.max(column, initial=0.0))
+    diff = np.abs(ref - got)
+    wrapped = np.abs((ref - got + 180.0) % 360.0 - 180.0)  # phases modulo 360
+    tol = rtol * scale + floor
+    bad = (diff > tol) & (wrapped > tol)
+    if not bad.any():
+        return None
+    i, j = np.argwhere(bad)[0]
+    return f"{bad.sum()} numbers differ, first row {i} column {j}: {got[i, j]!r} " \
+           f"vs Finesse 2's {ref[i, j]!r}"
+
+
+def run_finesse2(binary: Path, katfile: Path, work: Path) -> Path | None:
+    """Run real Finesse 2; return its output file, or None if it refused the file or
+    took longer than ``F2_TIMEOUT``."""
+    ini = (binary.parent / "kat.ini").read_text()
+    (work / "kat.ini").write_text(re.sub(r"(?m)^lambda .*$", "lambda 1.064E-6", ini))
+    f2kat = work / "f2.kat"  # without gnuplot, which Finesse 2 would call and fail
+    f2kat.write_text(katfile.read_text() + "\ngnuterm no\n")
+    try:
+        proc = subprocess.run([str(binary), "--noheader", "--quiet", f2kat.name, "f2.out"],
+                              cwd=work, capture_output=True, text=True, timeout=F2_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return None
+    out = work / "f2.out"
+    return out if proc.returncode == 0 and out.exists() else None
+
+
+def run_ours(katfile: Path, work: Path) -> tuple[str, str]:
+    """Run katparallel's kat in this process; return (outcome, detail)."""
+    from katparallel.finesse2 import program
+
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            status = program.main([str(katfile), str(work / "ours.out")])
+    except Exception:  # noqa: BLE001 -- counting tracebacks is the point
+        return "traceback", traceback.format_exc().strip().splitlines()[-1]
+    if status != 0:
+        lines = [ln.strip() for ln in err.getvalue().splitlines() if ln.strip()]
+        return "refuse", " | ".join(lines[1:3])
+    return "ran", ""
+
+
+def measure(binary: Path, corpus: Path) -> dict[str, int]:
+    """Run every kat file of ``corpus`` both ways and print one line per file."""
+    counts = dict.fromkeys(("agree", "differ", "refuse", "traceback", "finesse2 refuses"), 0)
+    for katfile in sorted(corpus.rglob("*.kat")):
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            text = probed(katfile.read_text(errors="replace"))
+            local = work / "input.kat"
+            local.write_text(text)
+            ref = run_finesse2(binary, local, work)
+            if ref is None:
+                outcome, detail = "finesse2 refuses", ""
+            else:
+                outcome, detail = run_ours(local, work)
+                if outcome == "ran":
+                    problem = agree(read_out(ref), read_out(work / "ours.out"))
+                    outcome, detail = ("agree", "") if problem is None else ("differ", problem)
+        counts[outcome] += 1
+        print(f"{outcome:16s} {katfile.relative_to(corpus)}  {detail}", flush=True)
+    return counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("binary", type=Path, help="real Finesse 2 kat binary")
+    parser.add_argument("corpus", type=Path, help="folder of kat files")
+    args = parser.parse_args()
+    shutil.which(str(args.binary)) or sys.exit(f"{args.binary} is not executable")
+    counts = measure(args.binary.resolve(), args.corpus)
+    runs = sum(v for k, v in counts.items() if k != "finesse2 refuses")
+    print("\n| outcome | files |\n|---|---|")
+    for key, value in counts.items():
+        print(f"| {key} | {value} |")
+    print(f"\n{counts['agree']} of {runs} files Finesse 2 runs agree "
+          f"({100 * counts['agree'] / max(runs, 1):.0f}%)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,603 @@
+"""Finesse 2 front end: what Finesse 3's legacy parser lacks, before and after it runs.
+
+:func:`translate` reads a Finesse 2 kat file line by line and returns a
+:class:`Translation`: kat text the legacy parser (``finesse.Model.parse_legacy``) reads
+as Finesse 2 would, plus what has to happen to the parsed model and to its outputs.
+Line numbers are kept (a rewritten line stays on its line, a removed one becomes
+blank, added lines go at the end), so the legacy parser's messages still point at the
+user's file.
+
+Translated, as Finesse 2.3.1 does it:
+
+* two components on one node with no space between them: a space of length 0
+  joins them (the node stays with the component that names it first);
+* ``xaxis``/``x2axis`` steps such as ``10_000``: Finesse 2 reads the leading digits
+  (10), said once on standard error;
+* ``maxtem`` without ``cav`` or ``gauss``: Finesse 2 gives each laser a beam of
+  waist 2 mm at the laser and switches retrace off (said on standard error);
+* ``cav`` or ``gauss`` without ``maxtem``: Finesse 2 switches higher-order modes on
+  with ``maxtem 0``, so mode mismatch costs power (said once on standard error);
+* ``tem`` factors all 0 on a laser (Finesse 2 runs it dark; Finesse 3 refuses): a
+  laser of power 0;
+* ``var``/``variable NAME VALUE``, swept by ``xaxis NAME ANYTHING`` and put with
+  ``$x1``: a laser of no power alone on its own node, whose phase holds the value;
+* ``attr NAME Rc 0`` (and ``Rcx``/``Rcy``): a flat surface;
+* ``scale FACTOR|deg|rad|meter [DET]``: the output columns are multiplied;
+* ``pdN ... max``: the last demodulation phase chosen to maximise the output, which
+  is then the modulus of the demodulated signal;
+* a detector at a node of a lens or isolator: Finesse 2's default direction there is
+  the beam going into the component (the legacy parser takes the other one);
+* ``beam`` detectors swept over their own x (and y): a camera, laid out as Finesse 2
+  writes the sweep;
+* ``attr NAME r_ap R`` without higher-order modes: an aperture changes no plane wave.
+
+Refused with the line and the construct (:class:`Refusal`): constructs whose results
+Finesse 3 cannot reproduce or that the legacy parser would silently drop (``lock``,
+``fsig`` signal injection, ``qhd``, apertures with higher-order modes, ``put`` of a
+function of detector outputs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import finesse
+
+__all__ = ("Refusal", "Translation", "apply", "translate")
+
+# Commands declaring a component, and how many of their last words are nodes.
+_COMPONENT_NODES = {
+    "l": 1, "laser": 1, "light": 1, "sq": 1,
+    "m": 2, "m1": 2, "m2": 2, "mirror": 2, "lens": 2, "mod": 2, "isol": 2, "diode": 2,
+    "bs": 4, "bs1": 4, "bs2": 4, "beamsplitter": 4, "dbs": 4,
+}
+_DETECTORS = re.compile(r"^(pd\d*|ad|qnoisedS?|qshotS?|bp|beam)$")
+# Components at whose nodes Finesse 2's default detector direction is the beam going
+# into the component (the legacy parser assumes the beam coming out of it).
+_INWARD = ("lens", "isol", "diode")
+_SCALE_WORDS = {"deg": 180 / math.pi, "rad": math.pi / 180}
+_FSIG = ("Finesse 3's legacy parser injects signals differently from Finesse 2: at a "
+         "mirror, demodulated outputs differ by factors of 2.5 to 5 (measured against "
+         "Finesse 2.3.1), so signal injection is not reproduced")
+_REFUSED = {
+    "lock": "Finesse 2 iterates a lock until its error is below the lock's accuracy, "
+            "and Finesse 3 solves it exactly, so locked results would differ",
+    "lock*": "Finesse 2 iterates a lock until its error is below the lock's accuracy, "
+             "and Finesse 3 solves it exactly, so locked results would differ",
+    "qhd": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
+    "qhdS": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
+    "qhdN": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
+}
+
+
+class Refusal(Exception):
+    """A construct of the kat file that cannot be reproduced with Finesse 3.
+
+    Parameters
+    ----------
+    lineno : int
+        The construct's (1-based) line in the kat file.
+    construct : str
+        The command or attribute, e.g. ``"lock"``.
+    why : str
+        Why it cannot be reproduced.
+    """
+
+    def __init__(self, lineno: int, construct: str, why: str):
+        super().__init__(f"line {lineno}: '{construct}': {why}")
+        self.lineno = lineno
+        self.construct = construct
+        self.why = why
+
+
+@dataclasses.dataclass
+class Translation:
+    """A Finesse 2 kat file made ready for Finesse 3's legacy parser.
+
+    Attributes
+    ----------
+    text : str
+        Kat text for ``parse_legacy``.
+    notes : list of str
+        Finesse 2 quirks followed, each to be said once on standard error.
+    warnings : list of str
+        Where Finesse 3's results are known to be able to differ from Finesse 2's,
+        each to be said on standard error.
+    flat : list of (str, str, int)
+        ``(component, attribute, line)`` radii of curvature to set to infinity
+        (``Rc 0``).
+    scales : list of (str or None, str)
+        Output factors (a number, ``deg``, ``rad`` or ``meter``) and the detector
+        each applies to (``None``: every detector).
+    moduli : set of str
+        Detectors whose output is the modulus of their demodulated signal (``max``).
+    inexact : list of (int, str)
+        Lines and constructs the Finesse 3 model alone does not reproduce (they act
+        on the output); empty when the model is an exact translation.
+    funcs : list of (int, str, str)
+        ``func NAME = EXPR``: line, name and expression, in file order.
+    puts : list of (int, str, str, str, bool)
+        ``put[*] COMP PARAM $FUNC``: line, component, parameter, function, and
+        whether ``put*`` adds to the parameter's value.
+    sets : dict
+        ``set NAME DET re``: name -> (line, detector).
+    consts : dict
+        ``const NAME VALUE``: name -> value as written.
+    maxtem : str or None
+        The last ``maxtem`` (a number or ``off``); ``"0"`` when a cavity or gauss
+        switches modes on. The legacy parser lets a later FTblock's default undo it.
+    beam_axes : list of str
+        ``x``/``y`` in the order ``xaxis``/``x2axis`` sweep a ``beam`` detector's own
+        coordinates (the legacy parser makes that detector a camera).
+    phase : str
+        The last ``phase`` level (Finesse 2's default is 3); same FTblock problem.
+    """
+
+    text: str
+    notes: list[str] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    flat: list[tuple[str, str, int]] = dataclasses.field(default_factory=list)
+    scales: list[tuple[str | None, str]] = dataclasses.field(default_factory=list)
+    moduli: set[str] = dataclasses.field(default_factory=set)
+    inexact: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+    funcs: list[tuple[int, str, str]] = dataclasses.field(default_factory=list)
+    puts: list[tuple[int, str, str, str, bool]] = dataclasses.field(default_factory=list)
+    sets: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)
+    consts: dict[str, str] = dataclasses.field(default_factory=dict)
+    maxtem: str | None = None
+    beam_axes: list[str] = dataclasses.field(default_factory=list)
+    phase: str = "3"
+
+    def scale_of(self, detector: str, lambda0: float) -> float:
+        """Return the factor ``scale`` commands put on ``detector``'s output.
+
+        Parameters
+        ----------
+        detector : str
+            The detector's name.
+        lambda0 : float
+            The model's wavelength in metres (``meter`` is 2 pi / lambda).
+        """
+        factor = 1.0
+        for target, word in self.scales:
+            if target in (None, detector):
+                factor *= (2 * math.pi / lambda0 if word == "meter"
+                           else _SCALE_WORDS.get(word) or float(word))
+        return factor
+
+
+def _code(line: str) -> tuple[list[str], str]:
+    """Split a line into its words and its comment (kept verbatim)."""
+    match = re.search(r"[#%]", line)
+    if match is None:
+        return line.split(), ""
+    return line[: match.start()].split(), line[match.start():]
+
+
+class _Translator:
+    """One pass over the kat file; see :func:`translate`."""
+
+    def __init__(self, text: str):
+        self.lines = text.splitlines()
+        self.out: list[str] = []
+        self.extra: list[str] = []
+        self.owner: dict[str, str] = {}  # node -> component naming it first
+        self.variables: set[str] = set()
+        self.lasers: list[tuple[str, str]] = []  # (name, node)
+        self.traced = 0  # line of the first cav or gauss
+        self.trace_sources = 0  # how many cav and gauss commands
+        self.apertures: list[tuple[int, str]] = []
+        self.result = Translation(text="")
+        self.handlers = {
+            "fsig": self.fsig, "var": self.variable, "variable": self.variable,
+            "maxtem": self.modes, "phase": self.modes, "tem": self.tem,
+            "l": self.laser, "laser": self.laser, "light": self.laser,
+            "xaxis": self.axis, "xaxis*": self.axis, "x2axis": self.axis,
+            "x2axis*": self.axis, "attr": self.attr, "scale": self.scale,
+            "set": self.set_output, "func": self.func, "put": self.put,
+            "put*": self.put, "const": self.const,
+        }
+        self.beams = {words[1] for line in self.lines
+                      for words in [_code(line)[0]] if words[:1] == ["beam"]
+                      and len(words) > 2}
+        self.dark = _dark_lasers(self.lines)
+        self.func_names = {words[1] for line in self.lines
+                           for words in [_code(line)[0]] if words[:1] == ["func"]
+                           and len(words) > 1}
+        self.inward = {word for line in self.lines
+                       for words in [_code(line)[0]] if words and words[0] in _INWARD
+                       for word in words[-2:]}
+
+    def run(self) -> Translation:
+        for lineno, line in enumerate(self.lines, start=1):
+            words, comment = _code(line)
+            if not words:
+                self.out.append(line)
+                continue
+            words = self.line(lineno, words)
+            self.out.append(" ".join(words) + (" " + comment if comment else "")
+                            if words else "")
+        if self.result.maxtem not in (None, "off") and self.apertures:
+            lineno, name = self.apertures[0]
+            raise Refusal(lineno, "r_ap", f"the aperture of '{name}' clips "
+                          "higher-order modes, which Finesse 3 models with maps only")
+        if self.trace_sources > 1 and self.result.maxtem != "off":
+            self.result.warnings.append(
+                f"line {self.traced}: {self.trace_sources} cav/gauss commands with "
+                "higher-order modes: where their beam traces meet, Finesse 3 sets beam "
+                "parameters differently from Finesse 2, and results can differ (by up "
+                "to 50% on PyKat's aLIGO design file); with 'maxtem off' they agree")
+        if not self.traced and self.result.maxtem not in (None, "off"):
+            self.dummy_gauss()
+        if self.traced and self.result.maxtem is None:
+            self.result.maxtem = "0"
+            self.result.notes.append(
+                f"line {self.traced}: with a cavity or gauss and no maxtem, Finesse 2 "
+                "switches on higher-order modes with maxtem 0 (mode mismatch costs "
+                "power); katparallel follows it")
+        self.result.text = "\n".join(self.out + self.extra) + "\n"
+        return self.result
+
+    def line(self, lineno: int, words: list[str]) -> list[str]:
+        """Return the words the legacy parser should read for this line (none: drop)."""
+        cmd = words[0]
+        if cmd in _REFUSED:
+            raise Refusal(lineno, cmd, _REFUSED[cmd])
+        if cmd in ("cav", "cavity", "gauss", "gauss*") and len(words) > 1:
+            self.traced = self.traced or lineno
+            self.trace_sources += 1
+        handler = self.handlers.get(cmd)
+        if handler is not None:
+            return handler(lineno, words)
+        if cmd in _COMPONENT_NODES and len(words) > _COMPONENT_NODES[cmd]:
+            return self.component(words, _COMPONENT_NODES[cmd])
+        if _DETECTORS.match(cmd) and len(words) > 2:
+            return self.detector(lineno, words)
+        return words
+
+    def fsig(self, lineno: int, words: list[str]) -> list[str]:
+        """``fsig NAME f`` runs; a signal injected at a component is refused."""
+        if len(words) > 3:
+            raise Refusal(lineno, "fsig", _FSIG)
+        return words
+
+    def variable(self, lineno: int, words: list[str]) -> list[str]:
+        """``var NAME VALUE``: a laser of no power alone on its node (see above)."""
+        if len(words) != 3:
+            return words
+        self.variables.add(words[1])
+        # Finesse 2's $x1 is the axis value whatever the var's, so the value is unused.
+        return ["l", words[1], "0", "0", f"{words[1]}__var"]
+
+    def modes(self, lineno: int, words: list[str]) -> list[str]:
+        """``maxtem``/``phase``: kept for :func:`apply` to set once for the file."""
+        if len(words) == 2 and _is_number_or_off(words[1]):
+            setattr(self.result, words[0], words[1])
+            return []
+        return words  # a $constant: the legacy parser resolves it
+
+    def laser(self, lineno: int, words: list[str]) -> list[str]:
+        """Note each laser for a dummy beam; a laser Finesse 2 runs dark gets P = 0."""
+        if len(words) > 3:
+            self.lasers.append((words[1], words[-1]))
+            if words[1] in self.dark:
+                words = [words[0], words[1], "0", *words[3:]]
+        return self.component(words, 1)
+
+    def tem(self, lineno: int, words: list[str]) -> list[str]:
+        """A dark laser's ``tem`` lines go (its power is 0)."""
+        return [] if len(words) > 1 and words[1] in self.dark else words
+
+    def put(self, lineno: int, words: list[str]) -> list[str]:
+        """``put[*] COMP PARAM $FUNC``: applied by :func:`apply`; other puts pass on."""
+        if len(words) == 4 and words[3][1:] in self.func_names:
+            self.result.puts.append((lineno, words[1], words[2], words[3][1:],
+                                     words[0] == "put*"))
+            return []
+        return words
+
+    def const(self, lineno: int, words: list[str]) -> list[str]:
+        """Record ``const`` for functions; the legacy parser reads it too."""
+        if len(words) == 3:
+            self.result.consts[words[1]] = words[2]
+        return words
+
+    def scale(self, lineno: int, words: list[str]) -> list[str]:
+        """Record ``scale FACTOR [DET]`` for the output columns."""
+        if len(words) not in (2, 3):
+            raise Refusal(lineno, "scale", "expected 'scale factor [detector]'")
+        word = words[1]
+        if word not in _SCALE_WORDS and word != "meter":
+            try:
+                float(word)
+            except ValueError:
+                raise Refusal(lineno, "scale", f"unknown factor '{word}' (expected a "
+                              "number, deg, rad or meter)") from None
+        self.result.scales.append((words[2] if len(words) == 3 else None, word))
+        self.result.inexact.append((lineno, "scale"))
+        return []
+
+    def detector(self, lineno: int, words: list[str]) -> list[str]:
+        """Finesse 2's default direction at a lens or isolator; ``max`` phases."""
+        node = words[-1]
+        if node.rstrip("*") in self.inward:
+            words = [*words[:-1], node[:-1] if node.endswith("*") else node + "*"]
+        if words[0].startswith("pd") and "max" in words:
+            return self.demod_max(lineno, words)
+        return words
+
+    def dummy_gauss(self) -> None:
+        """Finesse 2's beam at each laser when no cav or gauss gives one: w0 = 2 mm."""
+        for name, node in self.lasers:
+            self.extra.append(f"gauss {name}__dummy {name} {node} 2m 0")
+        self.extra.append("retrace off")
+        self.result.notes.append(
+            "no cavity nor gauss: Finesse 2 gives each laser a beam of waist 2 mm at "
+            "the laser and switches retrace off; katparallel follows it")
+
+    def set_output(self, lineno: int, words: list[str]) -> list[str]:
+        """``set NAME DET re``: a detector's output, for functions to use."""
+        if len(words) != 4 or words[3] not in ("re", "im", "abs", "deg"):
+            return words  # a component parameter: the legacy parser reads it
+        if words[3] != "re":
+            raise Refusal(lineno, "set", f"only the real part ('re') of a detector "
+                          f"output can be used here, not '{words[3]}'")
+        self.result.sets[words[1]] = (lineno, words[2])
+        return []
+
+    def func(self, lineno: int, words: list[str]) -> list[str]:
+        """``func NAME = EXPR``: computed after parsing (see :func:`apply`)."""
+        if len(words) < 4 or words[2] != "=":
+            raise Refusal(lineno, "func", "expected 'func name = expression'")
+        self.result.funcs.append((lineno, words[1], " ".join(words[3:])))
+        return []
+
+    def component(self, words: list[str], n_nodes: int) -> list[str]:
+        """Join a node two components share with a space of length 0."""
+        words = list(words)
+        for i in range(len(words) - n_nodes, len(words)):
+            node = words[i]
+            if node == "dump":
+                continue
+            if node in self.owner:
+                joined = f"{node}__{words[1]}"
+                self.extra.append(f"s {node}__join_{words[1]} 0 {node} {joined}")
+                words[i] = joined
+            else:
+                self.owner[node] = words[1]
+        return words
+
+    def axis(self, lineno: int, words: list[str]) -> list[str]:
+        """Read steps such as ``10_000`` as Finesse 2 does: the leading digits."""
+        words = list(words)
+        if len(words) > 2 and words[1] in self.variables:
+            words[2] = "phase"  # the stand-in laser's parameter holding the value
+        self.beam_axis(lineno, words)
+        steps = words[-1]
+        if not re.fullmatch(r"[+-]?\d+(\.\d*)?([eE][+-]?\d+)?", steps):
+            digits = re.match(r"\d*", steps)[0]
+            if not digits:
+                raise Refusal(lineno, words[0], f"steps '{steps}' is not a number")
+            words[-1] = digits
+            self.result.notes.append(
+                f"line {lineno}: Finesse 2 reads the steps '{steps}' as {digits} "
+                f"(its leading digits); katparallel follows it")
+        return words
+
+    def beam_axis(self, lineno: int, words: list[str]) -> None:
+        """Record a sweep of a ``beam`` detector's own x or y; refuse what differs."""
+        on_beam = len(words) > 6 and words[1] in self.beams and words[2] in ("x", "y")
+        if words[0].startswith("xaxis"):
+            self.beam_steps = words[-1] if on_beam else None
+            if on_beam:
+                self.result.beam_axes.append(words[2])
+            return
+        if self.result.beam_axes and not on_beam:
+            raise Refusal(lineno, words[0], "a beam detector swept over its x or y "
+                          "can only be combined with a sweep of its other coordinate")
+        if on_beam and self.result.beam_axes and words[-1] != self.beam_steps:
+            raise Refusal(lineno, words[0], f"a beam detector's x and y need the same "
+                          f"number of steps here ({self.beam_steps} and {words[-1]})")
+        if on_beam:
+            if not self.result.beam_axes:
+                raise Refusal(lineno, words[0], "sweep the beam detector with xaxis "
+                              "first, then x2axis")
+            self.result.beam_axes.append(words[2])
+
+    def attr(self, lineno: int, words: list[str]) -> list[str]:
+        """Handle ``Rc 0`` (flat) and ``r_ap`` (aperture); pass the rest on."""
+        name, pairs = words[1], words[2:]
+        kept = [name]
+        for key, value in zip(pairs[::2], pairs[1::2]):
+            if key in ("Rc", "Rcx", "Rcy") and _is_zero(value):
+                self.result.flat.append((name, key, lineno))
+            elif key == "r_ap":
+                self.apertures.append((lineno, name))
+            elif key in ("zmech", "rxmech", "rymech"):
+                raise Refusal(lineno, f"attr {key}", f"'{value}' names a 'tf' transfer "
+                              "function (a suspension), which Finesse 3's legacy parser "
+                              "does not implement")
+            else:
+                kept += [key, value]
+        return ["attr", *kept] if len(kept) > 1 else []
+
+    def demod_max(self, lineno: int, words: list[str]) -> list[str]:
+        """``pdN ... max``: drop the last phase and keep the modulus."""
+        index = max(i for i, w in enumerate(words) if w == "max")
+        if index != len(words) - 2:
+            raise Refusal(lineno, words[0], "only the last demodulation phase can be "
+                          "'max' in this kat")
+        self.result.moduli.add(words[1])
+        self.result.inexact.append((lineno, f"{words[0]} ... max"))
+        return words[:index] + words[index + 1:]
+
+
+def _dark_lasers(lines: list[str]) -> set[str]:
+    """Lasers whose every ``tem`` power factor is 0: Finesse 2 lets them emit nothing."""
+    factors: dict[str, list[float]] = {}
+    for line in lines:
+        words = _code(line)[0]
+        if words[:1] == ["tem"] and len(words) == 6:
+            try:
+                factors.setdefault(words[1], []).append(_number(words[4]))
+            except ValueError:
+                factors.setdefault(words[1], []).append(1.0)
+    return {name for name, values in factors.items() if not any(values)}
+
+
+def _is_number_or_off(value: str) -> bool:
+    try:
+        return value == "off" or _number(value) >= 0
+    except ValueError:
+        return False
+
+
+def _is_zero(value: str) -> bool:
+    try:
+        return float(value) == 0.0
+    except ValueError:
+        return False
+
+
+def translate(text: str) -> Translation:
+    """Translate a Finesse 2 kat file for Finesse 3's legacy parser.
+
+    Parameters
+    ----------
+    text : str
+        The kat file's contents.
+
+    Returns
+    -------
+    Translation
+
+    Raises
+    ------
+    Refusal
+        On the first construct Finesse 3 cannot reproduce.
+    """
+    return _Translator(text).run()
+
+
+_SI = {"p": 1e-12, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9,
+       "T": 1e12}
+_NAME = re.compile(r"\$?([A-Za-z_][A-Za-z0-9_]*)")
+_FUNCTIONS = ("abs", "exp", "log", "log10", "sin", "cos", "tan", "sqrt", "arcsin",
+              "arccos", "arctan")
+
+
+def _number(text: str) -> float:
+    """A Finesse 2 number, SI suffix allowed (``30u``, ``9M``)."""
+    if text and text[-1] in _SI:
+        return float(text[:-1]) * _SI[text[-1]]
+    return float(text)
+
+
+def apply(model: finesse.Model, translation: Translation) -> None:
+    """Do to a parsed model what the legacy parser cannot: modes, Rc 0, func, put.
+
+    Each ``func`` becomes a symbolic expression, output by a math detector (Finesse 2
+    writes every function's value, ``noplot`` or not), and put onto parameters by
+    ``put``/``put*``.
+
+    Parameters
+    ----------
+    model : finesse.Model
+        The legacy parser's model of ``translation.text``.
+    translation : Translation
+        What :func:`translate` made of the kat file.
+
+    Raises
+    ------
+    Refusal
+        Naming the line of a component, name or expression that cannot be built.
+    """
+    _modes(model, translation)
+    for name, key, lineno in translation.flat:
+        if name not in model.elements:
+            raise Refusal(lineno, "attr", f"no component named '{name}'")
+        for axis in ("x", "y") if key == "Rc" else (key[-1],):
+            setattr(model.elements[name], f"Rc{axis}", math.inf)
+    values = _func_values(model, translation)
+    _add_func_outputs(model, translation, values)
+    for lineno, component, param, func, add in translation.puts:
+        _put(model, lineno, component, param, values[func], add)
+
+
+def _modes(model: finesse.Model, translation: Translation) -> None:
+    """``maxtem`` and ``phase``, set once for the whole file."""
+    level = int(_number(translation.phase))
+    model.phase_config(zero_k00=bool(level & 1), zero_tem00_gouy=bool(level & 2))
+    if translation.maxtem in (None, "off"):
+        model.switch_off_homs()
+    else:
+        model.modes(maxtem=int(_number(translation.maxtem)))
+
+
+def _namespace(model: finesse.Model, translation: Translation) -> dict[str, object]:
+    """The names a Finesse 2 ``func`` expression can use, as Finesse 3 symbols."""
+    from finesse import symbols
+
+    names: dict[str, object] = {n: symbols.FUNCTIONS[n] for n in _FUNCTIONS}
+    names["pi"] = math.pi
+    names.update(model.alternate_name_map)  # x1, mx1, x2, mx2 and 'set' parameters
+    for name, value in translation.consts.items():
+        try:
+            names[name] = _number(value)
+        except ValueError:
+            names[name] = value
+    for name, (lineno, detector) in translation.sets.items():
+        if detector not in model.elements:
+            raise Refusal(lineno, "set", f"no detector named '{detector}'")
+        names[name] = symbols.FUNCTIONS["real"](symbols.Constant(model.elements[detector]))
+    return names
+
+
+def _func_values(model: finesse.Model, translation: Translation) -> dict[str, object]:
+    """Evaluate each ``func`` in file order into a Finesse 3 symbolic expression."""
+    names = _namespace(model, translation)
+    values: dict[str, object] = {}
+    for lineno, name, expr in translation.funcs:
+        code = _NAME.sub(r"\1", expr.replace("^", "**"))
+        unknown = [n for n in _NAME.findall(code) if n not in names]
+        if unknown:
+            raise Refusal(lineno, "func", f"unknown name '{unknown[0]}' in '{expr}'")
+        try:
+            value = eval(code, {"__builtins__": {}}, names)  # noqa: S307 - names only
+        except Exception as exc:  # noqa: BLE001 - any failure is the user's expression
+            raise Refusal(lineno, "func", f"cannot evaluate '{expr}': {exc}") from None
+        names[name] = values[name] = value
+    return values
+
+
+def _add_func_outputs(model: finesse.Model, translation: Translation,
+                      values: dict[str, object]) -> None:
+    """A math detector per ``func``, as Finesse 2 outputs each function's value."""
+    from finesse.detectors import MathDetector
+
+    for _, name, _ in translation.funcs:
+        model.add(MathDetector(name, values[name]))
+
+
+def _put(model: finesse.Model, lineno: int, component: str, param: str, value: object,
+         add: bool) -> None:
+    """``put[*] COMPONENT PARAM $FUNC``: the parameter follows the function."""
+    from finesse.detectors.general import Detector
+    from finesse.script.legacy import attribute_map
+    from finesse.symbols import Constant, Symbol
+
+    if isinstance(value, Symbol) and value.all(
+            lambda a: isinstance(a, Constant) and isinstance(a.value, Detector)):
+        raise Refusal(lineno, "put", "the function depends on a detector output, and a "
+                      "Finesse 3 parameter cannot follow a simulation output")
+    if component not in model.elements:
+        raise Refusal(lineno, "put", f"no component named '{component}'")
+    element = model.elements[component]
+    name = attribute_map.get(param, param)
+    if not isinstance(name, str) or not hasattr(element, name):
+        raise Refusal(lineno, "put", f"'{component}' has no parameter '{param}'")
+    setattr(element, name, getattr(element, name).value + value if add else value)

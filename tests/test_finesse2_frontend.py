@@ -1,0 +1,75 @@
+"""What the Finesse 2 front end refuses, and how: the line, the construct, exit 1.
+
+The ``kat`` program runs in this process, as its warm server runs it. A refusal must
+name the line and the construct, leave no output file and never be a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from katparallel.finesse2 import program
+
+CAVITY = """\
+l L0 1 0 n0
+s s1 1 n0 n1
+m m1 0.9 0.1 0 n1 n2
+s s2 1 n2 n3
+m m2 0.9 0.1 0 n3 n4
+pd P n2
+"""
+
+
+def run(tmp_path: Path, capsys: pytest.CaptureFixture, text: str) -> tuple[int, str]:
+    katfile = tmp_path / "f.kat"
+    katfile.write_text(text)
+    status = program.main([str(katfile)])
+    return status, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("extra", "line", "construct"), [
+    ("pd1 err 10M 0 n2\nlock z $err 1 1n\nput* m1 phi $z\n", 8, "lock"),
+    ("func f = 2*$nosuch\n", 7, "func"),
+    ("pd1 err 10M 0 n2\nset e err re\nfunc f = 2*$e\nput m1 phi $f\n", 10, "put"),
+    ("qhd h 180 n2 n3\n", 7, "qhd"),
+    ("fsig sig m2 1 0\npd1 S 1 n2\n", 7, "fsig"),
+    ("pd1 err 10M 0 n2\nset e err abs\n", 8, "set"),
+    ("attr m1 r_ap 0.01\nmaxtem 1\ncav c m1 n2 m2 n3\n", 7, "r_ap"),
+    ("scale furlong P\n", 7, "scale"),
+    ("tf sus1 1 0 p 1 1000\nattr m2 zmech sus1\n", 8, "attr zmech"),
+    ("pd2 Q 10M max 20M 0 n2\n", 7, "pd2"),
+    ("beam b1 n2\nxaxis b1 x lin -1 1 4\nx2axis b1 y lin -1 1 2\n", 9, "x2axis"),
+])
+def test_refusal_names_line_and_construct(tmp_path: Path, capsys, extra: str, line: int,
+                                          construct: str) -> None:
+    status, err = run(tmp_path, capsys, CAVITY + extra + "xaxis m1 phi lin 0 90 2\n")
+    assert status == 1
+    assert f"line {line}: " in err and f"'{construct}'" in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "f.out").exists()
+
+
+def test_quirk_is_said_once(tmp_path: Path, capsys) -> None:
+    status, err = run(tmp_path, capsys, CAVITY + "xaxis m1 phi lin 0 90 10_000\n")
+    assert status == 0
+    assert err.count("'10_000' as 10") == 1
+    assert len((tmp_path / "f.out").read_text().splitlines()) == 4 + 11
+
+
+def test_flat_attr_on_a_missing_component(tmp_path: Path, capsys) -> None:
+    status, err = run(tmp_path, capsys, CAVITY + "attr m9 Rc 0\nnoxaxis\n")
+    assert status == 1
+    assert "line 7: " in err and "no component named 'm9'" in err
+
+
+def test_several_traces_with_homs_are_flagged(tmp_path: Path, capsys) -> None:
+    # homs_by_cav.kat agrees with Finesse 2, but PyKat's aLIGO design (8 cavities)
+    # does not: the kat says so whenever several traces meet with modes on.
+    text = (Path(__file__).parent / "data" / "finesse2" / "homs_by_cav.kat").read_text()
+    status, err = run(tmp_path, capsys, text)
+    assert status == 0
+    assert "** Warning: line 16: 2 cav/gauss commands" in err and "maxtem off" in err
+    status, err = run(tmp_path, capsys, text + "maxtem off\n")
+    assert status == 0 and "Warning" not in err

@@ -1,0 +1,53 @@
+"""The project's ``kat`` against real Finesse 2.3.1 outputs, one kat file per construct.
+
+``tests/data/finesse2/*.kat`` are small files written for these tests; each ``.out``
+beside them was made by a real Finesse 2.3.1 (``regenerate.py`` there remakes them when
+given the binary, which is never committed). The ``kat`` program runs in this process
+(as its warm server runs it) and must agree to 1e-9 relative, phases modulo 360.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from katparallel.finesse2 import program
+
+DATA = Path(__file__).parent / "data" / "finesse2"
+REFERENCES = sorted(p.with_suffix(".kat").name for p in DATA.glob("*.out")
+                    if p.with_suffix(".kat").exists())
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+from finesse2_corpus import agree, read_out  # noqa: E402  (the corpus runner's rule)
+
+
+def run_kat(tmp_path: Path, name: str) -> tuple[int, Path]:
+    katfile = tmp_path / name
+    shutil.copy(DATA / name, katfile)
+    return program.main([str(katfile)]), katfile.with_suffix(".out")
+
+
+@pytest.mark.parametrize("name", REFERENCES)
+def test_agrees_with_finesse2(name: str, tmp_path: Path, capsys) -> None:
+    status, out = run_kat(tmp_path, name)
+    assert status == 0, capsys.readouterr().err
+    problem = agree(read_out(DATA / name.replace(".kat", ".out")), read_out(out))
+    assert problem is None, problem
+
+
+def test_references_exist() -> None:
+    assert len(REFERENCES) >= 10  # a missing .out must not shrink the test silently
+    assert sorted(p.name for p in DATA.glob("*.kat")) == REFERENCES
+
+
+def test_agree_catches_a_difference() -> None:
+    ref = np.array([[0.0, 1.0, 359.9999999999]])
+    assert agree(ref, ref * (1 + 1e-12)) is None
+    assert agree(ref, np.array([[0.0, 1.0 + 1e-8, 359.9999999999]])) is not None
+    assert agree(ref, np.array([[0.0, 1.0, -1e-10]])) is None  # phases modulo 360
+    zeros = np.array([[0.0, 1.0, 0.0], [1.0, 2.0, 0.0]])
+    assert agree(zeros, zeros + [[0, 0, 1e-13], [0, 0, 0]]) is None  # noise on zeros
+    assert agree(zeros, zeros + [[0, 0, 1e-6], [0, 0, 0]]) is not None
