@@ -47,6 +47,24 @@ def w4_distributions() -> dict:
     }
 
 
+def w5_distributions() -> dict:
+    """W5 lock-per-draw jitter: small loss and radius-of-curvature changes for
+    which ``RunLocks(method="newton")`` converges."""
+    from katparallel import Normal
+
+    return {
+        "ITMX.L": Normal(30e-6, 3e-6), "ETMY.L": Normal(30e-6, 3e-6),
+        "ETMX.Rcx": Normal(2245, 2), "ITMY.Rcy": Normal(-1934, 2),
+    }
+
+
+def lock_then_noxaxis():
+    """W5's analysis: ``Series(RunLocks(method="newton"), Noxaxis())``."""
+    from finesse.analysis.actions import Noxaxis, RunLocks, Series
+
+    return Series(RunLocks(method="newton"), Noxaxis())
+
+
 def aligo_text() -> str:
     """The aLIGO KatScript with ``modes(maxtem=2)`` appended."""
     from katparallel._testing import aligo_katscript
@@ -101,7 +119,12 @@ def restore(state: list[tuple[Any, Any]]) -> None:
 
 
 def scalar_outputs(solution, names) -> np.ndarray:
-    """The outputs ``names`` of a Noxaxis solution as one float row."""
+    """The outputs ``names`` of a Noxaxis solution as one float row.
+
+    For a ``Series``, the outputs of its last child (the ``Noxaxis``).
+    """
+    while getattr(solution, "children", None):
+        solution = solution.children[-1]
     return np.array([float(np.real(solution[name])) for name in names])
 
 
