@@ -138,7 +138,11 @@ def real_detectors(model) -> list[str]:
 
 def set_values(model, paths, row) -> None:
     """Set one draw: decreasing values first (R + T + L never exceeds 1 on the way)."""
-    params = [model.get(p) for p in paths]
+    set_params([model.get(p) for p in paths], row)
+
+
+def set_params(params, row) -> None:
+    """:func:`set_values` on parameters already looked up."""
     current = [_as_float(p.value) for p in params]
     for j in sorted(range(len(params)), key=lambda j: row[j] - current[j]):
         params[j].value = float(row[j])
@@ -213,8 +217,8 @@ def _step_draws_class() -> type:
             params = tuple(state.model.get(p) for p in self.paths)
             sol = ArraySolution(self.name, None, (n,), (np.arange(n, dtype=float),), params[:1])
             sol.enable_update(sim.detector_workspaces)
-            for k, row in enumerate(self.table):
-                set_values(state.model, self.paths, row)
+            for k, row in enumerate(self.table.tolist()):
+                set_params(params, row)
                 valid = sim.run_carrier(force=k == 0)
                 if valid and sim.signal is not None:
                     sim.run_signal()

@@ -45,7 +45,10 @@ from dataclasses import asdict, dataclass
 import finesse  # noqa: F401 - at the top, as a typical user script (issue 9)
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+# Engines katparallel starts (ipyparallel) import the probe functions from here too.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [HERE, os.environ.get("PYTHONPATH")]))
 import _bench_jobs as jobs_mod  # noqa: E402
 import _real_models  # noqa: E402
 
@@ -155,8 +158,7 @@ class Bench:
             self.cluster = ipyparallel.Cluster(n=self.workers, log_level=logging.WARNING)
             self.rc = self.cluster.start_and_connect_sync()
             self.rc.wait_for_engines(self.workers, timeout=120)
-            here = os.path.dirname(os.path.abspath(__file__))
-            self.rc[:].execute(f"import sys; sys.path.insert(0, {here!r})", block=True)
+            self.rc[:].execute(f"import sys; sys.path.insert(0, {HERE!r})", block=True)
         return self.rc
 
     def close(self):
@@ -366,8 +368,11 @@ class Bench:
         return float(np.median(times))
 
 
-def _thread_counts(found: list[dict]) -> dict:
+def _thread_counts(found: list) -> dict:
     """Distinct ``omp_get_max_threads()`` and ``OMP_NUM_THREADS`` over workers."""
+    errors = [f for f in found if not isinstance(f, dict)]
+    if errors:
+        return {"error": f"{type(errors[0]).__name__}: {str(errors[0])[:120]}"}
     return {
         "workers": len({f["pid"] for f in found}),
         "omp_get_max_threads": sorted({n for f in found for n in f["omp_max_threads"]}),
