@@ -56,7 +56,8 @@ def study_runs(text: str, draws: int) -> dict[str, float]:
     model = _aligo.parse(text)
     found["Ensemble(model) (unparse + parse check)"] = _timed(lambda: Ensemble(model))[1]
     rocs = {p: d for p, d in _aligo.w4_distributions().items() if ".Rc" in p}
-    for label, spec in (("W4 draws (symbolic)", _aligo.w4_distributions()), ("RoC draws only", rocs)):
+    for label, spec in (("W4 draws (symbolic)", _aligo.w4_distributions()),
+                        ("RoC draws only (model already cached)", rocs)):
         study = ens.sample(draws, spec, seed=1)
         for turn in ("first", "second"):
             _, secs = _timed(lambda: study.run(backend="serial", progress=False))
