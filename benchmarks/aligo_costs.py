@@ -102,7 +102,7 @@ def simulation_costs(model) -> dict[str, object]:
     found["one Series(RunLocks(newton), Noxaxis)"] = secs
     found["parameters RunLocks left changed"] = sum(str(p.value) != str(v) for p, v in base)
     _aligo.restore(base)
-    few, many = 1, 41
+    few, many = 1, 201  # enough points that the steps, not the build's noise, dominate
     rc = float(model.ETMX.Rcx.value)
     t_few = _timed(lambda: model.run(Sweep("ETMX.Rcx", np.full(few, rc), False)), 3)[1]
     t_many = _timed(lambda: model.run(Sweep("ETMX.Rcx", rc + np.linspace(-5, 5, many), False)), 3)[1]
@@ -160,14 +160,16 @@ def main(argv=None) -> int:
     if args.fresh_pool_child:
         print(json.dumps(fresh_pool_child(args.draws)))
         return 0
-    found = fresh_pool(args.draws)
+    found: dict[str, object] = {"load average (1 min) at the start": os.getloadavg()[0]}
+    found.update(fresh_pool(args.draws))
     text = _aligo.aligo_text()
     found.update(study_runs(text, args.draws))
     model = _aligo.parse(text)
     found.update(simulation_costs(model))
     found.update(model_costs(model, text))
+    found["load average (1 min) at the end"] = os.getloadavg()[0]
     for name, value in found.items():
-        shown = f"{value:10.4f} s" if isinstance(value, float) else str(value)
+        shown = f"{value:10.4f} s" if isinstance(value, float) and "load" not in name else str(value)
         print(f"{name:75} {shown}")
     if args.json:
         with open(args.json, "w") as fh:

@@ -471,7 +471,7 @@ def print_table(rows, goals) -> None:
 
 
 def print_checks(bench) -> None:
-    """The OpenMP threads workers really ran with, and the references' own checks."""
+    """The OpenMP threads workers really ran with, the references' own checks, the load."""
     if bench.threads:
         print("\nOpenMP threads seen by jobs (omp_get_max_threads via threadpoolctl; this script imports finesse at its top):")
         for name, seen in bench.threads.items():
@@ -480,6 +480,7 @@ def print_checks(bench) -> None:
         print("\nReference checks (max relative difference):")
         for name, diff in bench.checks.items():
             print(f"  {name:60} {diff:.1e}")
+    print(f"\nLoad average (1, 5, 15 min) at the end, {os.cpu_count()} cores: {os.getloadavg()}")
 
 
 def plot(rows, path) -> None:
@@ -544,7 +545,8 @@ def main(argv=None) -> int:
                        "second_run_seconds": second, "omp_threads": bench.threads,
                        "checks": bench.checks,
                        "targets": [{"target": t, "measured": m, "met": ok} for t, m, ok in goals],
-                       "cpu_count": os.cpu_count(), "python": sys.version},
+                       "cpu_count": os.cpu_count(), "python": sys.version,
+                       "load_average_at_end": os.getloadavg()},
                       fh, indent=1)
     if args.png:
         plot(bench.rows, args.png)
