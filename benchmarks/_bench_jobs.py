@@ -7,6 +7,7 @@ pathos and ipyparallel engines can all call them by reference.
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
@@ -73,10 +74,13 @@ def omp_threads(_: object = None) -> dict:
 
     Imports finesse first (a job always has), then reads
     ``omp_get_max_threads()`` of every loaded OpenMP library through
-    threadpoolctl, along with the ``OMP_NUM_THREADS`` variable.
+    threadpoolctl, along with the ``OMP_NUM_THREADS`` variable. It lasts a
+    tenth of a second, so that the tasks of a probe spread over every worker.
     """
     import finesse  # noqa: F401 - loads Finesse's libgomp, as any job does
     from threadpoolctl import threadpool_info
+
+    time.sleep(0.1)
 
     libs = [i for i in threadpool_info() if i["user_api"] == "openmp"]
     return {

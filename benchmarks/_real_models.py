@@ -74,17 +74,26 @@ class Study:
             return ens.sample(self.n, self.spec, seed=self.seed)
         return ens.vary({p: self.table[:k, j] for j, p in enumerate(self.paths)})
 
-    def matrix(self, res) -> tuple[np.ndarray, str]:
-        """Outputs of a katparallel result as a float matrix, and a note on
-        what is wrong with them (object dtype, failures)."""
-        notes = []
-        odd = sorted(n for n in self.names if res[n].dtype != np.float64)
+    def matrix(self, res, k: int) -> tuple[np.ndarray, str]:
+        """Outputs of a katparallel result of ``k`` draws as a float matrix, and
+        a note on what is wrong with them (missing outputs, dtype, failures)."""
+        notes, columns, odd, missing = [], [], [], []
+        for name in self.names:
+            try:
+                values = res[name].values
+            except KeyError:  # no job produced it (every job failed)
+                missing.append(name)
+                values = np.full(k, np.nan)
+            if values.dtype != np.float64:
+                odd.append(f"{name}:{values.dtype}")
+            columns.append(np.asarray(values, dtype=float))
+        if missing:
+            notes.append(f"no output {','.join(missing[:3])}")
         if odd:
-            notes.append(f"dtype {res[odd[0]].dtype} for {','.join(odd[:3])}{'...' if len(odd) > 3 else ''}")
+            notes.append(f"dtype {','.join(odd[:3])}{'...' if len(odd) > 3 else ''}")
         if res.failures:
             notes.append(f"{len(res.failures)} failed: {res.failures[0].message[:60]}")
-        out = np.column_stack([np.asarray(res[n].values, dtype=float) for n in self.names])
-        return out, "; ".join(notes)
+        return np.column_stack(columns), "; ".join(notes)
 
 
 def make_study(name: str, n: int, spec: dict, seed: int, analysis: Callable) -> Study:
@@ -170,7 +179,7 @@ def katparallel_rows(bench, study: Study, ref: np.ndarray, analysis=None) -> int
 
         run(min(study.n, 2 * bench.workers))  # warm: pool started, model parsed in every worker
         k, res, secs = grow(run, study.n, bench.budget)
-        got, note = study.matrix(res)
+        got, note = study.matrix(res, k)
         m = min(k, len(ref))
         label = "katparallel serial" if backend == "serial" else "katparallel multiprocessing, warm pool"
         bench.add(study.name, label, k, secs, got[:m], ref[:m],
@@ -210,7 +219,7 @@ def fresh_pool_child(job: str, workers: int) -> dict:
     start = time.perf_counter()
     res = study.ensemble(k).run(backend="multiprocessing", workers=workers, progress=False)
     seconds = time.perf_counter() - start
-    got, note = study.matrix(res)
+    got, note = study.matrix(res, k)
     np.save(job + ".npy", got)
     return {"seconds": seconds, "note": note}
 
