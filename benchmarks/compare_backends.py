@@ -113,7 +113,7 @@ class Bench:
         self.budget = args.budget
         self.script = os.path.abspath(__file__)
         self.checks: dict[str, float] = {}
-        self.threads: dict[str, list] = {}
+        self.threads: dict[str, dict] = {}
         self.workers = args.workers
         self.kp_backends = self._kp_backends()
         self.ctx = multiprocessing.get_context("forkserver")
