@@ -111,6 +111,7 @@ class Bench:
         self.args = args
         self.rows: list[Row] = []
         self.budget = args.budget
+        self.repeat = max(1, args.repeat)
         self.script = os.path.abspath(__file__)
         self.checks: dict[str, float] = {}
         self.threads: dict[str, dict] = {}
@@ -515,6 +516,8 @@ def main(argv=None) -> int:
     parser.add_argument("--w5-draws", type=int, default=64, help="W5 aLIGO lock-per-draw draws")
     parser.add_argument("--budget", type=float, default=60.0,
                         help="seconds a slow W4/W5 method may take; it then runs a prefix of the draws")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="W4/W5: time each method this many times and keep the best (a noisy machine)")
     parser.add_argument("--only", nargs="*", choices=WORKLOADS, help="run only these")
     parser.add_argument("--fresh-pool-child", metavar="STUDY", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
