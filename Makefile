@@ -33,6 +33,7 @@ bench: $(VENV)/.installed
 	mkdir -p out
 	$(PY) benchmarks/compare_backends.py --json out/compare_backends.json --png out/compare_backends.png
 	$(PY) benchmarks/memory_million.py
+	$(PY) benchmarks/aligo_costs.py --json out/aligo_costs.json
 
 clean:
 	rm -rf $(VENV) out

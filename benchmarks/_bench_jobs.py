@@ -7,6 +7,7 @@ pathos and ipyparallel engines can all call them by reference.
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
@@ -25,9 +26,17 @@ def load(text: str, legacy: bool):
 
 
 def init_worker(text: str, legacy: bool) -> None:
-    """Pool initializer: one OpenMP thread, the model parsed once per worker."""
+    """Pool initializer: one OpenMP thread, the model parsed once per worker.
+
+    The variable alone is not enough when the forkserver imported a script
+    that imports finesse (libgomp read it then): threadpoolctl pins the
+    runtime that is already loaded.
+    """
+    from threadpoolctl import threadpool_limits
+
     os.environ["OMP_NUM_THREADS"] = "1"
     load(text, legacy)
+    threadpool_limits(1, user_api="openmp")
 
 
 def set_values(model, values: dict) -> None:
@@ -46,7 +55,36 @@ def job_on_cached(values: dict) -> np.ndarray:
         set_values(_MODEL, original)
 
 
+def pathos_recipe_scalars(model, values: dict, names: list, analysis) -> np.ndarray:
+    """The pathos recipe for W4/W5: set the draw, run ``analysis``, read ``names``."""
+    from _aligo import scalar_outputs, set_values as set_draw
+
+    set_draw(model, list(values), list(values.values()))
+    return scalar_outputs(model.run(analysis), names)
+
+
 def pathos_recipe_job(model, values: dict) -> np.ndarray:
     """The Finesse docs' pathos recipe: the dill-pickled model travels with every task."""
     set_values(model, values)
     return np.asarray(model.run()["P"])
+
+
+def omp_threads(_: object = None) -> dict:
+    """What OpenMP runtime this process really uses, as a job sees it.
+
+    Imports finesse first (a job always has), then reads
+    ``omp_get_max_threads()`` of every loaded OpenMP library through
+    threadpoolctl, along with the ``OMP_NUM_THREADS`` variable. It lasts a
+    tenth of a second, so that the tasks of a probe spread over every worker.
+    """
+    import finesse  # noqa: F401 - loads Finesse's libgomp, as any job does
+    from threadpoolctl import threadpool_info
+
+    time.sleep(0.1)
+
+    libs = [i for i in threadpool_info() if i["user_api"] == "openmp"]
+    return {
+        "pid": os.getpid(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "omp_max_threads": sorted({i["num_threads"] for i in libs}),
+    }

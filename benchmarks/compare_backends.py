@@ -9,6 +9,13 @@ W2  laser-power jitter Monte Carlo: ``--n`` draws of L0.P ~ N(1, 0.1) on a
     Finesse 3 model, one scalar photodiode.
 W3  zipped Monte Carlo of three parameters: laser power, mirror T with
     R = 1 - T - loss, and a space length (``--n`` draws).
+W4  aLIGO tolerance Monte Carlo and W5 aLIGO lock per draw: see
+    ``_real_models.py`` (references, time budget, fresh-pool start-up).
+
+This script imports finesse at its top, as a typical user script does: the
+forkserver then imports it (and Finesse's libgomp) before any worker can pin
+its threads. The OpenMP threads each kind of worker really runs with are
+measured (``omp_get_max_threads()`` through threadpoolctl) and printed.
 
 Every method runs after its pool has started and run once (start-up is not
 counted; everything else is). Slow per-job methods run a prefix of the draws
@@ -18,6 +25,7 @@ reference of their workload.
 Usage::
 
     python benchmarks/compare_backends.py --quick
+    python benchmarks/compare_backends.py --only W4 W5 --quick
     python benchmarks/compare_backends.py --json out.json --png out.png
 """
 
@@ -34,12 +42,18 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 
+import finesse  # noqa: F401 - at the top, as a typical user script (issue 9)
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+# Engines katparallel starts (ipyparallel) import the probe functions from here too.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [HERE, os.environ.get("PYTHONPATH")]))
 import _bench_jobs as jobs_mod  # noqa: E402
+import _real_models  # noqa: E402
 
 LOGGER = logging.getLogger("compare_backends")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
 
 W1_KAT = """
 l L0 1 0 n0
@@ -71,7 +85,8 @@ class Row:
 
     @property
     def rate(self) -> float:
-        return self.jobs / self.seconds
+        """Jobs per second (NaN for a method that failed)."""
+        return self.jobs / self.seconds if self.jobs else float("nan")
 
 
 # ------------------------------------------------------------------- helpers
@@ -95,6 +110,11 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.rows: list[Row] = []
+        self.budget = args.budget
+        self.repeat = max(1, args.repeat)
+        self.script = os.path.abspath(__file__)
+        self.checks: dict[str, float] = {}
+        self.threads: dict[str, dict] = {}
         self.workers = args.workers
         self.kp_backends = self._kp_backends()
         self.ctx = multiprocessing.get_context("forkserver")
@@ -116,6 +136,13 @@ class Bench:
         names = available()
         return [b for b in ("serial", "multiprocessing", "pathos", "ipyparallel") if b in names]
 
+    rel_diff = staticmethod(_rel_diff)
+
+    def failed(self, workload, method, note):
+        """A method that could not run at all: a row with its failure as the note."""
+        LOGGER.info("%s %-38s %s", workload, method, note)
+        self.rows.append(Row(workload, method, 0, float("nan"), None, note))
+
     def add(self, workload, method, jobs, seconds, got=None, ref=None, note=""):
         diff = None if got is None else _rel_diff(got, ref)
         row = Row(workload, method, jobs, seconds, diff, note)
@@ -132,8 +159,7 @@ class Bench:
             self.cluster = ipyparallel.Cluster(n=self.workers, log_level=logging.WARNING)
             self.rc = self.cluster.start_and_connect_sync()
             self.rc.wait_for_engines(self.workers, timeout=120)
-            here = os.path.dirname(os.path.abspath(__file__))
-            self.rc[:].execute(f"import sys; sys.path.insert(0, {here!r})", block=True)
+            self.rc[:].execute(f"import sys; sys.path.insert(0, {HERE!r})", block=True)
         return self.rc
 
     def close(self):
@@ -241,6 +267,7 @@ class Bench:
         from katparallel import Ensemble
         from katparallel.backends.multiprocess import MultiprocessingBackend
 
+        self.thread_report()
         n_t = 20 if self.args.quick else 99
         text = W1_KAT.format(xsteps=self.args.xsteps)
         ts = np.linspace(0.01, 0.99, n_t)
@@ -308,6 +335,28 @@ class Bench:
                      note="reference" if backend == "multiprocessing" else "")
         self.kp("W3", Ensemble(W23_KAT).vary(spec), ref)
 
+    def w4(self):
+        _real_models.w4(self, self.args.w4_draws)
+
+    def w5(self):
+        _real_models.w5(self, self.args.w5_draws)
+
+    def thread_report(self) -> None:
+        """``omp_get_max_threads()`` as jobs see it, in every kind of worker."""
+        from katparallel.backends import get_backend_class
+
+        probe, tasks = jobs_mod.omp_threads, list(range(4 * self.workers))
+        self.threads["this process (the script)"] = _thread_counts([probe()])
+        for name in self.kp_backends[1:]:
+            with get_backend_class(name)(workers=self.workers) as backend:
+                found = [r for _, r in backend.map_unordered(probe, tasks)]
+            self.threads[f"katparallel {name} workers"] = _thread_counts(found)
+        with self.ctx.Pool(self.workers, initializer=jobs_mod.init_worker, initargs=(W23_KAT, False)) as pool:
+            self.threads["multiprocessing.Pool recipe (threadpoolctl)"] = _thread_counts(pool.map(probe, tasks))
+        self.threads["pathos recipe pool"] = _thread_counts(self.pathos_pool.map(probe, tasks))
+        for name, seen in self.threads.items():
+            LOGGER.info("OpenMP threads, %s: %s", name, seen)
+
     def second_run(self) -> float:
         from katparallel import Ensemble
 
@@ -318,6 +367,18 @@ class Bench:
             _, secs = _timed(lambda: two.run(backend="multiprocessing", workers=self.workers, progress=False))
             times.append(secs)
         return float(np.median(times))
+
+
+def _thread_counts(found: list) -> dict:
+    """Distinct ``omp_get_max_threads()`` and ``OMP_NUM_THREADS`` over workers."""
+    errors = [f for f in found if not isinstance(f, dict)]
+    if errors:
+        return {"error": f"{type(errors[0]).__name__}: {str(errors[0])[:120]}"}
+    return {
+        "workers": len({f["pid"] for f in found}),
+        "omp_get_max_threads": sorted({n for f in found for n in f["omp_max_threads"]}),
+        "OMP_NUM_THREADS": sorted({str(f["OMP_NUM_THREADS"]) for f in found}),
+    }
 
 
 # ---------------------------------------------------------------- reporting
@@ -355,26 +416,72 @@ def targets(rows, second_run: float) -> list[tuple[str, str, bool | None]]:
     r = ratio("W1", kp_mp, "katparallel multiprocessing, default threads")
     out.append(("W1 pinned (1 thread) vs default threads", f"{r:.2f}x faster" if r else "n/a", None))
     out.append(("second run() of a 2-job ensemble < 50 ms", f"{second_run * 1e3:.1f} ms", second_run < 0.05))
+    return out + real_model_targets(rows)
+
+
+#: Largest relative difference from the reference that counts as the same numbers.
+SAME = 1e-9
+
+
+def real_model_targets(rows) -> list[tuple[str, str, bool | None]]:
+    """The W4/W5 targets; a row whose numbers differ from the reference cannot meet one."""
+    warm = "katparallel multiprocessing, warm pool"
+    goals = [
+        ("W4 warm pool within 1.5x of in-process stepping", "W4", warm,
+         "in-process stepping bound (steps only)", lambda r: 1 / r <= 1.5, lambda r: f"{1 / r:.2f}x its time"),
+        ("W4 fresh pool (start-up incl.) >= 1.4x parse + steps", "W4", "katparallel fresh pool, start-up included",
+         "in-process stepping bound (parse + steps)", lambda r: r >= 1.4, lambda r: f"{r:.2f}x faster"),
+        ("W5 warm pool >= 1.7x serial loop", "W5", warm,
+         "serial loop over one parsed model", lambda r: r >= 1.7, lambda r: f"{r:.2f}x faster"),
+    ]
+    out = []
+    for name, w, mine, theirs, meets, show in goals:
+        a, b = _row(rows, w, mine), _row(rows, w, theirs)
+        if a is None or b is None or not a.jobs or not b.jobs:
+            out.append((name, "n/a", None))
+            continue
+        r = a.rate / b.rate
+        same = a.max_rel_diff is not None and a.max_rel_diff <= SAME and "failed" not in a.note
+        shown = show(r) + ("" if same else f", numbers differ ({a.max_rel_diff:.0e})")
+        out.append((name, shown, meets(r) and same))
     return out
+
+
+def _row(rows, workload, method):
+    return next((r for r in rows if r.workload == workload and r.method == method), None)
 
 
 def print_table(rows, goals) -> None:
     refs = {}
     for row in rows:
-        if row.note == "reference":
+        if row.note.startswith("reference"):
             refs[row.workload] = row.rate
-    print(f"\n{'wl':3} {'method':45} {'jobs':>7} {'s':>8} {'jobs/s':>10} {'x ref':>7} {'max rel diff':>12}")
+    print(f"\n{'wl':3} {'method':45} {'jobs':>7} {'s':>8} {'jobs/s':>10} {'x ref':>7} {'max rel diff':>12}  note")
     for row in rows:
         ratio = row.rate / refs[row.workload] if row.workload in refs else float("nan")
         diff = "-" if row.max_rel_diff is None else f"{row.max_rel_diff:.1e}"
         print(f"{row.workload:3} {row.method:45} {row.jobs:7d} {row.seconds:8.3f} {row.rate:10.1f} "
-              f"{ratio:7.2f} {diff:>12}")
+              f"{ratio:7.2f} {diff:>12}  {row.note}")
     print("\n(x ref: throughput relative to the reference row of the same workload:"
-          " W1 serial loop, W2 one Sweep, W3 katparallel multiprocessing per-job)")
+          " W1 serial loop, W2 one Sweep, W3 katparallel multiprocessing per-job,"
+          " W4 in-process stepping, W5 serial loop over one parsed model)")
     print("\nTargets:")
     for name, measured, met in goals:
         mark = "info" if met is None else ("MET" if met else "NOT MET")
         print(f"  {name:55} {measured:>24}  {mark}")
+
+
+def print_checks(bench) -> None:
+    """The OpenMP threads workers really ran with, the references' own checks, the load."""
+    if bench.threads:
+        print("\nOpenMP threads seen by jobs (omp_get_max_threads via threadpoolctl; this script imports finesse at its top):")
+        for name, seen in bench.threads.items():
+            print(f"  {name:50} {seen}")
+    if bench.checks:
+        print("\nReference checks (max relative difference):")
+        for name, diff in bench.checks.items():
+            print(f"  {name:60} {diff:.1e}")
+    print(f"\nLoad average (1, 5, 15 min) at the end, {os.cpu_count()} cores: {os.getloadavg()}")
 
 
 def plot(rows, path) -> None:
@@ -386,7 +493,7 @@ def plot(rows, path) -> None:
     workloads = sorted({r.workload for r in rows})
     fig, axes = plt.subplots(len(workloads), 1, figsize=(9, 3.2 * len(workloads)))
     for ax, w in zip(np.atleast_1d(axes), workloads):
-        sel = [r for r in rows if r.workload == w]
+        sel = [r for r in rows if r.workload == w and r.jobs]  # failed methods have no rate
         ax.barh([r.method for r in sel], [r.rate for r in sel],
                 color=["C0" if r.method.startswith("katparallel") else "C7" for r in sel])
         ax.set_xscale("log")
@@ -405,29 +512,44 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", help="write the measurements here")
     parser.add_argument("--png", help="write a bar chart here")
-    parser.add_argument("--only", nargs="*", choices=("W1", "W2", "W3"), help="run only these")
+    parser.add_argument("--w4-draws", type=int, default=2000, help="W4 aLIGO tolerance draws")
+    parser.add_argument("--w5-draws", type=int, default=64, help="W5 aLIGO lock-per-draw draws")
+    parser.add_argument("--budget", type=float, default=60.0,
+                        help="seconds a slow W4/W5 method may take; it then runs a prefix of the draws")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="W4/W5: time each method this many times and keep the best (a noisy machine)")
+    parser.add_argument("--only", nargs="*", choices=WORKLOADS, help="run only these")
+    parser.add_argument("--fresh-pool-child", metavar="STUDY", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.fresh_pool_child:  # W4's first run on a fresh pool, in a process of its own
+        print(json.dumps(_real_models.fresh_pool_child(args.fresh_pool_child, args.workers)))
+        return 0
     if args.quick:
         args.xsteps, args.n = min(args.xsteps, 1000), min(args.n, 2000)
+        args.w4_draws, args.w5_draws = min(args.w4_draws, 40), min(args.w5_draws, 8)
+        args.budget = min(args.budget, 15.0)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     LOGGER.setLevel(logging.INFO)
     logging.getLogger("finesse").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
     bench = Bench(args)
     try:
-        for name in args.only or ("W1", "W2", "W3"):
+        for name in args.only or WORKLOADS:
             getattr(bench, name.lower())()
         second = bench.second_run()
     finally:
         bench.close()
     goals = targets(bench.rows, second)
     print_table(bench.rows, goals)
+    print_checks(bench)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"args": vars(args), "rows": [asdict(r) | {"rate": r.rate} for r in bench.rows],
-                       "second_run_seconds": second,
+                       "second_run_seconds": second, "omp_threads": bench.threads,
+                       "checks": bench.checks,
                        "targets": [{"target": t, "measured": m, "met": ok} for t, m, ok in goals],
-                       "cpu_count": os.cpu_count(), "python": sys.version},
+                       "cpu_count": os.cpu_count(), "python": sys.version,
+                       "load_average_at_end": os.getloadavg()},
                       fh, indent=1)
     if args.png:
         plot(bench.rows, args.png)

@@ -1,0 +1,308 @@
+"""Workloads W4 and W5 of ``compare_backends.py``: the aLIGO design model.
+
+W4  tolerance Monte Carlo (``--w4-draws``, 2,000 by default) of test-mass
+    radii of curvature and losses, symbolic ones and a model variable included
+    (:func:`_aligo.w4_distributions`), ``maxtem 2``, ``Noxaxis`` with the
+    model's real-valued detectors (power and math detectors).
+W5  lock per draw (``--w5-draws``, 64): ``Series(RunLocks(method="newton"),
+    Noxaxis())`` on small loss and RoC jitter (:func:`_aligo.w5_distributions`).
+
+Every timed figure is the best of ``--repeat`` runs (default 1). Methods
+slower than the time budget (``--budget`` seconds) run a prefix of the draws: prefixes grow until the next would overrun the budget, and the last
+one is the row (compared by throughput; its note says so). A prefix of a
+katparallel study is a zipped ``vary`` of the same values as the first draws
+of ``sample``.
+
+References. W4: every draw stepped inside ONE built simulation (the
+in-process bound), itself checked against the hand-written per-draw loop on
+the draws the loop ran. W5: the per-draw loop, which restores every parameter
+of the model after each draw (RunLocks leaves its converged tunings in the
+model), checked against draws run on untouched deep copies of the model.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+import _aligo
+import _bench_jobs as jobs_mod
+
+LOGGER = logging.getLogger("compare_backends")
+
+#: First prefix a slow method runs (draws).
+FIRST_PREFIX = 4
+
+
+@dataclass
+class Study:
+    """One aLIGO workload: the draws, the outputs compared, the analysis."""
+
+    name: str
+    text: str
+    spec: dict
+    seed: int
+    paths: tuple[str, ...]
+    table: np.ndarray  # (n, len(paths)): the draws of Ensemble.sample
+    names: list[str]  # real-valued detectors compared
+    analysis: Callable  # () -> a fresh Finesse action
+
+    @property
+    def n(self) -> int:
+        return len(self.table)
+
+    def ensemble(self, k: int, ens=None):
+        """The katparallel study of the first ``k`` draws (``sample`` when ``k == n``).
+
+        ``ens`` is an ``Ensemble(self.text)`` to reuse (made here if None: a parse).
+        """
+        from katparallel import Ensemble
+
+        ens = Ensemble(self.text) if ens is None else ens
+        if k == self.n:
+            return ens.sample(self.n, self.spec, seed=self.seed)
+        return ens.vary({p: self.table[:k, j] for j, p in enumerate(self.paths)})
+
+    def matrix(self, res, k: int) -> tuple[np.ndarray, str]:
+        """Outputs of a katparallel result of ``k`` draws as a float matrix, and
+        a note on what is wrong with them (missing outputs, dtype, failures)."""
+        notes, columns, odd, missing = [], [], [], []
+        for name in self.names:
+            try:
+                values = res[name].values
+            except KeyError:  # no job produced it (every job failed)
+                missing.append(name)
+                values = np.full(k, np.nan)
+            if values.dtype != np.float64:
+                odd.append(f"{name}:{values.dtype}")
+            columns.append(np.asarray(values, dtype=float))
+        if missing:
+            notes.append(f"no output {','.join(missing[:3])}")
+        if odd:
+            notes.append(f"dtype {','.join(odd[:3])}{'...' if len(odd) > 3 else ''}")
+        if res.failures:
+            notes.append(f"{len(res.failures)} failed: {res.failures[0].message[:60]}")
+        return np.column_stack(columns), "; ".join(notes)
+
+
+def make_study(name: str, n: int, spec: dict, seed: int, analysis: Callable) -> Study:
+    """Draw the study's values as ``Ensemble.sample`` does and list its detectors."""
+    from katparallel import Ensemble
+
+    text = _aligo.aligo_text()
+    plan = Ensemble(text).sample(n, spec, seed=seed).plan()
+    names = _aligo.real_detectors(_aligo.parse(text))
+    return Study(name, text, spec, seed, plan.paths, plan.values_for(np.arange(n)), names, analysis)
+
+
+def grow(run: Callable[[int], object], n: int, budget: float, repeat: int = 1) -> tuple[int, object, float]:
+    """Run prefixes of ``k`` draws until all ``n`` ran or the next would exceed ``budget`` s.
+
+    Returns the last prefix: (k, its result, its best seconds over ``repeat`` runs).
+    """
+    k = min(n, FIRST_PREFIX)
+    while True:
+        out, secs = _timed(run, k)
+        if k == n:
+            break
+        nxt = min(n, max(2 * k, int(0.8 * budget * k / secs)))
+        if secs * nxt / k > budget:
+            break
+        k = nxt
+    for _ in range(repeat - 1):
+        secs = min(secs, _timed(run, k)[1])
+    return k, out, secs
+
+
+def _timed(fn: Callable, *args) -> tuple[object, float]:
+    start = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - start
+
+
+def _prefix_note(k: int, n: int) -> str:
+    return "" if k == n else f"first {k} of {n} draws (budget)"
+
+
+def _join(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)
+
+
+# ------------------------------------------------------------------ methods
+def stepping_bound(bench, study: Study) -> np.ndarray:
+    """(f) Parse once, step every draw in ONE built simulation: two rows.
+
+    Cold: the parse and the first stepping run, as a fresh script would. Warm:
+    the same draws stepped again on the parsed model (the other methods are
+    timed warm too). The warm outputs are the reference; both runs must agree.
+    """
+    start = time.perf_counter()
+    model = _aligo.parse(study.text)
+    parse = time.perf_counter() - start
+    cold, first = _aligo.step_draws(model, study.paths, study.table, study.names)
+    out, stepping = _aligo.step_draws(model, study.paths, study.table, study.names)
+    for _ in range(bench.repeat - 1):
+        stepping = min(stepping, _aligo.step_draws(model, study.paths, study.table, study.names)[1])
+    bench.add(study.name, "in-process stepping bound (steps only)", study.n, stepping,
+              note="reference; model parsed, one build, every draw stepped")
+    bench.add(study.name, "in-process stepping bound (parse + steps)", study.n, parse + first,
+              cold, out, note="fastest single-process run, from the text")
+    return out
+
+
+def per_draw_loop(bench, study: Study, ref: np.ndarray | None) -> np.ndarray:
+    """(d) The hand-written serial loop over one parsed model (restores every parameter)."""
+    model = _aligo.parse(study.text)
+
+    def run(k):
+        return _aligo.per_draw_loop(model, study.paths, study.table[:k], study.names, study.analysis)
+
+    k, out, secs = grow(run, study.n, bench.budget, bench.repeat)
+    note = _join("reference" if ref is None else "", _prefix_note(k, study.n),
+                 "every parameter restored after each draw")
+    bench.add(study.name, "serial loop over one parsed model", k, secs,
+              None if ref is None else out, None if ref is None else ref[:k], note=note)
+    return out
+
+
+def katparallel_rows(bench, study: Study, ref: np.ndarray, analysis=None) -> int:
+    """(a) and (c): katparallel serial and on a warm 2-worker pool; the last prefix size."""
+    from katparallel import Ensemble
+
+    k, base = study.n, Ensemble(study.text)  # parsed once, outside every timed run
+    for backend in ("serial", "multiprocessing"):
+        def run(count, backend=backend):
+            return study.ensemble(count, base).run(analysis, backend=backend, workers=bench.workers,
+                                                  progress=False)
+
+        run(min(study.n, 2 * bench.workers))  # warm: pool started, model parsed in every worker
+        k, res, secs = grow(run, study.n, bench.budget, bench.repeat)
+        got, note = study.matrix(res, k)
+        m = min(k, len(ref))
+        label = "katparallel serial" if backend == "serial" else "katparallel multiprocessing, warm pool"
+        bench.add(study.name, label, k, secs, got[:m], ref[:m],
+                  note=_join(_prefix_note(k, study.n), note,
+                             f"compared on first {m}" if m < k else ""))
+    return k
+
+
+def fresh_pool(bench, study: Study, ref: np.ndarray, k: int) -> None:
+    """(b) First run on a fresh pool, start-up included, each time in a fresh
+    subprocess (best of ``bench.repeat``)."""
+    label = "katparallel fresh pool, start-up included"
+    runs = [_fresh_subprocess(bench, study, k) for _ in range(bench.repeat)]
+    failed = [r for r in runs if isinstance(r, str)]
+    if failed:
+        bench.failed(study.name, label, failed[0])
+        return
+    info, got = min(runs, key=lambda r: r[0]["seconds"])
+    m = min(k, len(ref))
+    bench.add(study.name, label, k, info["seconds"], got[:m], ref[:m],
+              note=_join("Ensemble(text) to results, new forkserver + workers",
+                         _prefix_note(k, study.n), info["note"]))
+
+
+def _fresh_subprocess(bench, study: Study, k: int) -> tuple[dict, np.ndarray] | str:
+    """Run :func:`fresh_pool_child` in a new process: (timing, outputs), or why it failed.
+
+    The study travels pickled (draws, names), so the child parses nothing
+    before its clock starts.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        job = os.path.join(tmp, "study.pkl")
+        with open(job, "wb") as fh:
+            pickle.dump((study, k), fh)
+        cmd = [sys.executable, bench.script, "--fresh-pool-child", job, "--workers", str(bench.workers)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            return f"child exited {done.returncode}: {done.stderr.strip()[-200:]}"
+        return json.loads(done.stdout.strip().splitlines()[-1]), np.load(job + ".npy")
+
+
+def fresh_pool_child(job: str, workers: int) -> dict:
+    """The subprocess of :func:`fresh_pool`: time ``Ensemble(text)`` to results."""
+    with open(job, "rb") as fh:
+        study, k = pickle.load(fh)
+    start = time.perf_counter()
+    res = study.ensemble(k).run(backend="multiprocessing", workers=workers, progress=False)
+    seconds = time.perf_counter() - start
+    got, note = study.matrix(res, k)
+    np.save(job + ".npy", got)
+    return {"seconds": seconds, "note": note}
+
+
+def pathos_recipe(bench, study: Study, ref: np.ndarray) -> None:
+    """(e) The Finesse docs' pathos + dill recipe: the model travels with every task."""
+    model = _aligo.parse(study.text)
+    pool = bench.pathos_pool
+
+    def run(k):
+        draws = [dict(zip(study.paths, row)) for row in study.table[:k].tolist()]
+        return np.array(pool.map(jobs_mod.pathos_recipe_scalars, [model] * k, draws,
+                                 [study.names] * k, [study.analysis()] * k))
+
+    try:
+        k, out, secs = grow(run, study.n, bench.budget, bench.repeat)
+    except Exception as exc:  # noqa: BLE001 - the recipe's failure is the result
+        bench.failed(study.name, "pathos+dill recipe (Finesse docs)",
+                     f"failed: {type(exc).__name__}: {str(exc)[:80]}")
+        return
+    bench.add(study.name, "pathos+dill recipe (Finesse docs)", k, secs, out, ref[:k],
+              note=_prefix_note(k, study.n))
+
+
+# ----------------------------------------------------------------- workloads
+def w4_study(n: int) -> Study:
+    """W4's draws (seed 4)."""
+    from finesse.analysis.actions import Noxaxis
+
+    return make_study("W4", n, _aligo.w4_distributions(), 4, Noxaxis)
+
+
+def w5_study(n: int) -> Study:
+    """W5's draws (seed 5)."""
+    return make_study("W5", n, _aligo.w5_distributions(), 5, _aligo.lock_then_noxaxis)
+
+
+def w4(bench, n: int) -> None:
+    """W4: all methods, the stepping bound as reference."""
+    study = w4_study(n)
+    ref = stepping_bound(bench, study)
+    per_draw_loop(bench, study, ref)
+    k = katparallel_rows(bench, study, ref)
+    fresh_pool(bench, study, ref, k)
+    pathos_recipe(bench, study, ref)
+
+
+def w5(bench, n: int) -> None:
+    """W5: the per-draw loop as reference, checked against untouched copies."""
+    study = w5_study(n)
+    ref = per_draw_loop(bench, study, None)
+    check_loop_against_copies(bench, study, ref)
+    katparallel_rows(bench, study, ref, analysis=study.analysis())
+    pathos_recipe(bench, study, ref)
+
+
+def check_loop_against_copies(bench, study: Study, ref: np.ndarray, count: int = 2) -> None:
+    """Run the first draws on deep copies of the untouched model: the loop must agree."""
+    pristine = _aligo.parse(study.text)
+    rows = []
+    for row in study.table[:count]:
+        model = copy.deepcopy(pristine)
+        _aligo.set_values(model, study.paths, row)
+        rows.append(_aligo.scalar_outputs(model.run(study.analysis()), study.names))
+    diff = bench.rel_diff(np.array(rows), ref[:count])
+    LOGGER.info("%s per-draw loop vs untouched deep copies (first %d draws): max rel diff %.1e",
+                study.name, count, diff)
+    bench.checks[f"{study.name} loop vs untouched copies, {count} draws"] = diff
