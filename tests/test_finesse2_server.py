@@ -430,11 +430,42 @@ def test_signals_reach_the_run_as_without_server(kat: Kat) -> None:
             lines = err.strip().splitlines()
             outcomes[server, signum] = (client.returncode, lines[-1:])
             if server:  # the worker itself died by the signal
-                assert f"worker {runner} was killed by signal {signum:d}" in kat.log
+                assert f"worker {runner} was killed by signal {signum:d}\n" in kat.log
     assert outcomes[False, signal.SIGTERM] == (-signal.SIGTERM, [])
     assert outcomes[False, signal.SIGINT] == (-signal.SIGINT, ["KeyboardInterrupt"])
     assert outcomes[True, signal.SIGTERM] == outcomes[False, signal.SIGTERM]
     assert outcomes[True, signal.SIGINT] == outcomes[False, signal.SIGINT]
+
+
+# A client that receives SIGNUM right after sending its request, before the server has
+# named the worker: the window a loaded machine opens between the two.
+SIGNAL_AFTER_REQUEST = """
+import os, signal, sys
+from katparallel.finesse2 import client
+send = client._send_request
+def send_then_signal(sock, argv):
+    send(sock, argv)
+    os.kill(os.getpid(), int(os.environ["SIGNUM"]))
+client._send_request = send_then_signal
+sys.exit(client.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_before_the_worker_is_named_reaches_the_worker(
+        kat: Kat, signum: int) -> None:
+    kat.start_server()
+    kat.wait_for_server()
+    client = subprocess.run(
+        [sys.executable, "-c", SIGNAL_AFTER_REQUEST, "cav.kat"], cwd=kat.work,
+        env=kat.env(SIGNUM=str(int(signum))), capture_output=True, text=True, timeout=60)
+    assert client.returncode == -signum, client.stderr
+    if signum == signal.SIGINT:
+        assert client.stderr.strip().splitlines()[-1] == "KeyboardInterrupt"
+    # The worker died by the signal itself, not by SIGIO when its client went away
+    # (the server logs that before it tells the client).
+    assert f"was killed by signal {signum:d}\n" in kat.log, kat.log
+    assert not (kat.work / "cav.out").exists()
 
 
 def test_killed_client_kills_its_worker_killed_server_fails_its_run(kat: Kat) -> None:

@@ -263,16 +263,48 @@ def _die_by(signum: int) -> NoReturn:
     raise SystemExit(128 + signum)  # only for signals that do not terminate
 
 
-def _forward_signals(worker: int) -> None:
-    """Pass the signals that would stop a direct run on to the worker doing it."""
-    def forward(signum: int, frame: object) -> None:
+class _Forwarder:
+    """Pass the signals that would stop a direct run on to the worker doing it.
+
+    Installed before the request is sent: a signal that arrives before the server has
+    named the worker is held, then forwarded the moment it does, so the worker dies by
+    that very signal, exactly as a direct run would. (Without this, a signal in that
+    window killed the client alone, and its worker died of SIGIO instead.) The same
+    signal a second time before then, or a connection that breaks first, ends this
+    process by it.
+    """
+
+    def __init__(self) -> None:
+        self.worker: int | None = None
+        self.held: list[int] = []
+        self.previous = {}
+        for signum in _FORWARDED:
+            if signal.getsignal(signum) is not signal.SIG_IGN:  # a direct run ignores it
+                self.previous[signum] = signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.worker is None:
+            if signum in self.held:
+                _die_by(signum)
+            self.held.append(signum)
+            return
         try:
-            os.kill(worker, signum)
+            os.kill(self.worker, signum)
         except ProcessLookupError:
             pass
 
-    for signum in _FORWARDED:
-        signal.signal(signum, forward)
+    def start(self, worker: int) -> None:
+        """Forward to ``worker`` from now on, starting with the signals held."""
+        self.worker = worker
+        for signum in self.held:
+            self._on_signal(signum, None)
+
+    def stop(self) -> None:
+        """Restore the previous handlers; die by a held signal no worker received."""
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        if self.worker is None and self.held:
+            _die_by(self.held[0])
 
 
 def _through_server(paths: ServerPaths, argv: Sequence[str]) -> int | None:
@@ -287,7 +319,7 @@ def _through_server(paths: ServerPaths, argv: Sequence[str]) -> int | None:
     sock = _connect(paths.socket)
     if sock is None:
         return None
-    worker = None
+    forwarder = _Forwarder()
     with sock:
         try:
             _send_request(sock, argv)
@@ -295,15 +327,16 @@ def _through_server(paths: ServerPaths, argv: Sequence[str]) -> int | None:
                 for line in replies:
                     tag, _, value = line.decode().partition(" ")
                     if tag == "S":
-                        worker = int(value)
-                        _forward_signals(worker)
+                        forwarder.start(int(value))
                     elif tag == "X":
                         return int(value)
                     elif tag == "K":
                         _die_by(int(value))
         except OSError:
-            pass  # the connection broke; what that means depends on `worker`
+            pass  # the connection broke; what that means depends on the worker
+    worker = forwarder.worker
     if worker is None:
+        forwarder.stop()
         return None
     sys.stderr.write(
         f"*** Error: katparallel's kat server worker (pid {worker}) ended without "
