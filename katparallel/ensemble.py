@@ -363,17 +363,9 @@ def _probe_and_choose(
 
 
 def _make_backend(backend: str | Backend, workers: int | None, timeout: float | None) -> Backend:
-    if isinstance(backend, Backend):
-        return backend
-    if not isinstance(backend, str):
-        raise TypeError(f"backend must be a name or a Backend instance, got {backend!r}")
-    cls = get_backend_class(backend)
-    if timeout is not None:
-        try:
-            return cls(workers=workers, timeout=timeout)
-        except TypeError:
-            raise ValueError(f"the {backend!r} backend does not support timeout=") from None
-    return cls(workers=workers)
+    from .backends import make_backend
+
+    return make_backend(backend, workers, timeout)
 
 
 def _attributes(ensemble: Ensemble, plan: Plan, engine: Backend, elapsed: float, failures) -> dict:

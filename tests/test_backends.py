@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from katparallel import _testing
-from katparallel.backends import available, get_backend_class
+from katparallel.backends import Backend, available, get_backend_class, make_backend
 from katparallel.errors import Failure
 
 #: Only a deadlock reaches this.
@@ -212,6 +212,92 @@ def test_ctrl_c_leaves_no_processes(name, tmp_path):
     assert _alive(descendants) == [], [
         psutil.Process(p).cmdline() for p in _alive(descendants)
     ]
+
+
+# --- make_backend: arguments checked before anything starts -------------------------
+
+
+def _children():
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("workers", [0, -2])
+def test_fewer_than_one_worker_is_an_error_before_anything_starts(name, workers, katscript):
+    from katparallel import Ensemble
+
+    before = _children()
+    with pytest.raises(ValueError, match=f"workers must be at least 1, got {workers}; give None"):
+        Ensemble(katscript).vary("L0.P", [1.0, 2.0, 3.0]).run(
+            backend=name, workers=workers, progress=False)
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        get_backend_class(name)(workers=workers)
+    assert _children() == before  # no pool, cluster or MPI process was started
+
+
+@pytest.mark.parametrize("workers", [2.5, True, "2"])
+def test_a_worker_count_must_be_a_whole_number(workers):
+    with pytest.raises(TypeError, match="workers must be a whole number of processes"):
+        make_backend("multiprocessing", workers=workers)
+
+
+@pytest.mark.parametrize("name", ["serial", "pathos", "ipyparallel", "mpi"])
+def test_timeout_is_refused_where_it_cannot_be_enforced(name, katscript):
+    """ipyparallel took it as its connection timeout and never stopped a job."""
+    from katparallel import Ensemble
+
+    before = _children()
+    with pytest.raises(ValueError, match=f"the '{name}' backend cannot stop a job that runs"):
+        Ensemble(katscript).vary("L0.P", [1.0, 2.0]).run(
+            backend=name, timeout=5, progress=False)
+    assert _children() == before
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), "5"])
+def test_timeout_must_be_a_positive_number(timeout):
+    with pytest.raises(ValueError, match="timeout must be a positive number of seconds"):
+        make_backend("multiprocessing", timeout=timeout)
+
+
+def test_timeout_reaches_the_backends_that_enforce_it():
+    assert make_backend("multiprocessing", workers=1, timeout=3).timeout == 3
+    assert make_backend("auto", timeout=3).timeout == 3
+
+
+class _BrokenBackend(Backend):
+    """Takes timeout=, but its constructor has a bug of its own."""
+
+    supports_timeout = True
+
+    def __init__(self, workers=None, timeout=None):
+        raise TypeError("a bug inside the constructor")
+
+    def map_unordered(self, fn, tasks):
+        raise NotImplementedError
+
+
+def test_a_type_error_inside_a_constructor_is_not_read_as_no_timeout(katscript):
+    from katparallel import Ensemble
+    from katparallel.backends import BACKENDS, register_backend
+
+    register_backend("broken", _BrokenBackend)
+    try:
+        with pytest.raises(TypeError, match="a bug inside the constructor"):
+            Ensemble(katscript).vary("L0.P", [1.0]).run(
+                backend="broken", timeout=1, progress=False)
+    finally:
+        del BACKENDS["broken"]
+
+
+def test_a_backend_instance_is_used_as_configured():
+    from katparallel.backends.serial import SerialBackend
+
+    serial = SerialBackend()
+    assert make_backend(serial) is serial
+    with pytest.raises(ValueError, match=r"give it its workers when you create it"):
+        make_backend(serial, workers=2)
+    with pytest.raises(ValueError, match="SerialBackend cannot stop a job"):
+        make_backend(serial, timeout=2)
 
 
 # --- pathos, auto --------------------------------------------------------------

@@ -10,11 +10,10 @@ supplies the cost estimate through :meth:`AutoBackend.choose`.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .base import Backend
+from .base import Backend, workers_or_cores
 from .multiprocess import MultiprocessingBackend
 from .serial import SerialBackend
 
@@ -44,6 +43,7 @@ class AutoBackend(Backend):
     """
 
     name = "auto"
+    supports_timeout = True
 
     def __init__(
         self,
@@ -51,7 +51,7 @@ class AutoBackend(Backend):
         seconds_per_task: float | None = None,
         timeout: float | None = None,
     ):
-        super().__init__(workers or os.cpu_count() or 1)
+        super().__init__(workers_or_cores(workers))
         self.seconds_per_task = seconds_per_task
         self.timeout = timeout
         self._chosen: Backend | None = None

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import queue
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..errors import Failure
-from .base import Backend
+from .base import Backend, workers_or_cores
 from .procpool import pinned_thread_env
 
 LOGGER = logging.getLogger(__name__)
@@ -74,8 +73,9 @@ class IPyParallelBackend(Backend):
         A connected client of the user's cluster.
     profile, url_file, cluster_id : str, optional
         How to find the user's running cluster (as for ``ipyparallel.Client``).
-    timeout : float, optional
-        Seconds to wait for the connection and for engines to register.
+    connect_timeout : float, optional
+        Seconds to wait for the connection and for engines to register. (A
+        per-job ``timeout=`` is refused: an engine cannot stop a running task.)
     threads : int or None, optional
         OpenMP/BLAS threads per engine of a cluster katparallel starts
         (default 1). ``None`` leaves them alone.
@@ -90,11 +90,11 @@ class IPyParallelBackend(Backend):
         profile: str | None = None,
         url_file: str | None = None,
         cluster_id: str | None = None,
-        timeout: float = 60.0,
+        connect_timeout: float = 60.0,
         threads: int | None = 1,
     ):
-        super().__init__(workers or os.cpu_count() or 1)
-        self.timeout = timeout
+        super().__init__(workers_or_cores(workers))
+        self.connect_timeout = connect_timeout
         self._client = client
         self._connect_kwargs = {
             k: v
@@ -119,9 +119,9 @@ class IPyParallelBackend(Backend):
         ipp = _import_ipyparallel()
         if not self.owns_cluster:
             if self._client is None:
-                self._client = ipp.Client(timeout=self.timeout, **self._connect_kwargs)
+                self._client = ipp.Client(timeout=self.connect_timeout, **self._connect_kwargs)
             if not self._client.ids:
-                self._client.wait_for_engines(1, timeout=self.timeout)
+                self._client.wait_for_engines(1, timeout=self.connect_timeout)
             return self._client
         entry = _CLUSTERS.get(self._key)
         if entry is None:
@@ -132,7 +132,7 @@ class IPyParallelBackend(Backend):
             config.EngineLauncher.environment = self._env
             cluster = ipp.Cluster(
                 n=self.workers,
-                engine_timeout=self.timeout,
+                engine_timeout=self.connect_timeout,
                 config=config,
                 log_level=logging.WARNING,
             )
@@ -146,7 +146,7 @@ class IPyParallelBackend(Backend):
         missing = self.workers - len(client.ids)
         if missing > 0:  # engines died in an earlier run: replace them
             cluster.start_engines_sync(n=missing)
-            client.wait_for_engines(self.workers, timeout=self.timeout)
+            client.wait_for_engines(self.workers, timeout=self.connect_timeout)
         return client
 
     @property

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..errors import BackendUnavailable, Failure
-from .base import Backend
+from .base import Backend, workers_or_cores
 from .procpool import pinned_thread_env
 
 LOGGER = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class MPIBackend(Backend):
     name = "mpi"
 
     def __init__(self, workers: int | None = None, threads: int | None = 1):
-        super().__init__(workers or os.cpu_count() or 1)
+        super().__init__(workers_or_cores(workers))
         self._key = (self.workers, threads)
         self._env = pinned_thread_env(threads)
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import atexit
-import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .base import Backend
+from .base import Backend, workers_or_cores
 from .procpool import ProcessPool, pinned_thread_env
 
 __all__ = ("MultiprocessingBackend", "shutdown_pools")
@@ -45,6 +44,7 @@ class MultiprocessingBackend(Backend):
     """
 
     name = "multiprocessing"
+    supports_timeout = True
 
     def __init__(
         self,
@@ -53,7 +53,7 @@ class MultiprocessingBackend(Backend):
         timeout: float | None = None,
         start_method: str | None = None,
     ):
-        super().__init__((os.cpu_count() or 1) if workers is None else workers)
+        super().__init__(workers_or_cores(workers))
         self.timeout = timeout
         self._key = (self.workers, threads, start_method)
         self._env = pinned_thread_env(threads)

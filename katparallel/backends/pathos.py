@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Failure
-from .base import Backend
+from .base import Backend, workers_or_cores
 from .procpool import pinned_thread_env, worker_start_failed
 
 LOGGER = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class PathosBackend(Backend):
         threads: int | None = 1,
         start_method: str | None = None,
     ):
-        super().__init__(workers or os.cpu_count() or 1)
+        super().__init__(workers_or_cores(workers))
         try:
             import multiprocess
         except ImportError as e:
