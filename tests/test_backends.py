@@ -7,6 +7,7 @@ Slow engines start once per module (``scope="module"``).
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -373,14 +374,37 @@ def user_cluster():
         )
 
 
+@pytest.fixture(scope="module")
+def user_profile(user_cluster):
+    """A profile of its own whose connection file leads to ``user_cluster``."""
+    from IPython.core.profiledir import ProfileDir
+    from IPython.paths import get_ipython_dir
+
+    cluster_id, _ = user_cluster
+    ipython_dir = get_ipython_dir()
+    default = ProfileDir.find_profile_dir_by_name(ipython_dir, "default")
+    url_file = Path(default.security_dir, f"ipcontroller-{cluster_id}-client.json")
+    name = f"katparallel-test-{os.getpid()}"
+    profile = ProfileDir.create_profile_dir_by_name(ipython_dir, name)
+    try:
+        shutil.copy(url_file, Path(profile.security_dir, "ipcontroller-client.json"))
+        yield name, url_file
+    finally:
+        shutil.rmtree(profile.location, ignore_errors=True)
+
+
 @pytest.mark.timeout(3 * TIMEOUT)
-def test_ipyparallel_connects_and_leaves_user_cluster_running(user_cluster):
+def test_ipyparallel_connects_and_leaves_user_cluster_running(user_cluster, user_profile):
+    """By cluster id, url file (ipyparallel 9 ignored url_file=), profile and client."""
     from katparallel.backends.ipyparallel import IPyParallelBackend
 
     cluster_id, client = user_cluster
+    profile, url_file = user_profile
     engine_pids = set(client[:].apply_sync(os.getpid))
     for backend in (
-        IPyParallelBackend(cluster_id=cluster_id),
+        IPyParallelBackend(cluster_id=cluster_id, connect_timeout=10),
+        IPyParallelBackend(url_file=url_file, connect_timeout=10),
+        IPyParallelBackend(profile=profile, connect_timeout=10),
         IPyParallelBackend(client=client),
     ):
         with backend:

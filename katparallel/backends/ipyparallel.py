@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import queue
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -88,7 +89,7 @@ class IPyParallelBackend(Backend):
         workers: int | None = None,
         client: Any = None,
         profile: str | None = None,
-        url_file: str | None = None,
+        url_file: str | os.PathLike | None = None,
         cluster_id: str | None = None,
         connect_timeout: float = 60.0,
         threads: int | None = 1,
@@ -96,12 +97,12 @@ class IPyParallelBackend(Backend):
         super().__init__(workers_or_cores(workers))
         self.connect_timeout = connect_timeout
         self._client = client
+        # ipyparallel 9 ignores a url_file= keyword: the file goes first, positionally.
+        self._url_file = None if url_file is None else os.fspath(url_file)
         self._connect_kwargs = {
-            k: v
-            for k, v in dict(profile=profile, url_file=url_file, cluster_id=cluster_id).items()
-            if v is not None
+            k: v for k, v in dict(profile=profile, cluster_id=cluster_id).items() if v is not None
         }
-        self.owns_cluster = client is None and not self._connect_kwargs
+        self.owns_cluster = client is None and url_file is None and not self._connect_kwargs
         self._key = (self.workers, threads)
         self._env = pinned_thread_env(threads)
 
@@ -119,7 +120,9 @@ class IPyParallelBackend(Backend):
         ipp = _import_ipyparallel()
         if not self.owns_cluster:
             if self._client is None:
-                self._client = ipp.Client(timeout=self.connect_timeout, **self._connect_kwargs)
+                self._client = ipp.Client(
+                    self._url_file, timeout=self.connect_timeout, **self._connect_kwargs
+                )
             if not self._client.ids:
                 self._client.wait_for_engines(1, timeout=self.connect_timeout)
             return self._client
@@ -196,6 +199,6 @@ class IPyParallelBackend(Backend):
         """Stop the cluster katparallel started; leave a user's cluster running."""
         if self.owns_cluster:
             _stop_cluster(self._key)
-        elif self._client is not None and self._connect_kwargs:
+        elif self._client is not None and (self._url_file or self._connect_kwargs):
             self._client.close()
             self._client = None
