@@ -113,6 +113,13 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None
         time.sleep(0.01)
 
 
+def as_in_a_terminal() -> None:
+    """Give a child the signal handling of a command typed in a terminal: a test run
+    as a background job inherits SIGINT and SIGQUIT ignored, and so would the runs."""
+    for signum in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 # --- one private kat launcher and server per test -------------------------------------
 
 class Kat:
@@ -138,12 +145,14 @@ class Kat:
 
     def run(self, *args: str, server: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run([self.launcher, *args], cwd=self.work, env=self.env(server),
-                              capture_output=True, text=True, timeout=60)
+                              capture_output=True, text=True, timeout=60,
+                              preexec_fn=as_in_a_terminal)
 
     def popen(self, *args: str, server: bool = True) -> subprocess.Popen:
         client = subprocess.Popen([self.launcher, *args], cwd=self.work,
                                   env=self.env(server), stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
+                                  stderr=subprocess.PIPE, text=True,
+                                  preexec_fn=as_in_a_terminal)
         self.clients.append(client)
         return client
 
@@ -458,7 +467,8 @@ def test_a_signal_before_the_worker_is_named_reaches_the_worker(
     kat.wait_for_server()
     client = subprocess.run(
         [sys.executable, "-c", SIGNAL_AFTER_REQUEST, "cav.kat"], cwd=kat.work,
-        env=kat.env(SIGNUM=str(int(signum))), capture_output=True, text=True, timeout=60)
+        env=kat.env(SIGNUM=str(int(signum))), capture_output=True, text=True, timeout=60,
+        preexec_fn=as_in_a_terminal)
     assert client.returncode == -signum, client.stderr
     if signum == signal.SIGINT:
         assert client.stderr.strip().splitlines()[-1] == "KeyboardInterrupt"
