@@ -41,12 +41,16 @@ def chunk_size_for(n_jobs: int, n_workers: int, remote: bool) -> int:
     return max(1, math.ceil(n_jobs / (n_workers * CHUNKS_PER_WORKER)))
 
 
-def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0):
-    """A notebook-aware tqdm bar counting jobs (a silent one when not ``enabled``)."""
+def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0) -> Any:
+    """A notebook-aware tqdm bar counting jobs (a silent one when not ``enabled``).
+
+    The finished bar stays on screen with its count, rate and time, in a
+    terminal and in Jupyter (tqdm's ``leave=True``).
+    """
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, unit="job", desc=desc, disable=not enabled,
-                leave=False)
+                leave=True)
 
 
 def make_chunks(

@@ -217,3 +217,20 @@ def test_edited_perturb_function_is_not_resumed_as_the_same_study(tmp_path, caps
     assert exit_info.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "holds a different study: the perturb" in last and "new store path" in last
+
+
+FINISHED_BAR = """
+from katparallel.runner import progress_bar
+with progress_bar(3, "serial") as bar:
+    bar.update(3)
+"""
+
+
+def test_the_finished_progress_bar_stays_on_screen():
+    """tqdm redraws the bar after each carriage return; a cleared bar ends in blanks."""
+    proc = subprocess.run([sys.executable, "-c", FINISHED_BAR], capture_output=True,
+                          timeout=TIMEOUT)  # bytes: text mode would read "\r" as a newline
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stderr.decode().rsplit("\r", 1)[-1]
+    assert last.startswith("serial: 100%") and "3/3 [" in last and "job/s]" in last, repr(last)
+    assert last.endswith("\n")
