@@ -104,7 +104,7 @@ def test_workers_are_reused_across_runs(backend):
 @pytest.mark.parametrize("backend", REMOTE, indirect=True)
 @pytest.mark.timeout(TIMEOUT)
 def test_worker_threads_pinned_to_one(backend):
-    assert set(run_all(backend, _testing.omp_threads, range(4)).values()) == {"1"}
+    assert set(run_all(backend, _testing.omp_threads, range(4)).values()) == {1}
 
 
 @pytest.mark.parametrize("backend", RECOVERING, indirect=True)
@@ -437,7 +437,7 @@ def test_mpi_backend_under_mpiexec():
     (first, t_first), (second, _) = order["order"]
     assert (first, second) == (1, 0) and t_first < 1.0
     assert len(workers["worker_pids"]) == 2 and info["parent"] not in workers["worker_pids"]
-    assert workers["threads"] == ["1"]
+    assert workers["threads"] == [1]
 
 
 def test_mpi_killed_worker_aborts_the_job_without_hanging():

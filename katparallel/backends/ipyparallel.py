@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import Failure
 from .base import Backend, workers_or_cores
-from .procpool import pinned_thread_env
+from .pinning import call_pinned, pinned_thread_env
 
 LOGGER = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class IPyParallelBackend(Backend):
         }
         self.owns_cluster = client is None and url_file is None and not self._connect_kwargs
         self._key = (self.workers, threads)
-        self._env = pinned_thread_env(threads)
+        self._threads = threads
 
     @classmethod
     def enabled(cls) -> bool:
@@ -132,7 +132,7 @@ class IPyParallelBackend(Backend):
             from traitlets.config import Config
 
             config = Config()
-            config.EngineLauncher.environment = self._env
+            config.EngineLauncher.environment = pinned_thread_env(self._threads)
             cluster = ipp.Cluster(
                 n=self.workers,
                 engine_timeout=self.connect_timeout,
@@ -153,6 +153,11 @@ class IPyParallelBackend(Backend):
         return client
 
     @property
+    def _pinned_threads(self) -> int | None:
+        """Threads to pin on the engines: only on those katparallel started."""
+        return self._threads if self.owns_cluster else None
+
+    @property
     def n_workers(self) -> int:
         return self.workers if self.owns_cluster else max(1, len(self.client.ids))
 
@@ -165,7 +170,7 @@ class IPyParallelBackend(Backend):
         finished: queue.SimpleQueue = queue.SimpleQueue()
         pending = {}
         for i, task in enumerate(tasks):
-            ar = view.apply_async(fn, task)
+            ar = view.apply_async(call_pinned, fn, self._pinned_threads, task)
             pending[ar] = i
             ar.add_done_callback(finished.put)
         clean_exit = False

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .base import Backend, workers_or_cores
-from .procpool import ProcessPool, pinned_thread_env
+from .procpool import ProcessPool
 
 __all__ = ("MultiprocessingBackend", "shutdown_pools")
 
@@ -56,7 +56,7 @@ class MultiprocessingBackend(Backend):
         super().__init__(workers_or_cores(workers))
         self.timeout = timeout
         self._key = (self.workers, threads, start_method)
-        self._env = pinned_thread_env(threads)
+        self._threads = threads
         self._start_method = start_method
 
     @property
@@ -65,7 +65,7 @@ class MultiprocessingBackend(Backend):
         pool = _POOLS.get(self._key)
         if pool is None or pool.closed:
             pool = _POOLS[self._key] = ProcessPool(
-                self.workers, env=self._env, start_method=self._start_method
+                self.workers, start_method=self._start_method, threads=self._threads
             )
         return pool
 

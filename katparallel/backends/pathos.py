@@ -24,13 +24,14 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import Failure
 from .base import Backend, workers_or_cores
-from .procpool import pinned_thread_env, worker_start_failed
+from .pinning import pin_threads
+from .procpool import worker_start_failed
 
 LOGGER = logging.getLogger(__name__)
 
@@ -43,10 +44,10 @@ _GRACE = 0.5  # seconds a dead worker's result may still be in flight
 _STATE_FILE = -1  # in a worker: fd of its "current task" file
 
 
-def _init_worker(env: Mapping[str, str], state_dir: str) -> None:
+def _init_worker(threads: int | None, state_dir: str) -> None:
     global _STATE_FILE
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ.update(env)
+    pin_threads(threads)
     path = os.path.join(state_dir, str(os.getpid()))
     _STATE_FILE = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
 
@@ -125,7 +126,7 @@ class PathosBackend(Backend):
                 "process has simulated higher-order modes; use 'forkserver' or 'spawn'."
             )
         self._context = multiprocess.get_context(start_method)
-        self._env = pinned_thread_env(threads)
+        self._threads = threads
         self._key = (self.workers, threads, start_method)
 
     @classmethod
@@ -148,7 +149,7 @@ class PathosBackend(Backend):
                 id=("katparallel",) + self._key,
                 context=self._context,
                 initializer=_init_worker,
-                initargs=(self._env, state_dir),
+                initargs=(self._threads, state_dir),
             )
             entry = _POOLS[self._key] = (pool, state_dir)
         return entry[0]._serve(), entry[1]
