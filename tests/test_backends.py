@@ -310,9 +310,36 @@ def test_pathos_pool_closed_through_pathos_is_restarted():
 
     with PathosBackend(workers=1) as backend:
         assert run_all(backend, _testing.square, [3]) == {0: 9}
-        pathos_pool, _ = _POOLS[backend._key]  # a pathos.pools.ProcessPool
+        pathos_pool = _POOLS[backend._key].pathos  # a pathos.pools.ProcessPool
         pathos_pool.close()  # pathos alone would now say "Pool not running"
         assert run_all(backend, _testing.square, [4]) == {0: 16}
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_pathos_recovers_after_idle_workers_are_killed():
+    """An idle worker waits for tasks holding the pool's task-queue lock; killed (the
+    OOM killer between two studies), it holds it for ever, and the workers that
+    replace it, the next study and even ``terminate()`` waited on it for ever."""
+    from katparallel.backends.pathos import PathosBackend
+
+    with PathosBackend(workers=2, threads=2) as backend:  # a pool of its own
+        first = set(run_all(backend, _testing.pid_of, [0.05] * 4).values())
+        for pid in first:
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while _alive(first) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert run_all(backend, _testing.square, range(6)) == {i: i * i for i in range(6)}
+        assert not first & set(run_all(backend, _testing.pid_of, [0.05] * 4).values())
+        # Killed idle during a run, once the queue is empty: this run and the next finish.
+        it = backend.map_unordered(_testing.pid_of, [2.0, 0.0])
+        _, idle = next(it)
+        os.kill(idle, signal.SIGKILL)
+        assert len(list(it)) == 1
+        assert run_all(backend, _testing.square, range(6)) == {i: i * i for i in range(6)}
+        # A worker killed mid-job still costs only its job.
+        results = run_all(backend, _testing.crash_on, [1, _testing.CRASH_VALUE, 3])
+        assert results[1].crashed and (results[0], results[2]) == (1, 9)
 
 
 def test_auto_chooses_serial_only_for_tiny_studies():
