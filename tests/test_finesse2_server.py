@@ -517,3 +517,20 @@ def test_no_server_when_the_socket_path_is_too_long(
         assert processes_mentioning(harness.paths.socket) == []
     finally:
         harness.close()
+
+
+ELSEWHERE = """
+import sys
+from katparallel.finesse2 import client
+client.SERVER_PLATFORM = False  # as on macOS and Windows: no epoll, no SO_PEERCRED
+sys.exit(client.main(sys.argv[1:]))
+"""
+
+
+def test_where_the_server_cannot_work_every_run_is_its_own_process(kat: Kat) -> None:
+    done = subprocess.run([sys.executable, "-c", ELSEWHERE, "cav.kat"], cwd=kat.work,
+                          env=kat.env(), capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (0, "")
+    check_cavity_out((kat.work / "cav.out").read_text())
+    assert not os.path.exists(kat.paths.lock)  # no server was started, nor tried
+    assert processes_mentioning(kat.paths.socket) == []

@@ -60,7 +60,8 @@ def _init_worker(threads: int | None, state_dir: str) -> None:
 
 
 def _run_task(fn: Callable[[Any], Any], run: int, index: int, task: Any) -> Any:
-    os.pwrite(_STATE_FILE, b"%20d %20d" % (run, index), 0)
+    os.lseek(_STATE_FILE, 0, os.SEEK_SET)  # not os.pwrite: Windows has none
+    os.write(_STATE_FILE, b"%20d %20d" % (run, index))
     return fn(task)
 
 

@@ -22,6 +22,10 @@ Outcomes, for each run:
   run): an error on standard error and exit status 1. The run is not repeated here,
   because it may already have written output or created PyKat's pipe.
 
+The server runs on Linux only (it relies on epoll, ``SO_PEERCRED``, ``SIGIO`` on a
+socket and passing file descriptors); elsewhere (macOS, Windows) every run happens in
+the client's own process, as with ``KATPARALLEL_KAT_SERVER=0``.
+
 ``KATPARALLEL_KAT_SERVER=0`` turns the server off (every run in the client's own
 process). ``KATPARALLEL_KAT_SERVER_IDLE`` sets the minutes a server waits for work
 before it exits (default 10). ``python -m katparallel.finesse2 --stop-server`` (or
@@ -36,7 +40,6 @@ server answers with lines ``S PID`` (a worker has taken the run), then ``X STATU
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -58,6 +61,8 @@ ENV_IDLE = "KATPARALLEL_KAT_SERVER_IDLE"
 _HEADER = struct.Struct("!I")
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _SUN_PATH_MAX = 107  # bytes in sockaddr_un.sun_path, less the terminating NUL
+#: Where the server works: it uses epoll, SO_PEERCRED and F_SETOWN, which are Linux's.
+SERVER_PLATFORM = sys.platform.startswith("linux")
 
 
 class ServerPaths(NamedTuple):
@@ -124,8 +129,13 @@ def server_pid(paths: ServerPaths) -> int | None:
     """Return the pid of the running (or starting) server, or None if there is none.
 
     A server holds an exclusive ``flock`` on ``paths.lock`` for its whole life; the
-    kernel drops it when the server dies, however it dies.
+    kernel drops it when the server dies, however it dies. There is never one where
+    the server does not work (see :data:`SERVER_PLATFORM`).
     """
+    if not SERVER_PLATFORM:
+        return None
+    import fcntl
+
     try:
         fd = os.open(paths.lock, os.O_RDONLY)
     except FileNotFoundError:
@@ -372,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write("stopped katparallel's kat server\n" if stopped
                          else "no katparallel kat server was running\n")
         return 0
-    if os.environ.get(ENV_SWITCH, "1").strip() == "0":
+    if not SERVER_PLATFORM or os.environ.get(ENV_SWITCH, "1").strip() == "0":
         return _direct(argv)
     paths = server_paths()
     status = _through_server(paths, argv)
