@@ -123,10 +123,8 @@ def _kill(processes: list) -> None:
 
 def _free(lock: Any) -> None:
     """Release ``lock`` if a (now dead) worker left it taken; every worker is dead."""
-    if lock.acquire(block=False):
-        lock.release()
-    else:
-        lock.release()
+    lock.acquire(block=False)  # now taken: by this call, or by a dead worker
+    lock.release()
 
 
 def _stop(key: tuple) -> None:
