@@ -58,9 +58,27 @@ def pid_of(delay: float) -> int:
     return os.getpid()
 
 
-def omp_threads(x: object) -> str | None:
-    """Return the worker's ``OMP_NUM_THREADS`` environment variable."""
-    return os.environ.get("OMP_NUM_THREADS")
+def omp_threads(x: object = None) -> int | None:
+    """The threads an OpenMP parallel region started in this process would use.
+
+    ``omp_get_max_threads()`` of the OpenMP runtimes loaded here, read through
+    threadpoolctl: what libgomp will really do, whatever ``OMP_NUM_THREADS``
+    says now (libgomp reads the variable once, when it is loaded). If no
+    OpenMP runtime is loaded yet, Finesse is imported first, as a job would.
+    None if there is still none.
+    """
+    found = _openmp_threads()
+    if not found:
+        import finesse  # noqa: F401 - loads Finesse's OpenMP runtime (libgomp)
+
+        found = _openmp_threads()
+    return max(found) if found else None
+
+
+def _openmp_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "openmp"]
 
 
 #: A plane-wave two-mirror cavity: the suite's model for fast real studies.

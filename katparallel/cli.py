@@ -9,7 +9,8 @@
     katparallel convert old.kat        # Finesse 3 KatScript of a Finesse 2 kat file
 
 Exit status: 0 success, 1 some jobs failed (their results are still written),
-2 bad arguments or input (one ``error:`` line names the problem).
+2 bad arguments or input (one ``error:`` line names the problem). Anything else
+is a bug, shown with its traceback.
 """
 
 from __future__ import annotations
@@ -141,6 +142,31 @@ def _split_assignment(option: str, text: str) -> tuple[str, str]:
     return path.strip(), spec.strip()
 
 
+def _worker_count(text: str) -> int:
+    """argparse type of ``--workers``: a whole number of at least 1."""
+    from .backends.base import check_workers
+
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    try:
+        return check_workers(count)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seconds(text: str) -> float:
+    """argparse type of ``--timeout``: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"give a positive number of seconds, not {text!r}")
+    return value
+
+
 class _AxisAction(argparse.Action):
     """Keep --vary and --zip in command-line order, in one list."""
 
@@ -181,8 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: the model's own analysis, else noxaxis)")
     run.add_argument("-b", "--backend", default="auto",
                      help="serial, multiprocessing, pathos, ipyparallel, mpi or auto (default)")
-    run.add_argument("-w", "--workers", type=int, help="parallel workers (default: one per core)")
-    run.add_argument("--timeout", type=float, metavar="SECONDS", help="stop a job after this long")
+    run.add_argument("-w", "--workers", type=_worker_count,
+                     help="parallel workers, at least 1 (default: one per core)")
+    run.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                     help="stop a job after this long (multiprocessing and auto)")
     run.add_argument("--store", metavar="FILE.db",
                      help="checkpoint every finished job here; rerun to resume")
     run.add_argument("--resume", action="store_true",
@@ -245,6 +273,7 @@ def _load_python_model(path: Path) -> tuple[Any, Any]:
 
 
 def _ensemble(args: argparse.Namespace) -> Any:
+    """The study the arguments describe; any problem with them is a usage error."""
     from .ensemble import Ensemble
 
     path = Path(args.model)
@@ -255,7 +284,18 @@ def _ensemble(args: argparse.Namespace) -> Any:
         source, perturb = _load_python_model(path)
     else:
         source = path.read_text()
-    ensemble = Ensemble(source, seed=args.seed, syntax=args.syntax)
+    try:
+        ensemble = _described(Ensemble(source, seed=args.seed, syntax=args.syntax), args)
+        if perturb is not None:
+            ensemble = ensemble.perturb(perturb)
+        _check_analysis(ensemble, args.analysis)
+    except (ValueError, TypeError) as exc:  # values, distributions, the analysis
+        raise _UsageError(str(exc)) from None
+    return ensemble
+
+
+def _described(ensemble: Any, args: argparse.Namespace) -> Any:
+    """``ensemble`` with the --vary, --zip and --sample axes added."""
     axes: list[dict[str, np.ndarray]] = []
     for option, text in args.axes:
         name, spec = _split_assignment(option, text)
@@ -275,15 +315,32 @@ def _ensemble(args: argparse.Namespace) -> Any:
         raise _UsageError("--sample needs -n N, the number of draws")
     if args.samples is not None:
         ensemble = ensemble.sample(args.samples, distributions)
-    if perturb is not None:
-        ensemble = ensemble.perturb(perturb)
     return ensemble
+
+
+def _check_analysis(ensemble: Any, analysis: str | None) -> None:
+    """Read --analysis now, so a typo is reported before anything runs."""
+    if analysis is not None:
+        ensemble._adapter.parse_analysis(analysis)
+
+
+def _backend(args: argparse.Namespace) -> Any:
+    """The backend --backend, --workers and --timeout ask for (nothing starts yet)."""
+    from .backends import make_backend
+
+    try:
+        return make_backend(args.backend, args.workers, args.timeout)
+    except (ValueError, TypeError) as exc:
+        raise _UsageError(str(exc)) from None
 
 
 def _check_outputs(outs: Sequence[str]) -> None:
     for out in outs:
-        if Path(out).suffix not in (".nc", ".csv"):
+        path = Path(out)
+        if path.suffix not in (".nc", ".csv"):
             raise _UsageError(f"--out {out!r}: give a .nc (netCDF) or .csv file")
+        if not path.absolute().parent.is_dir():
+            raise _UsageError(f"--out {out!r}: the directory {str(path.parent)!r} does not exist")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -291,11 +348,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.retry_failed and not args.store:
         raise _UsageError("--retry-failed needs --store: the failures to retry are in a store")
     ensemble = _ensemble(args)
+    engine = _backend(args)
     started = time.perf_counter()
     results = ensemble.run(
         args.analysis,
-        backend=args.backend,
-        workers=args.workers,
+        backend=engine,
         timeout=args.timeout,
         progress=args.progress,
         store=args.store,
@@ -310,13 +367,7 @@ def _run(args: argparse.Namespace) -> int:
         f"{time.perf_counter() - started:.1f} s on {attrs['backend']} "
         f"({_workers(attrs['workers'])})"
     )
-    for out in args.out:
-        if out.endswith(".csv"):
-            written = results.to_csv(out)
-            print(f"wrote {out} ({', '.join(written)})")
-        else:
-            results.save(out)
-            print(f"wrote {out}")
+    _write(results, args.out, args.store)
     if args.store:
         print(f"checkpoint: {args.store}")
     if not args.out and not args.store:
@@ -326,6 +377,40 @@ def _run(args: argparse.Namespace) -> int:
     if len(failures) > 5:
         print(f"... and {len(failures) - 5} more (katparallel show)", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _write(results: Any, outs: Sequence[str], store: str | None) -> None:
+    """Write the lossless .nc files first, then the CSVs.
+
+    A CSV can hold only scalar outputs, which is known only once the study has
+    run. If one cannot be written and nothing else keeps the results (no .nc,
+    no store), they are saved to a .nc beside it before the error is reported.
+    """
+    netcdf = [out for out in outs if Path(out).suffix == ".nc"]
+    for out in netcdf:
+        results.save(out)
+        print(f"wrote {out}")
+    for out in outs:
+        if Path(out).suffix != ".csv":
+            continue
+        try:
+            written = results.to_csv(out)
+        except ValueError as exc:
+            kept = ", ".join(netcdf) or store
+            if not kept:
+                kept = str(_free_path(Path(out).with_suffix(".nc")))
+                results.save(kept)
+            raise _UsageError(f"--out {out!r}: {exc} The results are in {kept}.") from None
+        print(f"wrote {out} ({', '.join(written)})")
+
+
+def _free_path(path: Path) -> Path:
+    """``path``, or ``stem-1.nc``, ``stem-2.nc``... if it exists: never overwrite."""
+    candidate, number = path, 0
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
+    return candidate
 
 
 def _workers(count: int) -> str:
@@ -487,7 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return _COMMANDS[args.command](args)
-    except (_UsageError, ValueError, KatParallelError) as exc:
+    except (_UsageError, KatParallelError) as exc:  # bad arguments or input
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
         if len(lines) > 1:
             print("\n".join(lines[1:]).strip(), file=sys.stderr)

@@ -275,12 +275,16 @@ def batch_chunk_size(n_jobs: int, n_workers: int) -> int:
     return max(1, math.ceil(n_jobs / (n_workers * per_worker)))
 
 
-def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0):
-    """A notebook-aware tqdm bar counting jobs (a silent one when not ``enabled``)."""
+def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0) -> Any:
+    """A notebook-aware tqdm bar counting jobs (a silent one when not ``enabled``).
+
+    The finished bar stays on screen with its count, rate and time, in a
+    terminal and in Jupyter (tqdm's ``leave=True``).
+    """
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, unit="job", desc=desc, disable=not enabled,
-                leave=False)
+                leave=True)
 
 
 def make_chunks(plan: Plan, indices: np.ndarray, size: int, **fields) -> list[Chunk]:

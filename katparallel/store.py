@@ -9,8 +9,9 @@ lacks, and the results are those of one uninterrupted run::
 
 The store holds the study's definition (model text, plan, seed, analysis,
 versions); resuming a different study is refused. One process writes a store
-at a time: the writer holds an exclusive ``flock`` on ``<store>.lock``, which
-the operating system releases when the process dies, even by SIGKILL.
+at a time: the writer holds an exclusive lock on ``<store>.lock`` (``flock`` on
+Linux and macOS, ``msvcrt.locking`` on Windows), which the operating system
+releases when the process dies, even by SIGKILL.
 Readers (``katparallel show``) need no lock.
 
 Schema (``PRAGMA application_id`` = :data:`APPLICATION_ID`)::
@@ -29,7 +30,6 @@ A job's random numbers come from the study seed and its index alone (see
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import io
 import functools
@@ -237,7 +237,7 @@ def _shorten(text: str, limit: int = 80) -> str:
 
 # --------------------------------------------------------------------- lock
 class _Lock:
-    """An exclusive ``flock`` on ``<path>.lock``, released by the OS at exit."""
+    """An exclusive lock on ``<path>.lock``, released by the OS at exit."""
 
     def __init__(self, path: Path):
         self.path = path.with_name(path.name + ".lock")
@@ -246,16 +246,14 @@ class _Lock:
     def acquire(self, store: Path) -> None:
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+            if not _try_lock(fd):
+                holder = _read_at_start(fd).decode(errors="replace").strip()
                 os.close(fd)
                 raise StoreLocked(
                     f"The store {str(store)!r} is being written by another process "
                     f"({holder or 'unknown'}); wait for it to finish, or give this run "
                     "a different store path."
-                ) from None
+                )
             try:
                 same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
@@ -264,21 +262,56 @@ class _Lock:
                 break
             os.close(fd)
         os.ftruncate(fd, 0)
-        os.pwrite(
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(
             fd,
             f"pid {os.getpid()} on {socket.gethostname()}, since "
             f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(),
-            0,
         )
         self.fd = fd
 
     def release(self) -> None:
         if self.fd is None:
             return
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-        os.close(self.fd)  # closing releases the flock
+        if os.name == "nt":  # Windows unlinks no open file: close (unlock) first
+            os.close(self.fd)
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+        else:  # unlink while locked, so no one locks a file about to vanish
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            os.close(self.fd)  # closing releases the flock
         self.fd = None
+
+
+#: Windows locks byte ranges, and a locked range cannot be read by others: lock a
+#: byte past the holder's description, so a refused writer can still say who holds it.
+_WINDOWS_LOCK_OFFSET = 1 << 20
+
+
+def _try_lock(fd: int) -> bool:
+    """Take an exclusive, non-blocking lock on the open file ``fd``; False if taken."""
+    if os.name == "nt":
+        import msvcrt
+
+        os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _read_at_start(fd: int, size: int = 200) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, size)
 
 
 # -------------------------------------------------------------------- store

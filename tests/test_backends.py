@@ -7,6 +7,7 @@ Slow engines start once per module (``scope="module"``).
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import psutil
 import pytest
 
 from katparallel import _testing
-from katparallel.backends import available, get_backend_class
+from katparallel.backends import Backend, available, get_backend_class, make_backend
 from katparallel.errors import Failure
 
 #: Only a deadlock reaches this.
@@ -103,7 +104,7 @@ def test_workers_are_reused_across_runs(backend):
 @pytest.mark.parametrize("backend", REMOTE, indirect=True)
 @pytest.mark.timeout(TIMEOUT)
 def test_worker_threads_pinned_to_one(backend):
-    assert set(run_all(backend, _testing.omp_threads, range(4)).values()) == {"1"}
+    assert set(run_all(backend, _testing.omp_threads, range(4)).values()) == {1}
 
 
 @pytest.mark.parametrize("backend", RECOVERING, indirect=True)
@@ -214,6 +215,92 @@ def test_ctrl_c_leaves_no_processes(name, tmp_path):
     ]
 
 
+# --- make_backend: arguments checked before anything starts -------------------------
+
+
+def _children():
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("workers", [0, -2])
+def test_fewer_than_one_worker_is_an_error_before_anything_starts(name, workers, katscript):
+    from katparallel import Ensemble
+
+    before = _children()
+    with pytest.raises(ValueError, match=f"workers must be at least 1, got {workers}; give None"):
+        Ensemble(katscript).vary("L0.P", [1.0, 2.0, 3.0]).run(
+            backend=name, workers=workers, progress=False)
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        get_backend_class(name)(workers=workers)
+    assert _children() == before  # no pool, cluster or MPI process was started
+
+
+@pytest.mark.parametrize("workers", [2.5, True, "2"])
+def test_a_worker_count_must_be_a_whole_number(workers):
+    with pytest.raises(TypeError, match="workers must be a whole number of processes"):
+        make_backend("multiprocessing", workers=workers)
+
+
+@pytest.mark.parametrize("name", ["serial", "pathos", "ipyparallel", "mpi"])
+def test_timeout_is_refused_where_it_cannot_be_enforced(name, katscript):
+    """ipyparallel took it as its connection timeout and never stopped a job."""
+    from katparallel import Ensemble
+
+    before = _children()
+    with pytest.raises(ValueError, match=f"the '{name}' backend cannot stop a job that runs"):
+        Ensemble(katscript).vary("L0.P", [1.0, 2.0]).run(
+            backend=name, timeout=5, progress=False)
+    assert _children() == before
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), "5"])
+def test_timeout_must_be_a_positive_number(timeout):
+    with pytest.raises(ValueError, match="timeout must be a positive number of seconds"):
+        make_backend("multiprocessing", timeout=timeout)
+
+
+def test_timeout_reaches_the_backends_that_enforce_it():
+    assert make_backend("multiprocessing", workers=1, timeout=3).timeout == 3
+    assert make_backend("auto", timeout=3).timeout == 3
+
+
+class _BrokenBackend(Backend):
+    """Takes timeout=, but its constructor has a bug of its own."""
+
+    supports_timeout = True
+
+    def __init__(self, workers=None, timeout=None):
+        raise TypeError("a bug inside the constructor")
+
+    def map_unordered(self, fn, tasks):
+        raise NotImplementedError
+
+
+def test_a_type_error_inside_a_constructor_is_not_read_as_no_timeout(katscript):
+    from katparallel import Ensemble
+    from katparallel.backends import BACKENDS, register_backend
+
+    register_backend("broken", _BrokenBackend)
+    try:
+        with pytest.raises(TypeError, match="a bug inside the constructor"):
+            Ensemble(katscript).vary("L0.P", [1.0]).run(
+                backend="broken", timeout=1, progress=False)
+    finally:
+        del BACKENDS["broken"]
+
+
+def test_a_backend_instance_is_used_as_configured():
+    from katparallel.backends.serial import SerialBackend
+
+    serial = SerialBackend()
+    assert make_backend(serial) is serial
+    with pytest.raises(ValueError, match=r"give it its workers when you create it"):
+        make_backend(serial, workers=2)
+    with pytest.raises(ValueError, match="SerialBackend cannot stop a job"):
+        make_backend(serial, timeout=2)
+
+
 # --- pathos, auto --------------------------------------------------------------
 
 
@@ -223,9 +310,36 @@ def test_pathos_pool_closed_through_pathos_is_restarted():
 
     with PathosBackend(workers=1) as backend:
         assert run_all(backend, _testing.square, [3]) == {0: 9}
-        pathos_pool, _ = _POOLS[backend._key]  # a pathos.pools.ProcessPool
+        pathos_pool = _POOLS[backend._key].pathos  # a pathos.pools.ProcessPool
         pathos_pool.close()  # pathos alone would now say "Pool not running"
         assert run_all(backend, _testing.square, [4]) == {0: 16}
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_pathos_recovers_after_idle_workers_are_killed():
+    """An idle worker waits for tasks holding the pool's task-queue lock; killed (the
+    OOM killer between two studies), it holds it for ever, and the workers that
+    replace it, the next study and even ``terminate()`` waited on it for ever."""
+    from katparallel.backends.pathos import PathosBackend
+
+    with PathosBackend(workers=2, threads=2) as backend:  # a pool of its own
+        first = set(run_all(backend, _testing.pid_of, [0.05] * 4).values())
+        for pid in first:
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while _alive(first) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert run_all(backend, _testing.square, range(6)) == {i: i * i for i in range(6)}
+        assert not first & set(run_all(backend, _testing.pid_of, [0.05] * 4).values())
+        # Killed idle during a run, once the queue is empty: this run and the next finish.
+        it = backend.map_unordered(_testing.pid_of, [2.0, 0.0])
+        _, idle = next(it)
+        os.kill(idle, signal.SIGKILL)
+        assert len(list(it)) == 1
+        assert run_all(backend, _testing.square, range(6)) == {i: i * i for i in range(6)}
+        # A worker killed mid-job still costs only its job.
+        results = run_all(backend, _testing.crash_on, [1, _testing.CRASH_VALUE, 3])
+        assert results[1].crashed and (results[0], results[2]) == (1, 9)
 
 
 def test_auto_chooses_serial_only_for_tiny_studies():
@@ -287,14 +401,37 @@ def user_cluster():
         )
 
 
+@pytest.fixture(scope="module")
+def user_profile(user_cluster):
+    """A profile of its own whose connection file leads to ``user_cluster``."""
+    from IPython.core.profiledir import ProfileDir
+    from IPython.paths import get_ipython_dir
+
+    cluster_id, _ = user_cluster
+    ipython_dir = get_ipython_dir()
+    default = ProfileDir.find_profile_dir_by_name(ipython_dir, "default")
+    url_file = Path(default.security_dir, f"ipcontroller-{cluster_id}-client.json")
+    name = f"katparallel-test-{os.getpid()}"
+    profile = ProfileDir.create_profile_dir_by_name(ipython_dir, name)
+    try:
+        shutil.copy(url_file, Path(profile.security_dir, "ipcontroller-client.json"))
+        yield name, url_file
+    finally:
+        shutil.rmtree(profile.location, ignore_errors=True)
+
+
 @pytest.mark.timeout(3 * TIMEOUT)
-def test_ipyparallel_connects_and_leaves_user_cluster_running(user_cluster):
+def test_ipyparallel_connects_and_leaves_user_cluster_running(user_cluster, user_profile):
+    """By cluster id, url file (ipyparallel 9 ignored url_file=), profile and client."""
     from katparallel.backends.ipyparallel import IPyParallelBackend
 
     cluster_id, client = user_cluster
+    profile, url_file = user_profile
     engine_pids = set(client[:].apply_sync(os.getpid))
     for backend in (
-        IPyParallelBackend(cluster_id=cluster_id),
+        IPyParallelBackend(cluster_id=cluster_id, connect_timeout=10),
+        IPyParallelBackend(url_file=url_file, connect_timeout=10),
+        IPyParallelBackend(profile=profile, connect_timeout=10),
         IPyParallelBackend(client=client),
     ):
         with backend:
@@ -327,7 +464,7 @@ def test_mpi_backend_under_mpiexec():
     (first, t_first), (second, _) = order["order"]
     assert (first, second) == (1, 0) and t_first < 1.0
     assert len(workers["worker_pids"]) == 2 and info["parent"] not in workers["worker_pids"]
-    assert workers["threads"] == ["1"]
+    assert workers["threads"] == [1]
 
 
 def test_mpi_killed_worker_aborts_the_job_without_hanging():

@@ -148,6 +148,15 @@ def test_zip_steps_parameters_together(tmp_path, model_file, capsys):
         (["run", "{model}", "--vary", "L0.P=1", "--out", "x.txt"], "give a .nc (netCDF) or .csv"),
         (["run", "{model}", "--vary", "L0.P=1", "--store", "{png}"], "not an SQLite database"),
         (["run", "{model}", "--bogus"], "unrecognized arguments: --bogus"),
+        (["run", "{model}", "--vary", "L0.P=1", "--workers", "0"], "workers must be at least 1"),
+        (["run", "{model}", "--vary", "L0.P=1", "--workers", "two"], "not a whole number"),
+        (["run", "{model}", "--vary", "L0.P=1", "--timeout", "0"], "a positive number of seconds"),
+        (["run", "{model}", "--vary", "L0.P=1", "-b", "pathos", "--timeout", "3"],
+         "the 'pathos' backend cannot stop a job"),
+        (["run", "{model}", "--vary", "L0.P=1", "--analysis", "bogus(1)"],
+         "Could not read the analysis 'bogus(1)'"),
+        (["run", "{model}", "--vary", "L0.P=1", "--out", "nowhere/x.nc"],
+         "the directory 'nowhere' does not exist"),
         (["show", "missing.db"], "'missing.db' does not exist"),
         (["plot", "{png}", "P"], "neither a katparallel store nor a results file"),
     ],
@@ -217,3 +226,49 @@ def test_edited_perturb_function_is_not_resumed_as_the_same_study(tmp_path, caps
     assert exit_info.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "holds a different study: the perturb" in last and "new store path" in last
+
+
+FINISHED_BAR = """
+from katparallel.runner import progress_bar
+with progress_bar(3, "serial") as bar:
+    bar.update(3)
+"""
+
+
+def test_the_finished_progress_bar_stays_on_screen():
+    """tqdm redraws the bar after each carriage return; a cleared bar ends in blanks."""
+    proc = subprocess.run([sys.executable, "-c", FINISHED_BAR], capture_output=True,
+                          timeout=TIMEOUT)  # bytes: text mode would read "\r" as a newline
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stderr.decode().rsplit("\r", 1)[-1]
+    assert last.startswith("serial: 100%") and "3/3 [" in last and "job/s]" in last, repr(last)
+    assert last.endswith("\n")
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_a_csv_that_cannot_hold_the_outputs_loses_nothing(tmp_path, model_file):
+    """An xaxis per job gives no scalar output: the CSV fails after the run, not the .nc."""
+    study = ["run", model_file, "--vary", "m.phi=0,90", "--analysis",
+             "xaxis(L0.P, lin, 1, 10, 3)", "-b", "serial", "-q"]
+    both = katparallel_cmd(*study, "--out", "s.csv", "--out", "s.nc", cwd=tmp_path)
+    assert both.returncode == 2
+    assert "--out 's.csv': No output holds one value per job" in both.stderr
+    assert "The results are in s.nc" in both.stderr
+    assert katparallel.load(tmp_path / "s.nc")["P"].shape == (2, 4)
+
+    only_csv = katparallel_cmd(*study, "--out", "t.csv", cwd=tmp_path)
+    assert only_csv.returncode == 2 and "The results are in t.nc" in only_csv.stderr
+    assert katparallel.load(tmp_path / "t.nc")["P"].shape == (2, 4)
+
+
+def test_an_internal_error_shows_its_traceback(tmp_path, model_file, monkeypatch):
+    """Only bad arguments exit 2; a bug is not dressed up as a usage error."""
+    from katparallel.results import Results
+
+    def broken_save(self, path):
+        raise ValueError("a bug while saving")
+
+    monkeypatch.setattr(Results, "save", broken_save)
+    with pytest.raises(ValueError, match="a bug while saving"):
+        main(["run", str(model_file), "--vary", "L0.P=1,2", "-b", "serial", "-q",
+              "--out", str(tmp_path / "r.nc")])

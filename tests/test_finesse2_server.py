@@ -113,6 +113,13 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None
         time.sleep(0.01)
 
 
+def as_in_a_terminal() -> None:
+    """Give a child the signal handling of a command typed in a terminal: a test run
+    as a background job inherits SIGINT and SIGQUIT ignored, and so would the runs."""
+    for signum in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 # --- one private kat launcher and server per test -------------------------------------
 
 class Kat:
@@ -138,12 +145,14 @@ class Kat:
 
     def run(self, *args: str, server: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run([self.launcher, *args], cwd=self.work, env=self.env(server),
-                              capture_output=True, text=True, timeout=60)
+                              capture_output=True, text=True, timeout=60,
+                              preexec_fn=as_in_a_terminal)
 
     def popen(self, *args: str, server: bool = True) -> subprocess.Popen:
         client = subprocess.Popen([self.launcher, *args], cwd=self.work,
                                   env=self.env(server), stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
+                                  stderr=subprocess.PIPE, text=True,
+                                  preexec_fn=as_in_a_terminal)
         self.clients.append(client)
         return client
 
@@ -430,11 +439,47 @@ def test_signals_reach_the_run_as_without_server(kat: Kat) -> None:
             lines = err.strip().splitlines()
             outcomes[server, signum] = (client.returncode, lines[-1:])
             if server:  # the worker itself died by the signal
-                assert f"worker {runner} was killed by signal {signum:d}" in kat.log
+                assert f"worker {runner} was killed by signal {signum:d}\n" in kat.log
     assert outcomes[False, signal.SIGTERM] == (-signal.SIGTERM, [])
     assert outcomes[False, signal.SIGINT] == (-signal.SIGINT, ["KeyboardInterrupt"])
     assert outcomes[True, signal.SIGTERM] == outcomes[False, signal.SIGTERM]
     assert outcomes[True, signal.SIGINT] == outcomes[False, signal.SIGINT]
+
+
+# A client that receives SIGNUM right after sending its request, before the server has
+# named the worker: the window a loaded machine opens between the two.
+SIGNAL_AFTER_REQUEST = """
+import os, signal, sys
+from katparallel.finesse2 import client
+send = client._send_request
+def send_then_signal(sock, argv):
+    send(sock, argv)
+    os.kill(os.getpid(), int(os.environ["SIGNUM"]))
+client._send_request = send_then_signal
+sys.exit(client.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_before_the_worker_is_named_reaches_the_worker(
+        kat: Kat, signum: int) -> None:
+    kat.start_server()
+    kat.wait_for_server()
+    # The run waits for a reader of PyKat's pipe before it reads the model: Finesse's
+    # legacy parser wraps node tagging in a bare `except: pass`, which would swallow
+    # a KeyboardInterrupt landing there (in a direct run too).
+    client = subprocess.run(
+        [sys.executable, "-c", SIGNAL_AFTER_REQUEST, f"--pykat={kat.work / 'pipe'}", "cav.kat"],
+        cwd=kat.work,
+        env=kat.env(SIGNUM=str(int(signum))), capture_output=True, text=True, timeout=60,
+        preexec_fn=as_in_a_terminal)
+    assert client.returncode == -signum, client.stderr
+    if signum == signal.SIGINT:
+        assert client.stderr.strip().splitlines()[-1] == "KeyboardInterrupt"
+    # The worker died by the signal itself, not by SIGIO when its client went away
+    # (the server logs that before it tells the client).
+    assert f"was killed by signal {signum:d}\n" in kat.log, kat.log
+    assert not (kat.work / "cav.out").exists()
 
 
 def test_killed_client_kills_its_worker_killed_server_fails_its_run(kat: Kat) -> None:
@@ -476,3 +521,20 @@ def test_no_server_when_the_socket_path_is_too_long(
         assert processes_mentioning(harness.paths.socket) == []
     finally:
         harness.close()
+
+
+ELSEWHERE = """
+import sys
+from katparallel.finesse2 import client
+client.SERVER_PLATFORM = False  # as on macOS and Windows: no epoll, no SO_PEERCRED
+sys.exit(client.main(sys.argv[1:]))
+"""
+
+
+def test_where_the_server_cannot_work_every_run_is_its_own_process(kat: Kat) -> None:
+    done = subprocess.run([sys.executable, "-c", ELSEWHERE, "cav.kat"], cwd=kat.work,
+                          env=kat.env(), capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (0, "")
+    check_cavity_out((kat.work / "cav.out").read_text())
+    assert not os.path.exists(kat.paths.lock)  # no server was started, nor tried
+    assert processes_mentioning(kat.paths.socket) == []

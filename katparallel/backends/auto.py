@@ -13,11 +13,10 @@ core. The caller (the runner) supplies the estimates through
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .base import Backend
+from .base import Backend, workers_or_cores
 from .multiprocess import MultiprocessingBackend
 from .serial import SerialBackend
 
@@ -49,6 +48,7 @@ class AutoBackend(Backend):
     """
 
     name = "auto"
+    supports_timeout = True
 
     def __init__(
         self,
@@ -56,7 +56,7 @@ class AutoBackend(Backend):
         seconds_per_task: float | None = None,
         timeout: float | None = None,
     ):
-        super().__init__(workers or os.cpu_count() or 1)
+        super().__init__(workers_or_cores(workers))
         self.seconds_per_task = seconds_per_task
         self.timeout = timeout
         self._chosen: Backend | None = None

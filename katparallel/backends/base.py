@@ -14,10 +14,43 @@ A task that did not return yields ``(i, Failure(...))`` instead of a result:
 from __future__ import annotations
 
 import abc
+import numbers
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
-__all__ = ("Backend",)
+__all__ = ("Backend", "check_workers", "workers_or_cores")
+
+
+def check_workers(workers: Any) -> int | None:
+    """Return ``workers`` as an int, or None; refuse anything but a count of at least 1.
+
+    Raises
+    ------
+    TypeError
+        If ``workers`` is not None and not an integer (``True`` and ``2.5`` included).
+    ValueError
+        If ``workers`` is below 1 (``0`` does not mean "all cores": give None for that).
+    """
+    if workers is None:
+        return None
+    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral):
+        raise TypeError(
+            f"workers must be a whole number of processes, got {workers!r}; "
+            "give None for one per CPU core"
+        )
+    if workers < 1:
+        raise ValueError(
+            f"workers must be at least 1, got {workers!r}; give None (the default) "
+            "for one worker per CPU core"
+        )
+    return int(workers)
+
+
+def workers_or_cores(workers: Any) -> int:
+    """``workers`` checked by :func:`check_workers`, or one per CPU core when None."""
+    checked = check_workers(workers)
+    return (os.cpu_count() or 1) if checked is None else checked
 
 
 class Backend(abc.ABC):
@@ -36,11 +69,12 @@ class Backend(abc.ABC):
     name: ClassVar[str] = ""
     #: True when tasks run in other processes (so they must pickle).
     remote: ClassVar[bool] = True
+    #: True when the constructor takes ``timeout=`` (seconds one task may run)
+    #: and enforces it on every worker by stopping a task that overruns.
+    supports_timeout: ClassVar[bool] = False
 
     def __init__(self, workers: int | None = None):
-        if workers is not None and int(workers) < 1:
-            raise ValueError(f"workers must be at least 1, got {workers!r}")
-        self.workers = None if workers is None else int(workers)
+        self.workers = check_workers(workers)
 
     @classmethod
     def enabled(cls) -> bool:

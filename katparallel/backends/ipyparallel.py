@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..errors import Failure
-from .base import Backend
-from .procpool import pinned_thread_env
+from .base import Backend, workers_or_cores
+from .pinning import call_pinned, pinned_thread_env
 
 LOGGER = logging.getLogger(__name__)
 
@@ -74,8 +74,9 @@ class IPyParallelBackend(Backend):
         A connected client of the user's cluster.
     profile, url_file, cluster_id : str, optional
         How to find the user's running cluster (as for ``ipyparallel.Client``).
-    timeout : float, optional
-        Seconds to wait for the connection and for engines to register.
+    connect_timeout : float, optional
+        Seconds to wait for the connection and for engines to register. (A
+        per-job ``timeout=`` is refused: an engine cannot stop a running task.)
     threads : int or None, optional
         OpenMP/BLAS threads per engine of a cluster katparallel starts
         (default 1). ``None`` leaves them alone.
@@ -88,22 +89,22 @@ class IPyParallelBackend(Backend):
         workers: int | None = None,
         client: Any = None,
         profile: str | None = None,
-        url_file: str | None = None,
+        url_file: str | os.PathLike | None = None,
         cluster_id: str | None = None,
-        timeout: float = 60.0,
+        connect_timeout: float = 60.0,
         threads: int | None = 1,
     ):
-        super().__init__(workers or os.cpu_count() or 1)
-        self.timeout = timeout
+        super().__init__(workers_or_cores(workers))
+        self.connect_timeout = connect_timeout
         self._client = client
+        # ipyparallel 9 ignores a url_file= keyword: the file goes first, positionally.
+        self._url_file = None if url_file is None else os.fspath(url_file)
         self._connect_kwargs = {
-            k: v
-            for k, v in dict(profile=profile, url_file=url_file, cluster_id=cluster_id).items()
-            if v is not None
+            k: v for k, v in dict(profile=profile, cluster_id=cluster_id).items() if v is not None
         }
-        self.owns_cluster = client is None and not self._connect_kwargs
+        self.owns_cluster = client is None and url_file is None and not self._connect_kwargs
         self._key = (self.workers, threads)
-        self._env = pinned_thread_env(threads)
+        self._threads = threads
 
     @classmethod
     def enabled(cls) -> bool:
@@ -119,9 +120,11 @@ class IPyParallelBackend(Backend):
         ipp = _import_ipyparallel()
         if not self.owns_cluster:
             if self._client is None:
-                self._client = ipp.Client(timeout=self.timeout, **self._connect_kwargs)
+                self._client = ipp.Client(
+                    self._url_file, timeout=self.connect_timeout, **self._connect_kwargs
+                )
             if not self._client.ids:
-                self._client.wait_for_engines(1, timeout=self.timeout)
+                self._client.wait_for_engines(1, timeout=self.connect_timeout)
             return self._client
         entry = _CLUSTERS.get(self._key)
         if entry is None:
@@ -129,10 +132,10 @@ class IPyParallelBackend(Backend):
             from traitlets.config import Config
 
             config = Config()
-            config.EngineLauncher.environment = self._env
+            config.EngineLauncher.environment = pinned_thread_env(self._threads)
             cluster = ipp.Cluster(
                 n=self.workers,
-                engine_timeout=self.timeout,
+                engine_timeout=self.connect_timeout,
                 config=config,
                 log_level=logging.WARNING,
             )
@@ -146,8 +149,13 @@ class IPyParallelBackend(Backend):
         missing = self.workers - len(client.ids)
         if missing > 0:  # engines died in an earlier run: replace them
             cluster.start_engines_sync(n=missing)
-            client.wait_for_engines(self.workers, timeout=self.timeout)
+            client.wait_for_engines(self.workers, timeout=self.connect_timeout)
         return client
+
+    @property
+    def _pinned_threads(self) -> int | None:
+        """Threads to pin on the engines: only on those katparallel started."""
+        return self._threads if self.owns_cluster else None
 
     @property
     def n_workers(self) -> int:
@@ -162,7 +170,7 @@ class IPyParallelBackend(Backend):
         finished: queue.SimpleQueue = queue.SimpleQueue()
         pending = {}
         for i, task in enumerate(tasks):
-            ar = view.apply_async(fn, task)
+            ar = view.apply_async(call_pinned, fn, self._pinned_threads, task)
             pending[ar] = i
             ar.add_done_callback(finished.put)
         clean_exit = False
@@ -196,6 +204,6 @@ class IPyParallelBackend(Backend):
         """Stop the cluster katparallel started; leave a user's cluster running."""
         if self.owns_cluster:
             _stop_cluster(self._key)
-        elif self._client is not None and self._connect_kwargs:
+        elif self._client is not None and (self._url_file or self._connect_kwargs):
             self._client.close()
             self._client = None

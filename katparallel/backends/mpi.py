@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..errors import BackendUnavailable, Failure
-from .base import Backend
-from .procpool import pinned_thread_env
+from .base import Backend, workers_or_cores
+from .pinning import pin_threads, pinned_thread_env
 
 LOGGER = logging.getLogger(__name__)
 
@@ -113,9 +113,9 @@ class MPIBackend(Backend):
     name = "mpi"
 
     def __init__(self, workers: int | None = None, threads: int | None = 1):
-        super().__init__(workers or os.cpu_count() or 1)
+        super().__init__(workers_or_cores(workers))
         self._key = (self.workers, threads)
-        self._env = pinned_thread_env(threads)
+        self._threads = threads
 
     @classmethod
     def enabled(cls) -> bool:
@@ -141,7 +141,10 @@ class MPIBackend(Backend):
                     "PRTE_ALLOW_RUN_AS_ROOT_CONFIRM=1 in the environment, run as "
                     f"another user, or {_MPIEXEC_HINT}."
                 )
-            executor = futures.MPIPoolExecutor(max_workers=self.workers, env=self._env)
+            executor = futures.MPIPoolExecutor(
+                max_workers=self.workers, env=pinned_thread_env(self._threads),
+                initializer=pin_threads, initargs=(self._threads,),
+            )
             if spawning:
                 _wait_for_spawned_workers(executor)
             _EXECUTORS[self._key] = executor

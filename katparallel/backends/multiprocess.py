@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import atexit
-import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .base import Backend
-from .procpool import ProcessPool, pinned_thread_env
+from .base import Backend, workers_or_cores
+from .procpool import ProcessPool
 
 __all__ = ("MultiprocessingBackend", "shutdown_pools")
 
@@ -45,6 +44,7 @@ class MultiprocessingBackend(Backend):
     """
 
     name = "multiprocessing"
+    supports_timeout = True
 
     def __init__(
         self,
@@ -53,10 +53,10 @@ class MultiprocessingBackend(Backend):
         timeout: float | None = None,
         start_method: str | None = None,
     ):
-        super().__init__((os.cpu_count() or 1) if workers is None else workers)
+        super().__init__(workers_or_cores(workers))
         self.timeout = timeout
         self._key = (self.workers, threads, start_method)
-        self._env = pinned_thread_env(threads)
+        self._threads = threads
         self._start_method = start_method
 
     @property
@@ -71,7 +71,7 @@ class MultiprocessingBackend(Backend):
         pool = _POOLS.get(self._key)
         if pool is None or pool.closed:
             pool = _POOLS[self._key] = ProcessPool(
-                self.workers, env=self._env, start_method=self._start_method
+                self.workers, start_method=self._start_method, threads=self._threads
             )
         return pool
 

@@ -4,12 +4,17 @@ dill carries lambdas, closures and ``__main__`` functions to the workers. pathos
 caches pools as singletons by ``id`` and refuses a closed one ("Pool not
 running"): katparallel uses its own ids, reuses its pools and replaces a closed
 one. Workers start with ``forkserver`` (pathos forks, which deadlocks in libgomp
-once this process has run a higher-order-mode Finesse model). A ``multiprocess``
-pool silently loses the task of a worker that dies, so each worker writes the
-task it starts into its own file (no lock a kill could leave held), which the
-parent reads to name the task. A worker killed while idle may hold the pool's
-task-queue lock, which deadlocks a ``multiprocess`` pool; the ``multiprocessing``
-backend has no shared queue and recovers from that too.
+once this process has run a higher-order-mode Finesse model).
+
+A ``multiprocess`` pool silently loses the task of a worker that dies, so each
+worker writes the task it starts into its own file (no lock a kill could leave
+held), which the parent reads to name the task: that task is reported crashed
+and the run goes on. A worker that dies while idle is worse: it waited for
+tasks holding the pool's task-queue lock, so its replacements, every later task
+and even ``Pool.terminate()`` wait on that lock for ever. Such a pool is
+replaced, before a run or during one (the unfinished tasks are sent again), and
+stopping a pool kills its workers and frees the locks they held first, with a
+deadline on every wait.
 """
 
 from __future__ import annotations
@@ -23,36 +28,40 @@ import queue
 import shutil
 import signal
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import Failure
-from .base import Backend
-from .procpool import pinned_thread_env, worker_start_failed
+from .base import Backend, workers_or_cores
+from .pinning import pin_threads
+from .procpool import worker_start_failed
 
 LOGGER = logging.getLogger(__name__)
 
 __all__ = ("PathosBackend", "shutdown_pools")
 
-# key -> (pathos ProcessPool, directory of per-worker "current task" files)
-_POOLS: dict[tuple, tuple[Any, str]] = {}
+_POOLS: dict[tuple, "_Pool"] = {}
 _RUNS = itertools.count(1)
 _GRACE = 0.5  # seconds a dead worker's result may still be in flight
+_DEADLINE = 10.0  # seconds to wait for a pool to stop; only a hang reaches it
 _STATE_FILE = -1  # in a worker: fd of its "current task" file
 
 
-def _init_worker(env: Mapping[str, str], state_dir: str) -> None:
+def _init_worker(threads: int | None, state_dir: str) -> None:
     global _STATE_FILE
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ.update(env)
+    pin_threads(threads)
     path = os.path.join(state_dir, str(os.getpid()))
     _STATE_FILE = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
 
 
 def _run_task(fn: Callable[[Any], Any], run: int, index: int, task: Any) -> Any:
-    os.pwrite(_STATE_FILE, b"%20d %20d" % (run, index), 0)
+    os.lseek(_STATE_FILE, 0, os.SEEK_SET)  # not os.pwrite: Windows has none
+    os.write(_STATE_FILE, b"%20d %20d" % (run, index))
     return fn(task)
 
 
@@ -69,15 +78,59 @@ def _held_task(state_dir: str, pid: int) -> tuple[int, int] | None:
     return (int(fields[0]), int(fields[1])) if fields else (0, -1)
 
 
+@dataclass
+class _Pool:
+    """A pathos pool, the ``multiprocess`` pool it serves and its state files."""
+
+    pathos: Any
+    raw: Any
+    state_dir: str
+    pids: set[int] = field(default_factory=set)  # workers of the last run, dead ones unhandled
+
+    def live_pids(self) -> set[int]:
+        return {p.pid for p in self.raw._pool if p.exitcode is None}
+
+    def lost_a_worker(self) -> bool:
+        """True if a worker of the last run has died, then or since."""
+        return bool(self.pids - self.live_pids())
+
+    def stop(self) -> None:
+        """Stop the workers and the pool's threads, whatever locks dead workers hold."""
+        _kill(self.raw._pool)
+        for lock in (self.raw._inqueue._rlock, self.raw._outqueue._wlock):
+            _free(lock)
+        stopper = threading.Thread(target=self._terminate, daemon=True)
+        stopper.start()
+        stopper.join(_DEADLINE)
+        if stopper.is_alive():
+            LOGGER.warning("a pathos pool did not stop within %g s; abandoned it", _DEADLINE)
+        _kill(self.raw._pool)  # any the pool started meanwhile
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def _terminate(self) -> None:
+        self.raw.terminate()
+        self.raw.join()
+        self.pathos.clear()
+
+
+def _kill(processes: list) -> None:
+    for process in list(processes):
+        if process.exitcode is None:
+            process.kill()
+    for process in list(processes):
+        process.join(_DEADLINE)
+
+
+def _free(lock: Any) -> None:
+    """Release ``lock`` if a (now dead) worker left it taken; every worker is dead."""
+    lock.acquire(block=False)  # now taken: by this call, or by a dead worker
+    lock.release()
+
+
 def _stop(key: tuple) -> None:
-    entry = _POOLS.pop(key, None)
-    if entry is None:
-        return
-    pool, state_dir = entry
-    pool.terminate()  # close+join never returns once a crashed worker lost a task
-    pool.join()
-    pool.clear()
-    shutil.rmtree(state_dir, ignore_errors=True)
+    pool = _POOLS.pop(key, None)
+    if pool is not None:
+        pool.stop()
 
 
 def shutdown_pools() -> None:
@@ -111,7 +164,7 @@ class PathosBackend(Backend):
         threads: int | None = 1,
         start_method: str | None = None,
     ):
-        super().__init__(workers or os.cpu_count() or 1)
+        super().__init__(workers_or_cores(workers))
         try:
             import multiprocess
         except ImportError as e:
@@ -125,50 +178,50 @@ class PathosBackend(Backend):
                 "process has simulated higher-order modes; use 'forkserver' or 'spawn'."
             )
         self._context = multiprocess.get_context(start_method)
-        self._env = pinned_thread_env(threads)
+        self._threads = threads
         self._key = (self.workers, threads, start_method)
 
     @classmethod
     def enabled(cls) -> bool:
         return importlib.util.find_spec("pathos") is not None
 
-    def _pool(self) -> tuple[Any, str]:
-        """The raw ``multiprocess`` pool for these settings and its state dir."""
+    def _pool(self) -> _Pool:
+        """The pool for these settings: started, or replaced if it cannot run."""
         from multiprocess.pool import RUN
+
+        pool = _POOLS.get(self._key)
+        if pool is not None and pool.raw._state != RUN:
+            _stop(self._key)  # closed through pathos' own API: start afresh
+            pool = None
+        elif pool is not None and pool.lost_a_worker():
+            LOGGER.warning("a pathos worker died since the last run; replacing the pool")
+            _stop(self._key)
+            pool = None
+        return pool or self._start()
+
+    def _start(self) -> _Pool:
         from pathos.pools import ProcessPool
 
-        entry = _POOLS.get(self._key)
-        if entry is not None and entry[0]._serve()._state != RUN:
-            _stop(self._key)  # closed through pathos' own API: start afresh
-            entry = None
-        if entry is None:
-            state_dir = tempfile.mkdtemp(prefix="katparallel-pathos-")
-            pool = ProcessPool(
-                nodes=self.workers,
-                id=("katparallel",) + self._key,
-                context=self._context,
-                initializer=_init_worker,
-                initargs=(self._env, state_dir),
-            )
-            entry = _POOLS[self._key] = (pool, state_dir)
-        return entry[0]._serve(), entry[1]
+        state_dir = tempfile.mkdtemp(prefix="katparallel-pathos-")
+        pathos_pool = ProcessPool(
+            nodes=self.workers,
+            id=("katparallel", *self._key, next(_RUNS)),  # a fresh pathos singleton
+            context=self._context,
+            initializer=_init_worker,
+            initargs=(self._threads, state_dir),
+        )
+        pool = _POOLS[self._key] = _Pool(pathos_pool, pathos_pool._serve(), state_dir)
+        return pool
 
     def map_unordered(
         self, fn: Callable[[Any], Any], tasks: Sequence[Any]
     ) -> Iterator[tuple[int, Any]]:
-        raw, state_dir = self._pool()
-        run = next(_RUNS)
+        pool = self._pool()
         done: queue.SimpleQueue = queue.SimpleQueue()
-        for i, task in enumerate(tasks):
-            raw.apply_async(
-                _run_task,
-                (fn, run, i, task),
-                callback=lambda r, i=i: done.put((i, r)),
-                error_callback=lambda e, i=i: done.put((i, Failure.capture(e))),
-            )
-        workers = {p.pid: p for p in raw._pool}
-        dead: dict[int, float] = {}  # pid -> when its death was noticed
         remaining = set(range(len(tasks)))
+        run = _submit(pool, fn, tasks, remaining, done)
+        workers = {p.pid: p for p in pool.raw._pool}
+        dead: dict[int, float] = {}  # pid -> when its death was noticed
         try:
             while remaining:
                 try:
@@ -180,22 +233,23 @@ class PathosBackend(Backend):
                         remaining.discard(i)
                         yield i, result
                     continue
-                workers.update((p.pid, p) for p in raw._pool)
-                now = time.monotonic()
-                for pid, process in list(workers.items()):
-                    if process.exitcode is None or now - dead.setdefault(pid, now) < _GRACE:
-                        continue
-                    del workers[pid]
-                    held = _held_task(state_dir, pid)
+                workers.update((p.pid, p) for p in pool.raw._pool)
+                for pid, exitcode in _deaths(workers, dead):
+                    held = _held_task(pool.state_dir, pid)
                     if held is None:
-                        raise worker_start_failed(process.exitcode)
+                        raise worker_start_failed(exitcode)
                     if held[0] == run and held[1] in remaining:
                         remaining.discard(held[1])
-                        yield held[1], Failure.worker_crashed(
-                            f"the pathos worker running this job was killed (exit "
-                            f"code {process.exitcode}: a segfault, the OOM killer or "
-                            "a kill); the job did not finish."
-                        )
+                        yield held[1], _crashed(exitcode)
+                    else:  # died idle, maybe holding the task-queue lock
+                        LOGGER.warning("a pathos worker died while idle; replacing the pool")
+                        _stop(self._key)
+                        pool = self._start()
+                        run = _submit(pool, fn, tasks, remaining, done)
+                        workers, dead = {p.pid: p for p in pool.raw._pool}, {}
+                        break
+            workers.update((p.pid, p) for p in pool.raw._pool)
+            pool.pids = set(workers)  # one that died unnoticed gets the pool replaced
         except BaseException:  # Ctrl-C or abandoned: tasks cannot be cancelled
             LOGGER.info("stopping the pathos pool after an interrupted run")
             self.close()
@@ -204,3 +258,35 @@ class PathosBackend(Backend):
     def close(self) -> None:
         """Stop this backend's pool (a later run starts a fresh one)."""
         _stop(self._key)
+
+
+def _submit(pool: _Pool, fn: Callable, tasks: Sequence[Any], indices: set[int],
+            done: queue.SimpleQueue) -> int:
+    """Send ``tasks[i]`` for every ``i`` in ``indices``; return the run's number."""
+    run = next(_RUNS)
+    for i in sorted(indices):
+        pool.raw.apply_async(
+            _run_task,
+            (fn, run, i, tasks[i]),
+            callback=lambda r, i=i: done.put((i, r)),
+            error_callback=lambda e, i=i: done.put((i, Failure.capture(e))),
+        )
+    return run
+
+
+def _deaths(workers: dict[int, Any], dead: dict[int, float]) -> list[tuple[int, int]]:
+    """(pid, exit code) of workers dead for longer than the grace period; forgets them."""
+    now, ended = time.monotonic(), []
+    for pid, process in list(workers.items()):
+        if process.exitcode is None or now - dead.setdefault(pid, now) < _GRACE:
+            continue
+        del workers[pid]
+        ended.append((pid, process.exitcode))
+    return ended
+
+
+def _crashed(exitcode: int) -> Failure:
+    return Failure.worker_crashed(
+        f"the pathos worker running this job was killed (exit code {exitcode}: a "
+        "segfault, the OOM killer or a kill); the job did not finish."
+    )

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -27,25 +26,11 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from ..errors import BackendUnavailable, Failure
+from .pinning import pin_threads
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ("ProcessPool", "pinned_thread_env", "worker_start_failed")
-
-
-def pinned_thread_env(threads: int | None) -> dict[str, str]:
-    """Environment variables that limit a worker's OpenMP/BLAS threads.
-
-    ``threads=None`` returns an empty mapping (leave the defaults alone).
-    """
-    if threads is None:
-        return {}
-    n = str(int(threads))
-    return {
-        "OMP_NUM_THREADS": n,
-        "OPENBLAS_NUM_THREADS": n,
-        "MKL_NUM_THREADS": n,
-    }
+__all__ = ("ProcessPool", "worker_start_failed")
 
 
 def worker_start_failed(exitcode: int | None) -> BackendUnavailable:
@@ -59,9 +44,9 @@ def worker_start_failed(exitcode: int | None) -> BackendUnavailable:
     )
 
 
-def _worker_main(conn, env: Mapping[str, str]) -> None:
+def _worker_main(conn, env: Mapping[str, str], threads: int | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ.update(env)
+    pin_threads(threads, env)
     conn.send("ready")
     while True:
         try:
@@ -82,10 +67,10 @@ def _worker_main(conn, env: Mapping[str, str]) -> None:
 
 
 class _Worker:
-    def __init__(self, ctx, env: Mapping[str, str]):
+    def __init__(self, ctx, env: Mapping[str, str], threads: int | None):
         self.conn, child_conn = ctx.Pipe(duplex=True)
         self.process = ctx.Process(
-            target=_worker_main, args=(child_conn, dict(env)), daemon=True
+            target=_worker_main, args=(child_conn, dict(env), threads), daemon=True
         )
         self.process.start()
         child_conn.close()
@@ -126,8 +111,11 @@ class ProcessPool:
     workers : int
         Number of processes.
     env : mapping, optional
-        Environment variables set in each worker before it runs anything
-        (e.g. :func:`pinned_thread_env`).
+        Environment variables set in each worker before it runs anything.
+    threads : int or None, optional
+        OpenMP/BLAS threads of each worker (:func:`~.pinning.pin_threads`),
+        also of the runtimes its ``__main__`` loaded before it started;
+        None leaves them alone.
     start_method : str, optional
         ``"forkserver"`` (default where available) or ``"spawn"``.
     """
@@ -137,6 +125,7 @@ class ProcessPool:
         workers: int,
         env: Mapping[str, str] | None = None,
         start_method: str | None = None,
+        threads: int | None = None,
     ):
         if start_method is None:
             methods = multiprocessing.get_all_start_methods()
@@ -149,7 +138,8 @@ class ProcessPool:
             )
         self._ctx = multiprocessing.get_context(start_method)
         self._env = dict(env or {})
-        self._workers = [_Worker(self._ctx, self._env) for _ in range(int(workers))]
+        self._threads = threads
+        self._workers = [self._start_worker() for _ in range(int(workers))]
         self.closed = False
         try:
             for worker in self._workers:
@@ -166,9 +156,12 @@ class ProcessPool:
         """Process ids of the live workers."""
         return [w.process.pid for w in self._workers if w.process.is_alive()]
 
+    def _start_worker(self) -> _Worker:
+        return _Worker(self._ctx, self._env, self._threads)
+
     def _replace(self, worker: _Worker) -> _Worker:
         worker.kill()
-        new = self._workers[self._workers.index(worker)] = _Worker(self._ctx, self._env)
+        new = self._workers[self._workers.index(worker)] = self._start_worker()
         new.wait_ready()
         return new
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .base import Backend
+from .base import Backend, check_workers
 
 __all__ = ("SerialBackend",)
 
@@ -21,6 +21,7 @@ class SerialBackend(Backend):
     remote = False
 
     def __init__(self, workers: int | None = None):
+        check_workers(workers)  # a bad count is an error here too, though unused
         super().__init__(1)
 
     def map_unordered(

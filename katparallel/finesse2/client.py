@@ -22,6 +22,10 @@ Outcomes, for each run:
   run): an error on standard error and exit status 1. The run is not repeated here,
   because it may already have written output or created PyKat's pipe.
 
+The server runs on Linux only (it relies on epoll, ``SO_PEERCRED``, ``SIGIO`` on a
+socket and passing file descriptors); elsewhere (macOS, Windows) every run happens in
+the client's own process, as with ``KATPARALLEL_KAT_SERVER=0``.
+
 ``KATPARALLEL_KAT_SERVER=0`` turns the server off (every run in the client's own
 process). ``KATPARALLEL_KAT_SERVER_IDLE`` sets the minutes a server waits for work
 before it exits (default 10). ``python -m katparallel.finesse2 --stop-server`` (or
@@ -36,7 +40,6 @@ server answers with lines ``S PID`` (a worker has taken the run), then ``X STATU
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -58,6 +61,8 @@ ENV_IDLE = "KATPARALLEL_KAT_SERVER_IDLE"
 _HEADER = struct.Struct("!I")
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _SUN_PATH_MAX = 107  # bytes in sockaddr_un.sun_path, less the terminating NUL
+#: Where the server works: it uses epoll, SO_PEERCRED and F_SETOWN, which are Linux's.
+SERVER_PLATFORM = sys.platform.startswith("linux")
 
 
 class ServerPaths(NamedTuple):
@@ -124,8 +129,13 @@ def server_pid(paths: ServerPaths) -> int | None:
     """Return the pid of the running (or starting) server, or None if there is none.
 
     A server holds an exclusive ``flock`` on ``paths.lock`` for its whole life; the
-    kernel drops it when the server dies, however it dies.
+    kernel drops it when the server dies, however it dies. There is never one where
+    the server does not work (see :data:`SERVER_PLATFORM`).
     """
+    if not SERVER_PLATFORM:
+        return None
+    import fcntl
+
     try:
         fd = os.open(paths.lock, os.O_RDONLY)
     except FileNotFoundError:
@@ -263,16 +273,48 @@ def _die_by(signum: int) -> NoReturn:
     raise SystemExit(128 + signum)  # only for signals that do not terminate
 
 
-def _forward_signals(worker: int) -> None:
-    """Pass the signals that would stop a direct run on to the worker doing it."""
-    def forward(signum: int, frame: object) -> None:
+class _Forwarder:
+    """Pass the signals that would stop a direct run on to the worker doing it.
+
+    Installed before the request is sent: a signal that arrives before the server has
+    named the worker is held, then forwarded the moment it does, so the worker dies by
+    that very signal, exactly as a direct run would. (Without this, a signal in that
+    window killed the client alone, and its worker died of SIGIO instead.) The same
+    signal a second time before then, or a connection that breaks first, ends this
+    process by it.
+    """
+
+    def __init__(self) -> None:
+        self.worker: int | None = None
+        self.held: list[int] = []
+        self.previous = {}
+        for signum in _FORWARDED:
+            if signal.getsignal(signum) is not signal.SIG_IGN:  # a direct run ignores it
+                self.previous[signum] = signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.worker is None:
+            if signum in self.held:
+                _die_by(signum)
+            self.held.append(signum)
+            return
         try:
-            os.kill(worker, signum)
+            os.kill(self.worker, signum)
         except ProcessLookupError:
             pass
 
-    for signum in _FORWARDED:
-        signal.signal(signum, forward)
+    def start(self, worker: int) -> None:
+        """Forward to ``worker`` from now on, starting with the signals held."""
+        self.worker = worker
+        for signum in self.held:
+            self._on_signal(signum, None)
+
+    def stop(self) -> None:
+        """Restore the previous handlers; die by a held signal no worker received."""
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        if self.worker is None and self.held:
+            _die_by(self.held[0])
 
 
 def _through_server(paths: ServerPaths, argv: Sequence[str]) -> int | None:
@@ -287,7 +329,7 @@ def _through_server(paths: ServerPaths, argv: Sequence[str]) -> int | None:
     sock = _connect(paths.socket)
     if sock is None:
         return None
-    worker = None
+    forwarder = _Forwarder()
     with sock:
         try:
             _send_request(sock, argv)
@@ -295,15 +337,16 @@ def _through_server(paths: ServerPaths, argv: Sequence[str]) -> int | None:
                 for line in replies:
                     tag, _, value = line.decode().partition(" ")
                     if tag == "S":
-                        worker = int(value)
-                        _forward_signals(worker)
+                        forwarder.start(int(value))
                     elif tag == "X":
                         return int(value)
                     elif tag == "K":
                         _die_by(int(value))
         except OSError:
-            pass  # the connection broke; what that means depends on `worker`
+            pass  # the connection broke; what that means depends on the worker
+    worker = forwarder.worker
     if worker is None:
+        forwarder.stop()
         return None
     sys.stderr.write(
         f"*** Error: katparallel's kat server worker (pid {worker}) ended without "
@@ -339,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write("stopped katparallel's kat server\n" if stopped
                          else "no katparallel kat server was running\n")
         return 0
-    if os.environ.get(ENV_SWITCH, "1").strip() == "0":
+    if not SERVER_PLATFORM or os.environ.get(ENV_SWITCH, "1").strip() == "0":
         return _direct(argv)
     paths = server_paths()
     status = _through_server(paths, argv)

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import fcntl
 import functools
 import importlib.metadata
 import os
@@ -300,7 +299,7 @@ class PykatPipe:
                     path.unlink()
                     raise
                 time.sleep(0.001)
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        os.set_blocking(fd, True)
         return cls(path, fd)
 
     def __enter__(self) -> PykatPipe:

@@ -416,33 +416,45 @@ def _run_program(argv: list[str]) -> int:
 
     try:
         return main(argv)
-    except KeyboardInterrupt:  # a forwarded SIGINT: print it and die by it, as Python
-        traceback.print_exc()
-        sys.stderr.flush()
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
-        raise
     except Exception:
         traceback.print_exc()
         return 1
 
 
+def _die_of_interrupt() -> NoReturn:
+    """Print the KeyboardInterrupt and die by SIGINT, as an interrupted Python does."""
+    traceback.print_exc()
+    sys.stderr.flush()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+    os._exit(128 + signal.SIGINT)  # not reached: SIGINT's default action ends us
+
+
 def _worker(conn: socket.socket, inherited: Sequence[int],
             pools: ThreadpoolController) -> NoReturn:
-    """Run one request in a forked child of the server; never returns."""
+    """Run one request in a forked child of the server; never returns.
+
+    The worker names itself to the client (``S``) only once it has taken on the
+    client's streams, so a signal the client forwards from then on is reported on
+    them, as in a direct run: SIGINT as a printed ``KeyboardInterrupt``.
+    """
     status = 1
     try:
         signal.set_wakeup_fd(-1)
         for signum in (signal.SIGCHLD, signal.SIGTERM):
             signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         for fd in inherited:
             os.close(fd)
         conn.setblocking(True)
         request, fds = _receive(conn)
         _die_with_client(conn)
-        conn.sendall(f"S {os.getpid()}\n".encode())
         _take_on(request, fds, pools)
-        status = _run_program(request["argv"])
+        try:
+            conn.sendall(f"S {os.getpid()}\n".encode())
+            status = _run_program(request["argv"])
+        except KeyboardInterrupt:  # forwarded by the client
+            _die_of_interrupt()
         sys.stdout.flush()
         sys.stderr.flush()
         signal.signal(signal.SIGIO, signal.SIG_IGN)  # done: the client may now go
