@@ -121,6 +121,7 @@ def run_study(study: Study, analysis: Any, options: RunOptions) -> Results:
             store.load_into(collector)
         chunks_of = _chunker(study, plan, action, options, batched)
         LOGGER.info("running %s on %s", plan.describe(), engine.name)
+        study.adapter.settle()  # workers then load the model from disk instead of parsing it
         started = time.perf_counter()
         engine = _dispatch(
             engine, plan, todo, chunks_of, on_result, options, batched, study.adapter.read_seconds()

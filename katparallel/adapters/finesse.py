@@ -432,6 +432,15 @@ class FinesseAdapter:
         """Model text recorded with results (for a factory, its name)."""
         return self.description
 
+    def settle(self) -> None:
+        """Wait until the model is on disk, if it is being written there.
+
+        Workers of a fresh pool then load it instead of parsing it again.
+        """
+        entry = None if self.is_factory else _cache().get(self.key)
+        if entry is not None:
+            entry.settle()
+
     def read_seconds(self) -> float:
         """How long reading the model took here (a worker pays about as much once)."""
         entry = None if self.is_factory else _cache().get(self.key)

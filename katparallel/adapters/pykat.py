@@ -293,6 +293,9 @@ class PykatAdapter:
         """Parsing a kat costs milliseconds: nothing worth weighing."""
         return 0.0
 
+    def settle(self) -> None:
+        """Nothing is written in the background for a kat."""
+
     def batch_reason(self, paths: tuple[str, ...], analysis: Any, forced: bool) -> str:
         """Jobs of a kat always run one by one (each is a run of the ``kat`` program)."""
         return "only Finesse 3 models can be stepped inside one simulation"
