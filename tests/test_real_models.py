@@ -66,7 +66,10 @@ def test_lock_studies_are_identical_across_backends_paths_and_job_order(aligo):
 def test_a_lost_lock_is_a_job_failure_with_finesses_message(aligo):
     ens = Ensemble(aligo).vary("PRM.T", [0.03, 0.031])
     lost = Series(RunLocks(max_iterations=2), Noxaxis())
-    res = ens.run(lost, backend="serial", progress=False)  # stepped: each point then runs per job
+    res = ens.run(lost, backend="serial", batch=True, progress=False)
+    per_job = ens.run(lost, backend="serial", batch=False, progress=False)
     assert [f.type for f in res.failures] == ["LostLock", "LostLock"]
+    assert [(f.index, f.type, f.message) for f in res.failures] == [
+        (f.index, f.type, f.message) for f in per_job.failures]
     assert np.isnan(res["PRG"].values).all()
     assert "Locks failed" in res.failures[0].message and "LostLock" in res.failures[0].traceback

@@ -11,6 +11,7 @@ values inside it::
               solve (or run the analysis' own axis) ──► stacked outputs
           └─► jobs Finesse rejected (e.g. R + T > 1) or could not solve
               ──► the per-job path, which records them exactly as it always does
+          └─► points whose locks were lost ──► LostLock failures (not run twice)
 
 One parameter and no axis of the analysis: Finesse's own C loop
 (``run_axes_scan``, as :class:`~finesse.analysis.actions.Sweep` uses).
@@ -41,10 +42,12 @@ from typing import Any
 import numpy as np
 from finesse.analysis.actions import Noxaxis, RunLocks, Series, Sweep
 from finesse.analysis.actions.base import Action, convert_str_to_parameter
+from finesse.exceptions import LostLock
 from finesse.analysis.runners import run_axes_scan
 from finesse.parameter import Parameter, deref
 from finesse.solutions import ArraySolution
 
+from ..errors import Failure
 from ..jobs import Chunk, ChunkResult, merge_results
 from .finesse import as_array, quiet
 
@@ -192,6 +195,7 @@ class StepValues(Action):
         self.locks = locks
         self.feedback = dict(feedback or {})
         self.per_job: list[int] = []
+        self.lost: dict[int, Failure] = {}  # position -> the point's LostLock
         self.stopped: int | None = None
         self.ran = np.zeros(len(self.values), dtype=bool)
         self.outputs: dict[str, np.ndarray] = {}
@@ -304,6 +308,11 @@ class StepValues(Action):
                 continue
             try:
                 valid = solve(k, first)
+            except LostLock as exc:
+                # RunLocks put its tunings back: the simulation goes on. Running the
+                # point again per job would only lose the lock a second time.
+                self.lost[k] = Failure.capture(exc)
+                continue
             except Exception as exc:  # noqa: BLE001 - the per-job path reports it
                 LOGGER.debug("solving point %d raised %s; restarting after it", k, exc)
                 self.stopped = k
@@ -375,7 +384,10 @@ def step_chunk(model, chunk: Chunk, adapter: Any) -> tuple[ChunkResult, list[int
             break
         ran = np.flatnonzero(step.ran)
         setup = time.perf_counter() - started - step.stepping_seconds  # the build
-        parts.append(ChunkResult(chunk.indices[start:][ran], step.outputs, step.axes, setup_seconds=setup))
+        lost = [f.for_job(int(chunk.indices[start + k]), chunk.job_values(start + k))
+                for k, f in step.lost.items()]
+        parts.append(ChunkResult(chunk.indices[start:][ran], step.outputs, step.axes, lost,
+                                 setup_seconds=setup))
         per_job.extend(start + k for k in step.per_job)
         if step.stopped is None:
             break
