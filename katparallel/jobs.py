@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import Failure
 
-__all__ = ("Chunk", "ChunkResult", "merge_results", "stack_outputs")
+__all__ = ("Chunk", "ChunkResult", "merge_results", "outputs_differ", "stack_outputs")
 
 
 @dataclass
@@ -73,6 +73,20 @@ class ChunkResult:
     solutions: list | None = None
     warnings: Counter = field(default_factory=Counter)
     setup_seconds: float = 0.0
+
+
+def outputs_differ(got: dict[str, tuple], have: dict[str, tuple]) -> str | None:
+    """Why outputs shaped ``got`` cannot join outputs shaped ``have`` (None if they can).
+
+    Both map output names to the shape of one job's value.
+    """
+    if got == have:
+        return None
+    return (
+        f"these outputs {got} differ from the other jobs' {have} (names and shapes); "
+        "every job of a study must give the same outputs: a factory must build "
+        "models with the same detectors and axes."
+    )
 
 
 def stack_outputs(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

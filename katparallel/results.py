@@ -23,7 +23,7 @@ import xarray as xr
 
 from .plan import Plan
 from .errors import Failure
-from .jobs import ChunkResult
+from .jobs import ChunkResult, outputs_differ
 
 LOGGER = logging.getLogger(__name__)
 
@@ -78,14 +78,9 @@ class Collector:
         """Why ``outputs`` cannot join the arrays collected so far (None if they can)."""
         if not self.arrays:
             return None
-        got = {name: values.shape[1:] for name, values in outputs.items()}
-        have = {name: array.shape[1:] for name, array in self.arrays.items()}
-        if got == have:
-            return None
-        return (
-            f"these jobs' outputs {got} differ from other jobs' {have} (names and shapes); "
-            "every job of a study must give the same outputs: a factory must build "
-            "models with the same detectors and axes."
+        return outputs_differ(
+            {name: values.shape[1:] for name, values in outputs.items()},
+            {name: array.shape[1:] for name, array in self.arrays.items()},
         )
 
     def _target(self, name: str, values: np.ndarray, axes: tuple) -> np.ndarray:

@@ -33,7 +33,7 @@ import dill
 import numpy as np
 
 from .errors import Failure
-from .jobs import Chunk, ChunkResult, merge_results, stack_outputs
+from .jobs import Chunk, ChunkResult, merge_results, outputs_differ, stack_outputs
 from .sampling import job_rng
 
 LOGGER = logging.getLogger(__name__)
@@ -121,7 +121,9 @@ class _Rows:
     def add(self, index: int, outputs: Any, solution: Any) -> None:
         """Keep a job's outputs; raise ValueError if they differ from the first job's."""
         if self.rows:
-            _check_like(outputs.values, self.rows[0])
+            problem = outputs_differ(_shapes(outputs.values), _shapes(self.rows[0]))
+            if problem:
+                raise ValueError(problem)
         self.indices.append(index)
         self.rows.append(outputs.values)
         self.axes = self.axes or outputs.axes
@@ -135,15 +137,8 @@ class _Rows:
         )
 
 
-def _check_like(values: Mapping[str, np.ndarray], first: Mapping[str, np.ndarray]) -> None:
-    shapes = {name: np.shape(v) for name, v in values.items()}
-    expected = {name: np.shape(v) for name, v in first.items()}
-    if shapes != expected:
-        raise ValueError(
-            f"this job's outputs {shapes} differ from those of the other jobs "
-            f"{expected} (names and shapes); every job of a study must give the "
-            "same outputs: a factory must build models with the same detectors and axes."
-        )
+def _shapes(values: Mapping[str, np.ndarray]) -> dict[str, tuple]:
+    return {name: np.shape(v) for name, v in values.items()}
 
 
 def run_jobs(chunk: Chunk) -> ChunkResult:
