@@ -46,7 +46,7 @@ def cache_everything(monkeypatch):
 
 
 def _written(text: str):
-    base = finesse_adapter._cache()[Ensemble(text)._adapter.key]
+    base = finesse_adapter.thread_cache("models")[Ensemble(text)._adapter.key]
     base.settle()  # wait for the background write
     return modelcache.cache_dir() / f"{modelcache.entry_key(text, 'katscript')}.dill"
 
@@ -78,7 +78,7 @@ def test_workers_get_the_same_numbers_from_a_loaded_model(cache_everything):
     _written(text)
     ens = Ensemble(text).vary("L0.P", np.linspace(1, 2, 6)).vary("cav.L", [1.0, 1.5])
     pool = ens.run(backend="multiprocessing", workers=2, batch=False, progress=False)
-    finesse_adapter._cache().clear()  # this process parses again
+    finesse_adapter.thread_cache("models").clear()  # this process parses again
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KATPARALLEL_MODEL_CACHE", "0")
         serial = Ensemble(text).vary("L0.P", np.linspace(1, 2, 6)).vary("cav.L", [1.0, 1.5]).run(

@@ -49,21 +49,25 @@ LOGGER = logging.getLogger(__name__)
 
 __all__ = ("FinesseAdapter", "Outputs", "as_array")
 
-#: Parsed models (and analyses) kept per thread.
+#: Most entries of each kind (parsed models, factories, analyses) kept per thread.
 _CACHE_SIZE = 4
 _LOCAL = threading.local()
 
 
-def _cache() -> dict[Any, Any]:
-    """This thread's cache: jobs change a model in place, so threads never share one."""
-    cache = getattr(_LOCAL, "cache", None)
-    if cache is None:
-        cache = _LOCAL.cache = {}
-    return cache
+def thread_cache(kind: str) -> dict[Any, Any]:
+    """This thread's cache of ``kind`` ("models", "factories", "actions", "kats").
+
+    Per thread, because jobs change a model in place: threads never share one.
+    """
+    caches = getattr(_LOCAL, "caches", None)
+    if caches is None:
+        caches = _LOCAL.caches = {}
+    return caches.setdefault(kind, {})
 
 
-def _remember(key: Any, value: Any) -> Any:
-    cache = _cache()
+def remember(kind: str, key: Any, value: Any) -> Any:
+    """Keep ``value`` in this thread's cache of ``kind``, dropping the oldest; return it."""
+    cache = thread_cache(kind)
     if len(cache) >= _CACHE_SIZE:
         cache.pop(next(iter(cache)))
     cache[key] = value
@@ -350,7 +354,7 @@ class FinesseAdapter:
         errors = {}
         for kind in attempts:
             adapter = cls(kind, text)
-            known = _cache().get(adapter.key)
+            known = thread_cache("models").get(adapter.key)
             if known is not None:  # read here before: no second parse
                 adapter._probe = known.model
                 return adapter
@@ -371,7 +375,7 @@ class FinesseAdapter:
 
     def _seed_cache(self, base: BaseModel) -> None:
         """Use the model read for the checks as this process's base model too."""
-        self._probe = _remember(self.key, base).model
+        self._probe = remember("models", self.key, base).model
 
     @property
     def is_factory(self) -> bool:
@@ -437,13 +441,13 @@ class FinesseAdapter:
 
         Workers of a fresh pool then load it instead of parsing it again.
         """
-        entry = None if self.is_factory else _cache().get(self.key)
+        entry = None if self.is_factory else thread_cache("models").get(self.key)
         if entry is not None:
             entry.settle()
 
     def read_seconds(self) -> float:
         """How long reading the model took here (a worker pays about as much once)."""
-        entry = None if self.is_factory else _cache().get(self.key)
+        entry = None if self.is_factory else thread_cache("models").get(self.key)
         return entry.read_seconds if entry is not None else 0.0
 
     def batch_reason(self, paths: tuple[str, ...], analysis: Any, forced: bool) -> str | None:
@@ -470,9 +474,9 @@ class FinesseAdapter:
         return BaseModel(dill.loads(self.data))
 
     def _base(self) -> BaseModel:
-        entry = _cache().get(self.key)
+        entry = thread_cache("models").get(self.key)
         if entry is None:
-            entry = _remember(self.key, self._build())
+            entry = remember("models", self.key, self._build())
         return entry
 
     def base_model(self):
@@ -481,7 +485,7 @@ class FinesseAdapter:
 
     def discard(self) -> None:
         """Forget the cached model (after a job left it in an unknown state)."""
-        _cache().pop(self.key, None)
+        thread_cache("models").pop(self.key, None)
 
     @contextlib.contextmanager
     def job_model(
@@ -494,7 +498,8 @@ class FinesseAdapter:
         itself, every parameter of which is put back when the job ends.
         """
         if self.is_factory:
-            factory = _cache().get(self.key) or _remember(self.key, dill.loads(self.data))
+            factory = thread_cache("factories").get(self.key) or remember(
+                "factories", self.key, dill.loads(self.data))
             model = factory(dict(values), rng)
             _check_is_model(model)
             yield model
@@ -527,7 +532,8 @@ class FinesseAdapter:
 
         if isinstance(analysis, str):
             key = (self.key, analysis)
-            analysis = _cache().get(key) or _remember(key, _action_from_text(model, analysis))
+            analysis = thread_cache("actions").get(key) or remember(
+                "actions", key, _action_from_text(model, analysis))
         return analysis or model.analysis or Noxaxis()
 
     def run(self, model, analysis: Any):

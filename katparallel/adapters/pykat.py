@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelSourceError, UnknownParameterError
-from .finesse import Outputs, _cache, _remember
+from .finesse import Outputs, remember, thread_cache
 
 LOGGER = logging.getLogger(__name__)
 
@@ -309,11 +309,11 @@ class PykatAdapter:
     # ------------------------------------------------------------------ worker
     def base_model(self):
         """The parsed kat, cached in this process and thread."""
-        return _cache().get(self.key) or _remember(self.key, new_kat(self.script))
+        return thread_cache("kats").get(self.key) or remember("kats", self.key, new_kat(self.script))
 
     def discard(self) -> None:
         """Forget the cached kat."""
-        _cache().pop(self.key, None)
+        thread_cache("kats").pop(self.key, None)
 
     @contextlib.contextmanager
     def job_model(
