@@ -235,7 +235,7 @@ def _probe_and_choose(
     started = time.perf_counter()
     execute(chunks_of(probe, len(probe)), SerialBackend(), timed)
     seconds_per_job = max(time.perf_counter() - started - sum(setup), 0.0) / len(probe)
-    return auto.choose(len(rest), seconds_per_job, read_seconds + sum(setup)), rest
+    return auto.choose(len(rest), seconds_per_job, sum(setup), read_seconds), rest
 
 
 def _finish(study, plan, action, engine, elapsed, collector: Collector, options) -> Results:
@@ -284,8 +284,11 @@ def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0) 
     """
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, unit="job", desc=desc, disable=not enabled,
-                leave=True)
+    class JobBar(tqdm):
+        monitor_interval = 0  # no monitor thread: workers may still be forked
+
+    return JobBar(total=total, initial=initial, unit="job", desc=desc, disable=not enabled,
+                  leave=True)
 
 
 def make_chunks(plan: Plan, indices: np.ndarray, size: int, **fields) -> list[Chunk]:

@@ -280,7 +280,12 @@ class _Lock:
         else:  # unlink while locked, so no one locks a file about to vanish
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
-            os.close(self.fd)  # closing releases the flock
+            import fcntl
+
+            # Unlock explicitly: a worker forked meanwhile holds a copy of fd,
+            # which would keep the lock alive after close.
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
         self.fd = None
 
 

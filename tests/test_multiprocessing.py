@@ -52,6 +52,82 @@ def test_hom_simulation_in_parent_then_ensemble_does_not_deadlock():
     assert values[1] == pytest.approx(2 * values[0], rel=1e-12)
 
 
+FORK_OR_NOT = """
+import os, sys, threading
+import finesse
+from katparallel._testing import HOM_KATSCRIPT
+from katparallel.backends.procpool import ProcessPool
+
+def parent_of(_):
+    return os.getppid()
+
+def forked(threads):
+    pool = ProcessPool(2, threads=threads)
+    try:
+        return set(dict(pool.map_unordered(parent_of, [0, 1, 2, 3])).values()) == {os.getpid()}
+    finally:
+        pool.shutdown()
+
+if __name__ == "__main__":
+    model = finesse.Model()
+    model.parse(HOM_KATSCRIPT)
+    model.run()  # libgomp's thread pool and tqdm's monitor thread now exist here
+    print("pinned", forked(1))
+    print("unpinned", forked(None))
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    print("beside a thread", forked(1))
+    stop.set()
+"""
+
+
+@pytest.mark.timeout(180)
+def test_workers_are_forked_only_when_that_is_safe(tmp_path):
+    """Forked after an OpenMP region when pinned to one thread (libgomp then runs
+    without its pool); never unpinned, nor beside another Python thread."""
+    script = tmp_path / "fork_or_not.py"
+    script.write_text(FORK_OR_NOT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:3] == ["pinned True", "unpinned False", "beside a thread False"]
+
+
+INHERITS_MODEL = """
+import os
+from katparallel import Ensemble
+from katparallel._testing import CAVITY_KATSCRIPT
+import katparallel.adapters.finesse as adapter
+
+PARENT = os.getpid()
+
+def parse_here_only(original):
+    def parse(*args, **kwargs):
+        if os.getpid() != PARENT:
+            raise RuntimeError("a worker parsed the model")
+        return original(*args, **kwargs)
+    return parse
+
+if __name__ == "__main__":
+    adapter._parse = parse_here_only(adapter._parse)
+    ens = Ensemble(CAVITY_KATSCRIPT).vary("m1.phi", [0.0, 1.0, 2.0, 3.0])
+    res = ens.run(backend="multiprocessing", workers=2, batch=False, progress=False)
+    print(len(res.failures), sorted(set(res.to_xarray().attrs["backend"].split())))
+"""
+
+
+@pytest.mark.timeout(180)
+def test_forked_workers_use_the_model_the_parent_parsed(tmp_path):
+    script = tmp_path / "inherits_model.py"
+    script.write_text(INHERITS_MODEL)
+    env = {**os.environ, "KATPARALLEL_MODEL_CACHE": "0"}
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=150, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["0", "['multiprocessing']"]
+
+
 def test_pool_is_reused_across_runs(katscript):
     from katparallel.backends.multiprocess import MultiprocessingBackend
 
@@ -114,8 +190,9 @@ def test_ctrl_c_stops_workers_and_leaves_no_orphans(tmp_path):
         workers = []
         while time.monotonic() < deadline and len(workers) < 2:
             time.sleep(0.5)
-            # the forkserver is a child; the workers are its children
-            workers = [g for c in child_processes(proc.pid) for g in child_processes(c)]
+            # forked workers are children; forkserver-started ones, grandchildren
+            children = child_processes(proc.pid)
+            workers = children + [g for c in children for g in child_processes(c)]
         assert len(workers) >= 2, "workers never started"
         time.sleep(3)  # let them get busy
         proc.send_signal(signal.SIGINT)
@@ -144,12 +221,18 @@ def test_auto_keeps_tiny_studies_here_and_pools_the_rest(katscript):
     np.testing.assert_array_equal(auto["P"].values, serial["P"].values)
 
 
-@pytest.mark.parametrize("backend", ["multiprocessing", "pathos"])
-def test_script_without_main_guard_gets_advice_not_a_hang(backend, katscript, tmp_path):
-    """Workers import the script that started them; unguarded, it fails at once."""
+BESIDE_A_THREAD = "import threading\nthreading.Thread(target=threading.Event().wait, daemon=True).start()\n"
+
+
+@pytest.mark.parametrize(
+    "backend, preamble", [("pathos", ""), ("multiprocessing", BESIDE_A_THREAD)]
+)
+def test_script_without_main_guard_gets_advice_not_a_hang(backend, preamble, katscript, tmp_path):
+    """Workers that are not forked import the script that started them; unguarded,
+    it fails at once. (Beside another thread, multiprocessing workers are not forked.)"""
     script = tmp_path / "unguarded.py"
     script.write_text(
-        f"from katparallel import Ensemble\n"
+        f"{preamble}from katparallel import Ensemble\n"
         f"Ensemble({katscript!r}).vary('L0.P', [1.0, 2.0, 3.0]).run("
         f"backend={backend!r}, workers=2, progress=False)\n"
     )
@@ -160,3 +243,19 @@ def test_script_without_main_guard_gets_advice_not_a_hang(backend, katscript, tm
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("katparallel.errors.BackendUnavailable: a worker process exited")
     assert 'if __name__ == "__main__":' in last
+
+
+def test_script_without_main_guard_runs_on_forked_workers(katscript, tmp_path):
+    """Forked workers do not import the script: it needs no main guard."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from katparallel import Ensemble\n"
+        f"res = Ensemble({katscript!r}).vary('L0.P', [1.0, 2.0, 3.0]).run("
+        "backend='multiprocessing', workers=2, progress=False)\n"
+        "print(*res['P'].values)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [float(v) for v in proc.stdout.split()] == pytest.approx([0.5, 1.0, 1.5], rel=1e-12)

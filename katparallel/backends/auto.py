@@ -30,6 +30,8 @@ __all__ = ("AutoBackend", "SERIAL_BELOW")
 SERIAL_BELOW = 0.5
 #: Seconds to start a pool that is not running yet (forkserver, worker imports).
 POOL_START = 1.0
+#: Seconds to start a pool whose workers are forked from this process.
+FORK_START = 0.05
 
 
 class AutoBackend(Backend):
@@ -62,7 +64,11 @@ class AutoBackend(Backend):
         self._chosen: Backend | None = None
 
     def choose(
-        self, n_tasks: int, seconds_per_task: float | None = None, startup_seconds: float = 0.0
+        self,
+        n_tasks: int,
+        seconds_per_task: float | None = None,
+        startup_seconds: float = 0.0,
+        read_seconds: float = 0.0,
     ) -> Backend:
         """Return the backend that should run ``n_tasks`` tasks.
 
@@ -75,7 +81,10 @@ class AutoBackend(Backend):
             construction; unknown counts as expensive).
         startup_seconds : float
             What each worker pays before its first task that this process
-            has paid already (reading the model, building a simulation).
+            has paid already (building a simulation).
+        read_seconds : float
+            What reading the model cost this process; a worker pays about as
+            much, unless it is forked from this process.
 
         Returns
         -------
@@ -89,9 +98,14 @@ class AutoBackend(Backend):
         if seconds_per_task is None:
             seconds_per_task = self.seconds_per_task
         pool = MultiprocessingBackend(workers=self.workers, timeout=self.timeout)
+        if not pool.running:
+            forks = pool.would_fork
+            startup_seconds += FORK_START if forks else POOL_START + read_seconds
+        else:
+            startup_seconds += read_seconds
         serial = self.timeout is None and (
             n_tasks <= 1 or self.workers == 1
-            or not self._pool_is_faster(pool, n_tasks, seconds_per_task, startup_seconds)
+            or not self._pool_is_faster(n_tasks, seconds_per_task, startup_seconds)
         )
         chosen: Backend = SerialBackend() if serial else pool
         cost = "unknown" if seconds_per_task is None else f"{seconds_per_task:.3g} s"
@@ -101,12 +115,11 @@ class AutoBackend(Backend):
         )
         return chosen
 
-    def _pool_is_faster(self, pool, n_tasks: int, seconds_per_task, startup_seconds: float) -> bool:
+    def _pool_is_faster(self, n_tasks: int, seconds_per_task, startup_seconds: float) -> bool:
         if seconds_per_task is None:  # unknown counts as expensive
             return True
         here = n_tasks * seconds_per_task
-        start = startup_seconds + (0.0 if pool.running else POOL_START)
-        return here >= SERIAL_BELOW and start + here / self.workers < here
+        return here >= SERIAL_BELOW and startup_seconds + here / self.workers < here
 
     def map_unordered(
         self, fn: Callable[[Any], Any], tasks: Sequence[Any]

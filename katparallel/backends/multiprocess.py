@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .base import Backend, workers_or_cores
-from .procpool import ProcessPool
+from .procpool import ProcessPool, can_fork
 
 __all__ = ("MultiprocessingBackend", "shutdown_pools")
 
@@ -40,7 +40,10 @@ class MultiprocessingBackend(Backend):
         Seconds a single task may run before its worker is stopped and the
         task recorded as failed.
     start_method : {"forkserver", "spawn"}, optional
-        How workers start; ``fork`` is refused (it deadlocks in OpenMP).
+        How workers start. By default a worker is forked from this process
+        while that is safe (:func:`~.procpool.can_fork`: it then inherits
+        the parsed model), else started with ``forkserver``. A plain ``fork``
+        is refused: it deadlocks in OpenMP.
     """
 
     name = "multiprocessing"
@@ -64,6 +67,12 @@ class MultiprocessingBackend(Backend):
         """True if this backend's pool has started and not been shut down."""
         pool = _POOLS.get(self._key)
         return pool is not None and not pool.closed
+
+    @property
+    def would_fork(self) -> bool:
+        """True if a pool started now would fork its workers from this process
+        (they then inherit what it has imported and read)."""
+        return self._start_method is None and can_fork(self._threads)
 
     @property
     def pool(self) -> ProcessPool:

@@ -8,11 +8,12 @@ costs exactly the task it held; the worker is replaced and the rest go on::
     parent ──(fn, task)──► pipe ──► worker process ──► fn(task)
            ◄──(i, result)─ pipe ◄──
 
-Workers start with ``forkserver`` (or ``spawn``), never ``fork``: a forked
-child deadlocks in libgomp once the parent has run an OpenMP region, which
-Finesse does for any model with higher-order modes. Workers ignore SIGINT, so
-Ctrl-C reaches only the parent, which then stops them all. A worker whose
-parent dies sees its pipe close and exits, leaving no orphans.
+A worker is forked from this process when that is safe (:func:`can_fork`): it
+then starts in milliseconds with everything the parent has imported and read,
+a parsed model included. Otherwise workers start with ``forkserver`` (or
+``spawn``). Workers ignore SIGINT, so Ctrl-C reaches
+only the parent, which then stops them all. A worker whose parent dies sees
+its pipe close and exits, leaving no orphans.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from multiprocessing.connection import wait
@@ -30,7 +33,47 @@ from .pinning import pin_threads
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ("ProcessPool", "worker_start_failed")
+__all__ = ("ProcessPool", "can_fork", "stop_idle_threads", "worker_start_failed")
+
+
+def can_fork(threads: int | None) -> bool:
+    """True if a worker forked now, then pinned to ``threads``, cannot hang on a lock.
+
+    A forked child has only the thread that forked it, and every lock as it
+    was when it was forked. So no other Python thread may be running (it
+    could hold a Python lock), apart from the idle ones that
+    :func:`stop_idle_threads` stops first. Native thread pools are allowed:
+    OpenBLAS stops its threads around a fork, and libgomp's pool, which exists
+    once this process has run an OpenMP region (Finesse does, with
+    higher-order modes), is never used by a child pinned to one OpenMP thread
+    before it runs anything: libgomp runs a one-thread region on the calling
+    thread alone. Unpinned, such a child hangs at its first parallel region,
+    so ``threads`` must be 1. Linux only: elsewhere system libraries are not
+    fork-safe.
+    """
+    idle = _idle_library_threads()
+    return (
+        threads == 1
+        and sys.platform.startswith("linux")
+        and threading.current_thread() is threading.main_thread()
+        and all(t is threading.main_thread() or t in idle for t in threading.enumerate())
+    )
+
+
+def _idle_library_threads() -> list[threading.Thread]:
+    """tqdm's monitor threads: every tqdm bar starts one, even a disabled bar,
+    and Finesse leaves one behind after each ``Series``. It sleeps, waking
+    every 10 s to take tqdm's lock; tqdm starts it again with its next bar."""
+    tqdm_std = sys.modules.get("tqdm.std")
+    if tqdm_std is None:
+        return []
+    return [t for t in threading.enumerate() if isinstance(t, tqdm_std.TMonitor)]
+
+
+def stop_idle_threads() -> None:
+    """Stop the idle threads libraries leave running (before a fork)."""
+    for thread in _idle_library_threads():
+        thread.exit()
 
 
 def worker_start_failed(exitcode: int | None) -> BackendUnavailable:
@@ -44,8 +87,10 @@ def worker_start_failed(exitcode: int | None) -> BackendUnavailable:
     )
 
 
-def _worker_main(conn, env: Mapping[str, str], threads: int | None) -> None:
+def _worker_main(conn, env: Mapping[str, str], threads: int | None, inherited=()) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for parent_end in inherited:  # a forked worker's copies: else it never sees EOF
+        parent_end.close()
     pin_threads(threads, env)
     conn.send("ready")
     while True:
@@ -67,10 +112,19 @@ def _worker_main(conn, env: Mapping[str, str], threads: int | None) -> None:
 
 
 class _Worker:
-    def __init__(self, ctx, env: Mapping[str, str], threads: int | None):
+    """One worker process and the parent's end of its pipe.
+
+    ``others`` are the parent's ends of the other workers' pipes: a forked
+    worker closes its copies of them, and of its own, so that every worker
+    sees its pipe close when the parent dies.
+    """
+
+    def __init__(self, ctx, env: Mapping[str, str], threads: int | None, others=()):
         self.conn, child_conn = ctx.Pipe(duplex=True)
+        forked = ctx.get_start_method() == "fork"
+        inherited = (*others, self.conn) if forked else ()
         self.process = ctx.Process(
-            target=_worker_main, args=(child_conn, dict(env), threads), daemon=True
+            target=_worker_main, args=(child_conn, dict(env), threads, inherited), daemon=True
         )
         self.process.start()
         child_conn.close()
@@ -117,7 +171,9 @@ class ProcessPool:
         also of the runtimes its ``__main__`` loaded before it started;
         None leaves them alone.
     start_method : str, optional
-        ``"forkserver"`` (default where available) or ``"spawn"``.
+        ``"forkserver"`` or ``"spawn"``. By default each worker is forked
+        when :func:`can_fork`, else started with ``forkserver`` (or ``spawn``
+        where there is none).
     """
 
     def __init__(
@@ -127,19 +183,23 @@ class ProcessPool:
         start_method: str | None = None,
         threads: int | None = None,
     ):
-        if start_method is None:
-            methods = multiprocessing.get_all_start_methods()
-            start_method = "forkserver" if "forkserver" in methods else "spawn"
         if start_method == "fork":
             raise ValueError(
                 "start_method='fork' deadlocks inside Finesse's OpenMP runtime once "
                 "this process has simulated a model with higher-order modes; use "
-                "'forkserver' or 'spawn'."
+                "'forkserver' or 'spawn', or leave it unset: katparallel then forks "
+                "only while that is safe."
             )
+        self._may_fork = start_method is None
+        if start_method is None:
+            methods = multiprocessing.get_all_start_methods()
+            start_method = "forkserver" if "forkserver" in methods else "spawn"
         self._ctx = multiprocessing.get_context(start_method)
         self._env = dict(env or {})
         self._threads = threads
-        self._workers = [self._start_worker() for _ in range(int(workers))]
+        self._workers: list[_Worker] = []
+        for _ in range(int(workers)):
+            self._workers.append(self._start_worker())
         self.closed = False
         try:
             for worker in self._workers:
@@ -157,6 +217,13 @@ class ProcessPool:
         return [w.process.pid for w in self._workers if w.process.is_alive()]
 
     def _start_worker(self) -> _Worker:
+        """A new worker: forked if that is safe now, else from the fallback context."""
+        if self._may_fork:
+            stop_idle_threads()
+        if self._may_fork and can_fork(self._threads):
+            others = [w.conn for w in self._workers]
+            return _Worker(multiprocessing.get_context("fork"), self._env, self._threads, others)
+        LOGGER.debug("starting a worker with %s", self._ctx.get_start_method())
         return _Worker(self._ctx, self._env, self._threads)
 
     def _replace(self, worker: _Worker) -> _Worker:
