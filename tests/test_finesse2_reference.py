@@ -51,3 +51,34 @@ def test_agree_catches_a_difference() -> None:
     zeros = np.array([[0.0, 1.0, 0.0], [1.0, 2.0, 0.0]])
     assert agree(zeros, zeros + [[0, 0, 1e-13], [0, 0, 0]]) is None  # noise on zeros
     assert agree(zeros, zeros + [[0, 0, 1e-6], [0, 0, 0]]) is not None
+
+
+def _aligo_design(tmp_path: Path, extra: str) -> Path:
+    import importlib.util
+
+    design = (Path(importlib.util.find_spec("pykat").origin).parent
+              / "ifo" / "aligo" / "files" / "design.kat")
+    katfile = tmp_path / "design.kat"
+    katfile.write_text(design.read_text() + "\n" + extra)
+    return katfile
+
+
+def test_aligo_design_with_modes_traces_as_finesse2(tmp_path: Path, capsys) -> None:
+    # PyKat's aLIGO design (not copied here) + aligo_design_homs.extra: 8 cavities.
+    katfile = _aligo_design(tmp_path, (DATA / "aligo_design_homs.extra").read_text())
+    assert program.main([str(katfile)]) == 0, capsys.readouterr().err
+    problem = agree(read_out(DATA / "aligo_design_homs.out"),
+                    read_out(katfile.with_suffix(".out")))
+    assert problem is None, problem
+
+
+def test_fixed_beam_with_a_swept_geometry_is_refused(tmp_path: Path, capsys) -> None:
+    # The beam parameters that make Finesse 3 trace as Finesse 2 are fixed numbers:
+    # sweeping a lens would leave them stale, so the kat refuses instead.
+    extra = (DATA / "aligo_design_homs.extra").read_text().replace(
+        "noxaxis", "xaxis ITMX_lens f lin 34k 35k 1")
+    katfile = _aligo_design(tmp_path, extra)
+    assert program.main([str(katfile)]) == 1
+    err = capsys.readouterr().err
+    assert "'cav': Finesse 2's beam trace cannot be reproduced" in err, err
+    assert "xaxis ITMX_lens f" in err and "Traceback" not in err

@@ -29,7 +29,12 @@ Translated, as Finesse 2.3.1 does it:
   the beam going into the component (the legacy parser takes the other one);
 * ``beam`` detectors swept over their own x (and y): a camera, laid out as Finesse 2
   writes the sweep;
-* ``attr NAME r_ap R`` without higher-order modes: an aperture changes no plane wave.
+* ``attr NAME r_ap R`` without higher-order modes: an aperture changes no plane wave;
+* several ``cav``/``gauss`` commands with higher-order modes: Finesse 2's beam trace
+  (the last cavity's beam where cavities overlap, the rest by a walk from the first
+  cavity; see :mod:`katparallel.finesse2.trace`), by cavity priorities and a ``gauss``
+  where Finesse 3 would take a node's beam from another cavity; refused when such a
+  fixed beam parameter would go stale because a sweep or ``put`` changes the geometry.
 
 Refused with the line and the construct (:class:`Refusal`): constructs whose results
 Finesse 3 cannot reproduce or that the legacy parser would silently drop (``lock``,
@@ -135,6 +140,11 @@ class Translation:
         coordinates (the legacy parser makes that detector a camera).
     phase : str
         The last ``phase`` level (Finesse 2's default is 3); same FTblock problem.
+    trace_sources : list of (int, str)
+        ``cav``/``gauss`` lines and names, in file order.
+    targets : list of (int, str, str, str)
+        What ``xaxis``/``x2axis``/``put`` change during the run: line, command,
+        component and parameter.
     """
 
     text: str
@@ -151,6 +161,8 @@ class Translation:
     maxtem: str | None = None
     beam_axes: list[str] = dataclasses.field(default_factory=list)
     phase: str = "3"
+    trace_sources: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+    targets: list[tuple[int, str, str, str]] = dataclasses.field(default_factory=list)
 
     def scale_of(self, detector: str, lambda0: float) -> float:
         """Return the factor ``scale`` commands put on ``detector``'s output.
@@ -226,11 +238,11 @@ class _Translator:
             raise Refusal(lineno, "r_ap", f"the aperture of '{name}' clips "
                           "higher-order modes, which Finesse 3 models with maps only")
         if self.trace_sources > 1 and self.result.maxtem != "off":
-            self.result.warnings.append(
+            self.result.notes.append(
                 f"line {self.traced}: {self.trace_sources} cav/gauss commands with "
-                "higher-order modes: where their beam traces meet, Finesse 3 sets beam "
-                "parameters differently from Finesse 2, and results can differ (by up "
-                "to 50% on PyKat's aLIGO design file); with 'maxtem off' they agree")
+                "higher-order modes: Finesse 2 gives overlapping cavities' nodes the "
+                "last cavity's beam and traces the rest from the first cavity; "
+                "katparallel follows it")
         if not self.traced and self.result.maxtem not in (None, "off"):
             self.dummy_gauss()
         if self.traced and self.result.maxtem is None:
@@ -250,6 +262,10 @@ class _Translator:
         if cmd in ("cav", "cavity", "gauss", "gauss*") and len(words) > 1:
             self.traced = self.traced or lineno
             self.trace_sources += 1
+            self.result.trace_sources.append((lineno, words[1]))
+        if cmd in ("xaxis", "xaxis*", "x2axis", "x2axis*", "put", "put*") \
+                and len(words) > 3:
+            self.result.targets.append((lineno, cmd, words[1], words[2]))
         handler = self.handlers.get(cmd)
         if handler is not None:
             return handler(lineno, words)
@@ -526,6 +542,34 @@ def apply(model: finesse.Model, translation: Translation) -> None:
     _add_func_outputs(model, translation, values)
     for lineno, component, param, func, add in translation.puts:
         _put(model, lineno, component, param, values[func], add)
+    _beam_trace(model, translation)
+
+
+# Parameters that change beam parameters (a lens's f too; a laser's f is a frequency).
+_GEOMETRY = {"Rc", "Rcx", "Rcy", "L", "n", "alpha", "w0", "z", "w0x", "w0y", "zx", "zy",
+             "zr", "q", "qx", "qy", "lambda"}
+
+
+def _beam_trace(model: finesse.Model, translation: Translation) -> None:
+    """Several ``cav``/``gauss`` with modes: trace the beam as Finesse 2 does."""
+    from finesse.components import Lens
+
+    from katparallel.finesse2 import trace
+
+    if translation.maxtem in (None, "off") or len(translation.trace_sources) < 2:
+        return
+    varies = None
+    for lineno, cmd, component, param in translation.targets:
+        element = model.elements.get(component)
+        if param in _GEOMETRY or (param == "f" and isinstance(element, Lens)):
+            varies = f"'{cmd} {component} {param}' (line {lineno})"
+            break
+    try:
+        trace.reproduce(model, [name for _, name in translation.trace_sources], varies)
+    except trace.TraceDiffers as exc:
+        lineno, name = translation.trace_sources[0]
+        raise Refusal(lineno, "cav", f"Finesse 2's beam trace cannot be reproduced: "
+                      f"{exc}") from None
 
 
 def _modes(model: finesse.Model, translation: Translation) -> None:
