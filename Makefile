@@ -31,7 +31,7 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	mkdir -p out
-	$(PY) benchmarks/compare_backends.py --json out/compare_backends.json --png out/compare_backends.png
+	$(PY) benchmarks/compare_backends.py --repeat 2 --json out/compare_backends.json --png out/compare_backends.png
 	$(PY) benchmarks/memory_million.py
 	$(PY) benchmarks/aligo_costs.py --json out/aligo_costs.json
 

@@ -143,20 +143,24 @@ def _join(*notes: str) -> str:
 def stepping_bound(bench, study: Study) -> np.ndarray:
     """(f) Parse once, step every draw in ONE built simulation: two rows.
 
-    Cold: the parse and the first stepping run, as a fresh script would. Warm:
+    Cold: the parse and the first stepping run, as a fresh script would (best
+    of ``bench.repeat``, each parsing anew). Warm:
     the same draws stepped again on the parsed model (the other methods are
     timed warm too). The warm outputs are the reference; both runs must agree.
     """
-    start = time.perf_counter()
-    model = _aligo.parse(study.text)
-    parse = time.perf_counter() - start
-    cold, first = _aligo.step_draws(model, study.paths, study.table, study.names)
+    from_text = float("inf")
+    for _ in range(bench.repeat):  # best of: each parses anew (a warmer process each time)
+        start = time.perf_counter()
+        model = _aligo.parse(study.text)
+        parse = time.perf_counter() - start
+        cold, first = _aligo.step_draws(model, study.paths, study.table, study.names)
+        from_text = min(from_text, parse + first)
     out, stepping = _aligo.step_draws(model, study.paths, study.table, study.names)
     for _ in range(bench.repeat - 1):
         stepping = min(stepping, _aligo.step_draws(model, study.paths, study.table, study.names)[1])
     bench.add(study.name, "in-process stepping bound (steps only)", study.n, stepping,
               note="reference; model parsed, one build, every draw stepped")
-    bench.add(study.name, "in-process stepping bound (parse + steps)", study.n, parse + first,
+    bench.add(study.name, "in-process stepping bound (parse + steps)", study.n, from_text,
               cold, out, note="fastest single-process run, from the text")
     return out
 

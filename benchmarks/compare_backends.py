@@ -90,10 +90,14 @@ class Row:
 
 
 # ------------------------------------------------------------------- helpers
-def _timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
+def _timed(fn, repeat: int = 1):
+    """``fn()`` and the best of ``repeat`` wall times (the machines are shared and noisy)."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return out, best
 
 
 def _rel_diff(got, ref) -> float:
@@ -180,7 +184,8 @@ class Bench:
             try:
                 ens.run(backend=backend, workers=self.workers, progress=False, **run_kw)
                 res, secs = _timed(
-                    lambda: ens.run(backend=backend, workers=self.workers, progress=False, **run_kw)
+                    lambda: ens.run(backend=backend, workers=self.workers, progress=False, **run_kw),
+                    self.repeat,
                 )
             except Exception as exc:  # a backend another engineer is still building
                 LOGGER.warning("katparallel %s failed on %s: %s", backend, workload, exc)
@@ -192,7 +197,7 @@ class Bench:
     def serial_loop(self, workload, text, legacy, jobs, ref=None):
         """The jobs in turn in this process (default threads); the reference of W1."""
         jobs_mod.load(text, legacy)
-        out, secs = _timed(lambda: [jobs_mod.job_on_cached(j) for j in jobs])
+        out, secs = _timed(lambda: [jobs_mod.job_on_cached(j) for j in jobs], self.repeat)
         note = "reference" if ref is None else ""
         self.add(workload, "serial loop (one process)", len(jobs), secs,
                  None if ref is None else out, ref, note=note)
@@ -202,7 +207,7 @@ class Bench:
         with self.ctx.Pool(self.workers, initializer=jobs_mod.init_worker, initargs=(text, legacy)) as pool:
             pool.map(jobs_mod.job_on_cached, jobs[: self.workers])
             chunk = max(1, len(jobs) // (self.workers * 8))
-            out, secs = _timed(lambda: pool.map(jobs_mod.job_on_cached, jobs, chunksize=chunk))
+            out, secs = _timed(lambda: pool.map(jobs_mod.job_on_cached, jobs, chunksize=chunk), self.repeat)
         self.add(workload, "multiprocessing.Pool (parse once/worker)", len(jobs), secs, out, ref)
 
     def pathos_recipe(self, workload, text, legacy, jobs, ref):
@@ -212,7 +217,7 @@ class Bench:
         (model.parse_legacy if legacy else model.parse)(text)
         pool = self.pathos_pool
         pool.map(jobs_mod.pathos_recipe_job, [model] * self.workers, jobs[: self.workers])
-        out, secs = _timed(lambda: pool.map(jobs_mod.pathos_recipe_job, [model] * len(jobs), jobs))
+        out, secs = _timed(lambda: pool.map(jobs_mod.pathos_recipe_job, [model] * len(jobs), jobs), self.repeat)
         self.add(workload, "pathos+dill recipe (Finesse docs)", len(jobs), secs, out, ref)
 
     def ipp_lbv(self, workload, text, legacy, jobs, ref):
@@ -221,7 +226,7 @@ class Bench:
         rc[:].apply_sync(lambda t, lg: __import__("_bench_jobs").init_worker(t, lg), text, legacy)
         view = rc.load_balanced_view()
         view.map_sync(jobs_mod.job_on_cached, jobs[: self.workers])
-        out, secs = _timed(lambda: view.map_sync(jobs_mod.job_on_cached, jobs))
+        out, secs = _timed(lambda: view.map_sync(jobs_mod.job_on_cached, jobs), self.repeat)
         self.add(workload, "ipyparallel load_balanced_view", len(jobs), secs, out, ref)
 
     def parakat(self, workload, text, jobs, ref):
@@ -255,7 +260,7 @@ class Bench:
             return [np.asarray(o["P"]) for o in outs]
 
         try:
-            out, secs = _timed(run_all)
+            out, secs = _timed(run_all, self.repeat)
         except Exception as exc:
             print(f"[{workload}] pykat parakat failed with kat={kat_path}: {exc}")
             return
@@ -278,7 +283,7 @@ class Bench:
         self.kp("W1", ens, ref)
         default = MultiprocessingBackend(workers=self.workers, threads=None)
         ens.run(backend=default, progress=False)
-        res, secs = _timed(lambda: ens.run(backend=default, progress=False))
+        res, secs = _timed(lambda: ens.run(backend=default, progress=False), self.repeat)
         self.add("W1", "katparallel multiprocessing, default threads", n_t, secs, res["P"].values, ref)
         default.close()
         self.mp_pool("W1", text, True, jobs, ref)
@@ -299,7 +304,7 @@ class Bench:
         model.parse(W23_KAT)
         sweep = Sweep("L0.P", values[:, 0].copy(), False)
         model.run(sweep)
-        sol, secs = _timed(lambda: model.run(sweep))
+        sol, secs = _timed(lambda: model.run(sweep), self.repeat)
         ref = np.asarray(sol["P"])
         self.add("W2", "one in-process Sweep", n, secs, note="reference")
         self.kp("W2", ens, ref)
@@ -312,7 +317,7 @@ class Bench:
         sub = Ensemble(W23_KAT).vary("L0.P", values[:few, 0])
         sub.run(backend="multiprocessing", workers=self.workers, progress=False, batch=False)
         res, secs = _timed(lambda: sub.run(
-            backend="multiprocessing", workers=self.workers, progress=False, batch=False))
+            backend="multiprocessing", workers=self.workers, progress=False, batch=False), self.repeat)
         self.add("W2", "katparallel multiprocessing, per-job", few, secs, res["P"].values, ref[:few])
 
     def w3(self):
@@ -329,7 +334,7 @@ class Bench:
         for backend in ("serial", "multiprocessing"):
             sub.run(backend=backend, workers=self.workers, progress=False, batch=False)
             out, secs = _timed(lambda: sub.run(
-                backend=backend, workers=self.workers, progress=False, batch=False))
+                backend=backend, workers=self.workers, progress=False, batch=False), self.repeat)
             ref = out["P"].values if ref is None else ref
             self.add("W3", f"katparallel {backend}, per-job", few, secs, out["P"].values, ref,
                      note="reference" if backend == "multiprocessing" else "")
@@ -364,7 +369,7 @@ class Bench:
         two.run(backend="multiprocessing", workers=self.workers, progress=False)
         times = []
         for _ in range(5):
-            _, secs = _timed(lambda: two.run(backend="multiprocessing", workers=self.workers, progress=False))
+            _, secs = _timed(lambda: two.run(backend="multiprocessing", workers=self.workers, progress=False), self.repeat)
             times.append(secs)
         return float(np.median(times))
 
@@ -520,7 +525,7 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", type=float, default=60.0,
                         help="seconds a slow W4/W5 method may take; it then runs a prefix of the draws")
     parser.add_argument("--repeat", type=int, default=1,
-                        help="W4/W5: time each method this many times and keep the best (a noisy machine)")
+                        help="time each method this many times and keep the best (a noisy machine)")
     parser.add_argument("--only", nargs="*", choices=WORKLOADS, help="run only these")
     parser.add_argument("--fresh-pool-child", metavar="STUDY", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
