@@ -121,12 +121,11 @@ def run_study(study: Study, analysis: Any, options: RunOptions) -> Results:
             store.load_into(collector)
         chunks_of = _chunker(study, plan, action, options, batched)
         LOGGER.info("running %s on %s", plan.describe(), engine.name)
-        study.adapter.settle()  # workers then load the model from disk instead of parsing it
         started = time.perf_counter()
-        engine = _dispatch(
-            engine, plan, todo, chunks_of, on_result, options, batched, study.adapter.read_seconds()
-        )
-        return _finish(study, plan, action, engine, time.perf_counter() - started, collector, options)
+        engine = _dispatch(engine, plan, todo, chunks_of, on_result, options, batched, study.adapter)
+        results = _finish(study, plan, action, engine, time.perf_counter() - started, collector, options)
+    study.adapter.after_run()
+    return results
 
 
 def _plan_and_todo(study: Study, analysis: Any, store: Store | None, options: RunOptions):
@@ -188,18 +187,18 @@ def _chunker(study: Study, plan: Plan, action: Any, options: RunOptions, batched
 
 
 def _dispatch(
-    engine, plan, todo, chunks_of, on_result, options: RunOptions, batched: bool, read_seconds: float
+    engine, plan, todo, chunks_of, on_result, options: RunOptions, batched: bool, adapter: Any
 ) -> Backend:
-    """Run the jobs ``todo`` with a progress bar; return the engine that ran them.
-
-    ``read_seconds`` is what reading the model costs a worker (for ``auto``).
-    """
+    """Run the jobs ``todo`` with a progress bar; return the engine that ran them."""
     done = plan.n_jobs - len(todo)
     with progress_bar(plan.n_jobs, engine.name, options.progress, initial=done) as bar:
         if isinstance(engine, AutoBackend):
-            engine, todo = _probe_and_choose(engine, todo, batched, chunks_of, on_result, read_seconds)
+            engine, todo = _probe_and_choose(
+                engine, todo, batched, chunks_of, on_result, adapter.read_seconds()
+            )
             bar.update(plan.n_jobs - done - len(todo))
             bar.set_description(engine.name)
+        adapter.before_dispatch(engine.inherits_memory)
         if batched:
             size = batch_chunk_size(len(todo), engine.n_workers)
         elif options.timeout:

@@ -45,10 +45,43 @@ def cache_everything(monkeypatch):
     monkeypatch.setattr(modelcache, "MIN_PARSE_SECONDS", 0.0)
 
 
-def _written(text: str):
-    base = finesse_adapter.thread_cache("models")[Ensemble(text)._adapter.key]
-    base.settle()  # wait for the background write
+def _entry(text: str):
     return modelcache.cache_dir() / f"{modelcache.entry_key(text, 'katscript')}.dill"
+
+
+def _written(text: str):
+    """Run a one-job study of ``text`` here; its model is then written to the cache."""
+    ens = Ensemble(text)
+    ens.vary("L0.P", [1.0]).run(backend="serial", progress=False)
+    finesse_adapter.thread_cache("models")[ens._adapter.key].settle()  # the background write
+    return _entry(text)
+
+
+def test_workers_that_read_the_model_find_it_on_disk_before_they_start(cache_everything):
+    text = MODEL.format(tag="before dispatch")
+    adapter = Ensemble(text)._adapter
+    assert not _entry(text).exists()  # nothing is written while parsing
+    adapter.before_dispatch(workers_inherit=False)
+    assert _entry(text).is_file()
+
+
+def test_for_workers_that_inherit_it_the_model_is_written_after_the_run(cache_everything):
+    text = MODEL.format(tag="after run")
+    adapter = Ensemble(text)._adapter
+    adapter.before_dispatch(workers_inherit=True)
+    assert not _entry(text).exists()  # not on the way to the results
+    adapter.after_run()
+    finesse_adapter.thread_cache("models")[adapter.key].settle()
+    assert _entry(text).is_file()
+
+
+def test_which_backends_run_where_the_model_already_is():
+    from katparallel.backends.multiprocess import MultiprocessingBackend
+    from katparallel.backends.serial import SerialBackend
+
+    assert SerialBackend().inherits_memory
+    assert not MultiprocessingBackend(workers=2, start_method="forkserver").inherits_memory
+    assert not MultiprocessingBackend(workers=2, threads=None).inherits_memory
 
 
 def test_a_later_process_loads_the_model_instead_of_parsing_it(cache_everything):

@@ -104,15 +104,23 @@ def as_array(value: Any) -> np.ndarray:
 class BaseModel:
     """A parsed model and the value of each of its parameters when parsed.
 
-    ``saving`` is the thread writing it to the on-disk cache, if any: jobs
-    wait for it (:meth:`settle`) before they change the model.
+    ``cache_key`` is set while a model that was slow to parse is not yet in
+    the on-disk cache: :meth:`save` writes it there from a background thread,
+    which jobs wait for (:meth:`settle`) before they change the model.
     """
 
-    def __init__(self, model: Any, saving: threading.Thread | None = None, read_seconds: float = 0.0):
+    def __init__(self, model: Any, read_seconds: float = 0.0, cache_key: str | None = None):
         self.model = model
         self.snapshot = [(p, p.value) for p in model.all_parameters]
-        self.saving = saving
         self.read_seconds = read_seconds
+        self.cache_key = cache_key
+        self.saving: threading.Thread | None = None
+
+    def save(self) -> None:
+        """Start writing the model to the on-disk cache, if it is due there."""
+        if self.cache_key is not None:
+            self.saving = modelcache.save_in_background(self.cache_key, self.model, _same_model)
+            self.cache_key = None
 
     def settle(self) -> "BaseModel":
         """Wait until no thread is pickling the model; return self."""
@@ -176,7 +184,7 @@ def _parse(text: str, syntax: str):
 
 def _load_or_parse(text: str, syntax: str, save: bool) -> BaseModel:
     """The model of ``text``: from the on-disk cache, else parsed (and, if
-    ``save`` and the parse was slow, written to the cache in the background)."""
+    ``save`` and the parse was slow, due there: :meth:`BaseModel.save`)."""
     _import_finesse()
     key = modelcache.entry_key(text, syntax)
     started = time.perf_counter()
@@ -185,10 +193,8 @@ def _load_or_parse(text: str, syntax: str, save: bool) -> BaseModel:
         return BaseModel(model, read_seconds=time.perf_counter() - started)
     model = _parse(text, syntax)
     seconds = time.perf_counter() - started
-    saving = None
-    if save and seconds > modelcache.MIN_PARSE_SECONDS:
-        saving = modelcache.save_in_background(key, model, _same_model)
-    return BaseModel(model, saving, seconds)
+    due = save and seconds > modelcache.MIN_PARSE_SECONDS
+    return BaseModel(model, seconds, cache_key=key if due else None)
 
 
 def _same_model(model, other) -> bool:
@@ -436,14 +442,28 @@ class FinesseAdapter:
         """Model text recorded with results (for a factory, its name)."""
         return self.description
 
-    def settle(self) -> None:
-        """Wait until the model is on disk, if it is being written there.
+    def before_dispatch(self, workers_inherit: bool) -> None:
+        """Ready the model for the workers of a run.
 
-        Workers of a fresh pool then load it instead of parsing it again.
+        Workers that read the model get it on disk first, if it was slow to
+        parse (they load it instead of parsing it again). Workers that inherit
+        this process's memory need nothing; its disk copy then waits for
+        :meth:`after_run`. Either way no thread of ours runs afterwards, so a
+        pool may fork.
         """
         entry = None if self.is_factory else thread_cache("models").get(self.key)
         if entry is not None:
+            if not workers_inherit:
+                entry.save()
             entry.settle()
+
+    def after_run(self) -> None:
+        """Write a model that was slow to parse to the on-disk cache, in the
+        background, if that is not done yet: later sessions load it instead of
+        parsing it. A script's exit waits for the write."""
+        entry = None if self.is_factory else thread_cache("models").get(self.key)
+        if entry is not None:
+            entry.save()
 
     def read_seconds(self) -> float:
         """How long reading the model took here (a worker pays about as much once)."""

@@ -3,11 +3,14 @@
 Parsing KatScript is the biggest fixed cost of a study on a real detector: the
 aLIGO design model parses in 2-3 s, in the parent and again in every worker
 of a fresh pool. Loading the same model with dill takes about a tenth of that.
-So after the parent parses a model that took long, a background thread writes
-it here; workers (and later sessions) load it instead of parsing::
+So a model that took long to parse is written here from a background thread,
+before a run whose workers would read it, or else after the run (workers
+forked from the parent inherit the model and need no copy); workers and later
+sessions load it instead of parsing::
 
-    parent: parse (2 s) ──► check paths, run ...
-               └─► thread: dill.dumps, check it loads back identical, write atomically
+    parent: parse (2 s) ─► check paths ─► run on forked workers ─► results ─► thread: save
+    parent: parse (2 s) ─► check paths ─► thread: save ─► run on other workers ─► results
+    save:   dill.dumps (1-2 s), check that it loads back identical, write atomically
     worker: load (0.25 s) if the file is there, else parse
 
 Entries are keyed by the model text and the versions of Python, Finesse, dill
@@ -89,7 +92,9 @@ def save_in_background(key: str, model: Any, same: Callable[[Any, Any], bool]) -
     with _LOCK:  # stack_size applies to threads created after it: set and restore together
         previous = threading.stack_size(_STACK_BYTES)
         try:
-            thread = threading.Thread(target=_save, args=(key, model, same), daemon=True,
+            # Not a daemon: a script that ends right after its run still leaves
+            # the model cached (its exit waits for the write).
+            thread = threading.Thread(target=_save, args=(key, model, same), daemon=False,
                                       name="katparallel-model-cache")
             thread.start()
         finally:

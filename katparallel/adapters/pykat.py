@@ -293,8 +293,11 @@ class PykatAdapter:
         """Parsing a kat costs milliseconds: nothing worth weighing."""
         return 0.0
 
-    def settle(self) -> None:
-        """Nothing is written in the background for a kat."""
+    def before_dispatch(self, workers_inherit: bool) -> None:
+        """Nothing to ready: workers parse a kat in milliseconds."""
+
+    def after_run(self) -> None:
+        """Nothing is cached on disk for a kat."""
 
     def batch_reason(self, paths: tuple[str, ...], analysis: Any, forced: bool) -> str:
         """Jobs of a kat always run one by one (each is a run of the ``kat`` program)."""

@@ -102,6 +102,12 @@ class Backend(abc.ABC):
         """
 
     @property
+    def inherits_memory(self) -> bool:
+        """True if tasks run in this process, or in workers forked from it that
+        have not started yet: they see what this process has read already."""
+        return not self.remote
+
+    @property
     def n_workers(self) -> int:
         """How many tasks can run at once (used to size chunks)."""
         return self.workers or 1

@@ -75,6 +75,10 @@ class MultiprocessingBackend(Backend):
         return self._start_method is None and can_fork(self._threads)
 
     @property
+    def inherits_memory(self) -> bool:
+        return not self.running and self.would_fork
+
+    @property
     def pool(self) -> ProcessPool:
         """The shared pool for these settings, started on first use."""
         pool = _POOLS.get(self._key)
