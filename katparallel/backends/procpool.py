@@ -11,9 +11,9 @@ costs exactly the task it held; the worker is replaced and the rest go on::
 A worker is forked from this process when that is safe (:func:`can_fork`): it
 then starts in milliseconds with everything the parent has imported and read,
 a parsed model included. Otherwise workers start with ``forkserver`` (or
-``spawn``). Workers ignore SIGINT, so Ctrl-C reaches
-only the parent, which then stops them all. A worker whose parent dies sees
-its pipe close and exits, leaving no orphans.
+``spawn``). Workers ignore SIGINT, so Ctrl-C reaches only the parent, which
+then stops them all. A worker whose parent dies sees its pipe close and exits,
+leaving no orphans.
 """
 
 from __future__ import annotations
