@@ -19,9 +19,7 @@ the power-recycling cavity) can take its beam from the other cavity.
 matrices, then makes Finesse 3 trace the same: cavity priorities so that the last
 cavity wins where cavities overlap, and a ``Gauss`` with Finesse 2's beam parameter
 where Finesse 2's walk enters a stretch from another side than Finesse 3. It checks
-the result node by node and raises :class:`TraceDiffers` when it cannot match. Open
-ports (no space) that no detector looks at are not checked: no light enters them and
-what leaves reaches no output, so their beam parameters change no number.
+the result node by node and raises :class:`TraceDiffers` when it cannot match.
 """
 
 from __future__ import annotations
@@ -238,23 +236,12 @@ def _finesse2_trace(model: finesse.Model, deps: list) -> _Walk:
     return walk
 
 
-def _unseen(model: finesse.Model) -> set:
-    """Open ports (no space) without a detector: nothing enters them and what leaves
-    through them reaches no output, so their beam parameters change no number."""
-    watched = {getattr(d, "node", None) for d in model.detectors}
-    watched = {n.port for n in watched if n is not None and hasattr(n, "port")}
-    return {node for node in model.optical_nodes
-            if node.port.space is None and node.port not in watched}
-
-
 def _differing(model: finesse.Model, target: _Walk) -> list:
-    """Nodes whose Finesse 3 beam parameters differ from Finesse 2's, in walk order;
-    open ports no detector looks at are left out (see :func:`_unseen`)."""
+    """Nodes whose Finesse 3 beam parameters differ from Finesse 2's, in walk order."""
     trace = dict(model.beam_trace(store=False).items())
-    unseen = _unseen(model)
     bad = []
     for node, (want_x, want_y) in target.q.items():
-        if node not in trace or node in unseen:
+        if node not in trace:
             continue
         qx, qy = trace[node]
         if (abs(complex(qx.q) - want_x) > RTOL * abs(want_x)
