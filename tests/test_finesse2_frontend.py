@@ -38,7 +38,7 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture, text: str) -> tuple[int, 
     ("pd1 err 10M 0 n2\nset e err abs\n", 8, "set"),
     ("attr m1 r_ap 0.01\nmaxtem 1\ncav c m1 n2 m2 n3\n", 7, "r_ap"),
     ("scale furlong P\n", 7, "scale"),
-    ("tf sus1 1 0 p 1 1000\nattr m2 zmech sus1\n", 8, "attr zmech"),
+    ("fsig sig 1\ntf sus1 1 0 p 1 1000\nattr m2 zmech sus1\n", 9, "attr zmech"),
     ("pd2 Q 10M max 20M 0 n2\n", 7, "pd2"),
     ("beam b1 n2\nxaxis b1 x lin -1 1 4\nx2axis b1 y lin -1 1 2\n", 9, "x2axis"),
 ])
@@ -72,3 +72,11 @@ def test_several_traces_with_homs_are_followed(tmp_path: Path, capsys) -> None:
     assert "line 16: 2 cav/gauss commands" in err and "katparallel follows it" in err
     status, err = run(tmp_path, capsys, text + "maxtem off\n")
     assert status == 0 and "cav/gauss" not in err
+
+
+def test_mechanics_without_fsig_are_left_out(tmp_path: Path, capsys) -> None:
+    # Without fsig, Finesse 2 computes no signal sidebands: tf and zmech change nothing.
+    extra = "tf sus1 1 0 p 1 1000\nattr m2 zmech sus1\nattr m1 rxmech sus1\n"
+    status, err = run(tmp_path, capsys, CAVITY + extra + "noxaxis\n")
+    assert status == 0, err
+    assert err.count("without fsig") == 1 and "line 7: " in err

@@ -29,6 +29,9 @@ Translated, as Finesse 2.3.1 does it:
   the beam going into the component (the legacy parser takes the other one);
 * ``beam`` detectors swept over their own x (and y): a camera, laid out as Finesse 2
   writes the sweep;
+* ``tf``/``tf2`` and ``attr NAME zmech|rxmech|rymech TF`` without ``fsig``: Finesse 2
+  uses mechanical transfer functions only for signal sidebands, so they change no
+  output; left out (said once on standard error);
 * ``attr NAME r_ap R`` without higher-order modes: an aperture changes no plane wave;
 * several ``cav``/``gauss`` commands with higher-order modes: Finesse 2's beam trace
   (the last cavity's beam where cavities overlap, the rest by a walk from the first
@@ -68,11 +71,15 @@ _SCALE_WORDS = {"deg": 180 / math.pi, "rad": math.pi / 180}
 _FSIG = ("Finesse 3's legacy parser injects signals differently from Finesse 2: at a "
          "mirror, demodulated outputs differ by factors of 2.5 to 5 (measured against "
          "Finesse 2.3.1), so signal injection is not reproduced")
+# Measured with Finesse 2.3.1: one lock steps $var += gain * error from the previous
+# point's value until |error| < accuracy; several locks step in an order set by
+# kat.ini's 'sequential' (5 by default), not reproduced here.
+_LOCK = ("Finesse 2 steps a lock's variable by gain x error until the error is below "
+         "the lock's accuracy, so locked results depend on its iteration path, which "
+         "katparallel does not reproduce")
 _REFUSED = {
-    "lock": "Finesse 2 iterates a lock until its error is below the lock's accuracy, "
-            "and Finesse 3 solves it exactly, so locked results would differ",
-    "lock*": "Finesse 2 iterates a lock until its error is below the lock's accuracy, "
-             "and Finesse 3 solves it exactly, so locked results would differ",
+    "lock": _LOCK,
+    "lock*": _LOCK,
     "qhd": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
     "qhdS": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
     "qhdN": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
@@ -211,7 +218,8 @@ class _Translator:
             "xaxis": self.axis, "xaxis*": self.axis, "x2axis": self.axis,
             "x2axis*": self.axis, "attr": self.attr, "scale": self.scale,
             "set": self.set_output, "func": self.func, "put": self.put,
-            "put*": self.put, "const": self.const,
+            "put*": self.put, "const": self.const, "tf": self.transfer,
+            "tf2": self.transfer,
         }
         self.beams = {words[1] for line in self.lines
                       for words in [_code(line)[0]] if words[:1] == ["beam"]
@@ -220,6 +228,9 @@ class _Translator:
         self.func_names = {words[1] for line in self.lines
                            for words in [_code(line)[0]] if words[:1] == ["func"]
                            and len(words) > 1}
+        self.fsig_line = next((i for i, line in enumerate(self.lines, start=1)
+                               if _code(line)[0][:1] == ["fsig"]), 0)
+        self.mechanics = 0  # line of the first tf or mechanical attr dropped
         self.inward = {word for line in self.lines
                        for words in [_code(line)[0]] if words and words[0] in _INWARD
                        for word in words[-2:]}
@@ -243,6 +254,11 @@ class _Translator:
                 "higher-order modes: Finesse 2 gives overlapping cavities' nodes the "
                 "last cavity's beam and traces the rest from the first cavity; "
                 "katparallel follows it")
+        if self.mechanics:
+            self.result.notes.append(
+                f"line {self.mechanics}: without fsig, Finesse 2 computes no signal "
+                "sidebands, so mechanical transfer functions (tf, attr zmech/rxmech/"
+                "rymech) change no output; katparallel leaves them out")
         if not self.traced and self.result.maxtem not in (None, "off"):
             self.dummy_gauss()
         if self.traced and self.result.maxtem is None:
@@ -433,6 +449,8 @@ class _Translator:
                 self.result.flat.append((name, key, lineno))
             elif key == "r_ap":
                 self.apertures.append((lineno, name))
+            elif key in ("zmech", "rxmech", "rymech") and not self.fsig_line:
+                self.mechanics = self.mechanics or lineno  # no signal: no effect
             elif key in ("zmech", "rxmech", "rymech"):
                 raise Refusal(lineno, f"attr {key}", f"'{value}' names a 'tf' transfer "
                               "function (a suspension), which Finesse 3's legacy parser "
@@ -440,6 +458,13 @@ class _Translator:
             else:
                 kept += [key, value]
         return ["attr", *kept] if len(kept) > 1 else []
+
+    def transfer(self, lineno: int, words: list[str]) -> list[str]:
+        """``tf``/``tf2``: used only for signal sidebands, so dropped without fsig."""
+        if self.fsig_line:
+            return words  # the legacy parser reports it as not implemented
+        self.mechanics = self.mechanics or lineno
+        return []
 
     def demod_max(self, lineno: int, words: list[str]) -> list[str]:
         """``pdN ... max``: drop the last phase and keep the modulus."""
