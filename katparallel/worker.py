@@ -73,6 +73,9 @@ class _WarningCounter:
                 self.saved = (warnings.showwarning, warnings.filters[:])
                 warnings.showwarning = self.show
                 warnings.simplefilter("always")
+                # tqdm.auto in an ipyparallel engine without ipywidgets, about
+                # Finesse's progress bars, which are off in workers.
+                warnings.filterwarnings("ignore", message="IProgress not found")
             self.active += 1
         self.local.counts = counts = Counter()
         try:
