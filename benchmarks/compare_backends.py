@@ -528,9 +528,13 @@ def main(argv=None) -> int:
                         help="time each method this many times and keep the best (a noisy machine)")
     parser.add_argument("--only", nargs="*", choices=WORKLOADS, help="run only these")
     parser.add_argument("--fresh-pool-child", metavar="STUDY", help=argparse.SUPPRESS)
+    parser.add_argument("--stepping-child", metavar="STUDY", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.fresh_pool_child:  # W4's first run on a fresh pool, in a process of its own
         print(json.dumps(_real_models.fresh_pool_child(args.fresh_pool_child, args.workers)))
+        return 0
+    if args.stepping_child:  # W4's fastest single-process run, in a process of its own
+        print(json.dumps(_real_models.stepping_child(args.stepping_child)))
         return 0
     if args.quick:
         args.xsteps, args.n = min(args.xsteps, 1000), min(args.n, 2000)

@@ -82,20 +82,22 @@ def _split_action(action: Any) -> tuple[Any, Any, str | None]:
 
 
 def _dependents(model, paths: tuple[str, ...]) -> list[Parameter]:
-    """Parameters whose expressions refer, directly or not, to one of ``paths``."""
+    """Parameters whose expressions refer, directly or not, to one of ``paths``.
+
+    Parameters are told apart by name: ``==`` on Finesse parameters builds and
+    simplifies a symbolic equation (on the aLIGO model, seconds for this loop).
+    """
     changing = set(paths)
-    symbolic = [p for p in model.all_parameters if p.is_symbolic and p.full_name not in changing]
+    symbolic = {p.full_name: p for p in model.all_parameters if p.is_symbolic and p.full_name not in changing}
+    refs = {name: {ref.parameter.full_name for ref in p.value.parameters()} for name, p in symbolic.items()}
     found: list[Parameter] = []
     grew = True
     while grew:
         grew = False
-        for param in symbolic:
-            if param in found:
-                continue
-            refs = {ref.parameter.full_name for ref in param.value.parameters()}
-            if refs & changing:
+        for name, param in symbolic.items():
+            if name not in changing and refs[name] & changing:
                 found.append(param)
-                changing.add(param.full_name)
+                changing.add(name)
                 grew = True
     return found
 
