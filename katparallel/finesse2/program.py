@@ -504,7 +504,11 @@ def simulate(model: finesse.Model, text: str, translation: Translation) -> Table
                 for name, values in zip(analysis.parameters, solution.x)]
     shape = tuple(len(values) for _, values in axes)
     declared = _declarations(text)
-    names = sorted([*solution.outputs, *absent], key=lambda n: declared.get(n, len(text)))
+    # Finesse 2 writes its detectors first, then its functions, each in file order.
+    computed = {name: lineno for lineno, name, _ in translation.funcs}
+    names = sorted([*solution.outputs, *absent],
+                   key=lambda n: (n in computed, computed.get(n) or
+                                  declared.get(n, len(text))))
     columns = [
         (f"{name} {_COLUMN_KINDS[kind]}",
          _kind_columns(_output(solution, name, absent, translation, model, shape), kind)
