@@ -504,8 +504,10 @@ def simulate(model: finesse.Model, text: str, translation: Translation) -> Table
                 for name, values in zip(analysis.parameters, solution.x)]
     shape = tuple(len(values) for _, values in axes)
     declared = _declarations(text)
-    # Finesse 2 writes its detectors first, then its functions, each in file order.
+    # Finesse 2 writes its detectors first, then its functions and locks, each in file
+    # order.
     computed = {name: lineno for lineno, name, _ in translation.funcs}
+    computed.update({lock.name: lock.lineno for lock in translation.locks})
     names = sorted([*solution.outputs, *absent],
                    key=lambda n: (n in computed, computed.get(n) or
                                   declared.get(n, len(text))))
