@@ -88,3 +88,17 @@ def test_lock_columns_follow_the_detectors(name: str, tmp_path: Path) -> None:
     labels = katfile.with_suffix(".out").read_text().splitlines()[2]
     assert labels.split(",")[1:] == ["e1 Abs", "e2 Abs", "Pt Abs", "z1 Abs", "z2 Abs",
                                      "both Abs"]
+
+
+def test_a_lock_finesse2_gives_up_on_is_refused(tmp_path: Path, capsys) -> None:
+    # An accuracy below rounding: Finesse 2.3.1 stops after 10000 steps and writes
+    # z1 = -132.26 (its autogain having wandered); that path is not reproducible.
+    text = (DATA / "lock_one.kat").read_text()
+    text = text.replace("lock z1 $f1 10 1e-6", "lock z1 $f1 10 1e-30")
+    katfile = tmp_path / "fail.kat"
+    katfile.write_text(text.replace("xaxis m1 phi lin 0 3 6", "noxaxis"))
+    assert program.main([str(katfile)]) == 1
+    err = capsys.readouterr().err
+    assert "line 13: lock z1 $f1 10 1e-30" in err and "gives up" in err
+    assert "Traceback" not in err
+    assert not katfile.with_suffix(".out").exists()

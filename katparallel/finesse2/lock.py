@@ -32,21 +32,23 @@ standard ``kat.ini``, which are also its built-in defaults (``sequential 5``,
   when above ``lockthresholdhigh``; past ``+-locktest2`` the gain is divided or
   multiplied by ``gainfactor`` and the counter reset. Gains carry over to later
   points.
-* After ``locksteps`` passes without locking, Finesse 2 gives up and locks no more
-  (``autostop``). ``lock*`` locks only in the first run.
+* ``lock*`` locks only in the first run.
+* After ``locksteps`` passes without locking, Finesse 2 gives up (and, with
+  ``autostop``, locks no more) and writes what its last step left: refused here
+  (:class:`~katparallel.finesse2.frontend.Refusal`), as that depends on every
+  rounding along a 10000-step path.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 
 import numpy as np
 
 from finesse.analysis.actions.base import Action
 
-from katparallel.finesse2.frontend import Lock
+from katparallel.finesse2.frontend import Lock, Refusal
 
 __all__ = ("Locking", "constants")
 
@@ -122,7 +124,6 @@ class Locking(Action):
         self.outputs = {name: 0.0 for name in self.sets.values()}
         self.sequential = SEQUENTIAL
         self.runs = 0
-        self.gave_up = False
         self.workspaces = {ws.oinfo.name: ws for ws in sim.detector_workspaces}
         for loop in self.loops:
             self.parameters[loop.lock.name].value = 0.0
@@ -138,38 +139,39 @@ class Locking(Action):
 
     def _run(self, state) -> None:
         loops = self.loops
-        if not self.gave_up:
-            for loop in loops:
-                loop.counter = 0
-            tests = step = 0
-            while step < LOCKSTEPS:
-                if self.sequential == 0:
-                    self._pass(None)
-                    if tests > LOCKTEST1:
-                        for loop in loops:
-                            self._autogain(loop)
-                        tests = 1
-                    else:
-                        tests += 1
-                    self._solve(state)
-                else:
+        for loop in loops:
+            loop.counter = 0
+        tests = step = 0
+        while step < LOCKSTEPS:
+            if self.sequential == 0:
+                self._pass(None)
+                if tests > LOCKTEST1:
                     for loop in loops:
-                        self._pass(loop)
-                        if tests > LOCKTEST1:
-                            self._autogain(loop)
-                        tests += 1
-                        self._solve(state)
-                step += 1
-                values = self._evaluate()
-                if all(loop.stopped or loop.locked(values[loop.lock.input]
-                                                    + loop.lock.offset)
-                       for loop in loops):
-                    break
-            if step >= LOCKSTEPS:  # even if the last pass locked, as Finesse 2 counts
-                self.gave_up = True
-                sys.stderr.write(
-                    f"** Finesse 2 lock: stopped lock iteration after {step} steps; "
-                    "Finesse 2 locks no more after this (its autostop)\n")
+                        self._autogain(loop)
+                    tests = 1
+                else:
+                    tests += 1
+                self._solve(state)
+            else:
+                for loop in loops:
+                    self._pass(loop)
+                    if tests > LOCKTEST1:
+                        self._autogain(loop)
+                    tests += 1
+                    self._solve(state)
+            step += 1
+            values = self._evaluate()
+            unlocked = [loop.lock for loop in loops if not loop.stopped and not
+                        loop.locked(values[loop.lock.input] + loop.lock.offset)]
+            if not unlocked:
+                break
+        if step >= LOCKSTEPS:  # even if the last pass locked, as Finesse 2 counts
+            unlocked = unlocked or [loop.lock for loop in loops]
+            raise Refusal(unlocked[0].lineno, "lock", (
+                f"Finesse 2 gives up locking after {LOCKSTEPS} steps here (kat.ini's "
+                "locksteps) and writes what its last step left, which depends on every "
+                "rounding along that path; katparallel does not reproduce a failed "
+                "lock"))
         self.runs += 1
         if self.runs > 1 and self.sequential & 4:
             self.sequential = 0

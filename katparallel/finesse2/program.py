@@ -553,6 +553,9 @@ def _run_model(model: finesse.Model, text: str) -> tuple[object, list[str]]:
     while True:
         try:
             return model.run(), absent
+        except Refusal as exc:  # a lock Finesse 2 gives up on
+            raise KatError("run", [(exc.lineno, f"'{exc.construct}': {exc.why}")]) \
+                from exc
         except Exception as exc:
             match = _ABSENT_BIN.search(str(exc))
             if match is None or match[1] not in model.elements:
