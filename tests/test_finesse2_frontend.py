@@ -30,7 +30,13 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture, text: str) -> tuple[int, 
 
 
 @pytest.mark.parametrize(("extra", "line", "construct"), [
-    ("pd1 err 10M 0 n2\nlock z $err 1 1n\nput* m1 phi $z\n", 8, "lock"),
+    ("pd1 err 10M 0 n2\nlock z $err 1 1n\nput* m1 phi $z\n", 8, "lock"),  # no set
+    ("pd1 err 10M 0 n2\nlock z $e 1 1n\nset e err re\n", 8, "lock"),  # set after
+    ("pd1 err 10M 0 n2\nset e err re\nlock z $e 1 fine\n", 9, "lock"),
+    ("pd1 err 10M 0 n2\nset e err re\nlock z $e 1 0\n", 9, "lock"),
+    ("pd1 err 10M 0 n2\nset e err re\nlock z $e 1 1n\nlock z $e 1 1n\n", 10, "lock"),
+    ("pd1 err 10M 0 n2\nset e err re\nfunc f = $z\nlock z $e 1 1n\n", 9, "func"),
+    ("beam b1 n2\nset e b1 re\nlock z $e 1 1n\nxaxis b1 x lin -1 1 4\n", 9, "lock"),
     ("func f = 2*$nosuch\n", 7, "func"),
     ("pd1 err 10M 0 n2\nset e err re\nfunc f = 2*$e\nput m1 phi $f\n", 10, "put"),
     ("qhd h 180 n2 n3\n", 7, "qhd"),

@@ -66,9 +66,12 @@ def exact_model(text: str) -> finesse.Model:
         raise ConversionError([(exc.lineno, f"'{exc.construct}': {exc.why}")]) from exc
     if translation.inexact:
         raise ConversionError([
-            (lineno, f"'{what}' acts on Finesse 2's output columns, which a Finesse 3 "
-                     "model cannot express; run the file with katparallel's kat "
-                     "instead")
+            (lineno, f"'{what}' " + (
+                "is iterated around the Finesse 3 model point by point, as Finesse 2 "
+                "does, which a Finesse 3 model cannot express"
+                if what in ("lock", "lock*") else
+                "acts on Finesse 2's output columns, which a Finesse 3 model cannot "
+                "express") + "; run the file with katparallel's kat instead")
             for lineno, what in translation.inexact])
     try:
         model = load_model(text, translation)

@@ -39,10 +39,14 @@ Translated, as Finesse 2.3.1 does it:
   where Finesse 3 would take a node's beam from another cavity; refused when such a
   fixed beam parameter would go stale because a sweep or ``put`` changes the geometry.
 
+* ``lock[*] NAME $INPUT GAIN ACCURACY [OFFSET]``: a model parameter ``NAME__lock``
+  holding the lock's value (an output column ``NAME``), iterated before each point
+  as Finesse 2 does it (see :mod:`katparallel.finesse2.lock`).
+
 Refused with the line and the construct (:class:`Refusal`): constructs whose results
-Finesse 3 cannot reproduce or that the legacy parser would silently drop (``lock``,
-``fsig`` signal injection, ``qhd``, apertures with higher-order modes, ``put`` of a
-function of detector outputs).
+Finesse 3 cannot reproduce or that the legacy parser would silently drop (``fsig``
+signal injection, ``qhd``, apertures with higher-order modes, ``put`` of a function
+of detector outputs, a ``lock`` on a ``beam`` camera sweep).
 """
 
 from __future__ import annotations
@@ -71,15 +75,7 @@ _SCALE_WORDS = {"deg": 180 / math.pi, "rad": math.pi / 180}
 _FSIG = ("Finesse 3's legacy parser injects signals differently from Finesse 2: at a "
          "mirror, demodulated outputs differ by factors of 2.5 to 5 (measured against "
          "Finesse 2.3.1), so signal injection is not reproduced")
-# Measured with Finesse 2.3.1: one lock steps $var += gain * error from the previous
-# point's value until |error| < accuracy; several locks step in an order set by
-# kat.ini's 'sequential' (5 by default), not reproduced here.
-_LOCK = ("Finesse 2 steps a lock's variable by gain x error until the error is below "
-         "the lock's accuracy, so locked results depend on its iteration path, which "
-         "katparallel does not reproduce")
 _REFUSED = {
-    "lock": _LOCK,
-    "lock*": _LOCK,
     "qhd": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
     "qhdS": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
     "qhdN": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
@@ -104,6 +100,33 @@ class Refusal(Exception):
         self.lineno = lineno
         self.construct = construct
         self.why = why
+
+
+@dataclasses.dataclass
+class Lock:
+    """One ``lock[*] NAME $INPUT GAIN ACCURACY [OFFSET]`` line.
+
+    Attributes
+    ----------
+    lineno : int
+        Its line in the kat file.
+    name : str
+        The lock's variable, ``$NAME`` in ``put`` and ``func``.
+    input : str
+        The ``set`` or ``func`` it drives to ``-offset``.
+    gain, accuracy, offset : float
+        As written.
+    once : bool
+        ``lock*``: Finesse 2 locks it in its first run (the first point) only.
+    """
+
+    lineno: int
+    name: str
+    input: str
+    gain: float
+    accuracy: float
+    offset: float = 0.0
+    once: bool = False
 
 
 @dataclasses.dataclass
@@ -152,6 +175,8 @@ class Translation:
     targets : list of (int, str, str, str)
         What ``xaxis``/``x2axis``/``put`` change during the run: line, command,
         component and parameter.
+    locks : list of Lock
+        ``lock``/``lock*`` lines, in file order.
     """
 
     text: str
@@ -170,6 +195,7 @@ class Translation:
     phase: str = "3"
     trace_sources: list[tuple[int, str]] = dataclasses.field(default_factory=list)
     targets: list[tuple[int, str, str, str]] = dataclasses.field(default_factory=list)
+    locks: list[Lock] = dataclasses.field(default_factory=list)
 
     def scale_of(self, detector: str, lambda0: float) -> float:
         """Return the factor ``scale`` commands put on ``detector``'s output.
@@ -219,15 +245,17 @@ class _Translator:
             "x2axis*": self.axis, "attr": self.attr, "scale": self.scale,
             "set": self.set_output, "func": self.func, "put": self.put,
             "put*": self.put, "const": self.const, "tf": self.transfer,
-            "tf2": self.transfer,
+            "tf2": self.transfer, "lock": self.lock, "lock*": self.lock,
         }
         self.beams = {words[1] for line in self.lines
                       for words in [_code(line)[0]] if words[:1] == ["beam"]
                       and len(words) > 2}
         self.dark = _dark_lasers(self.lines)
-        self.func_names = {words[1] for line in self.lines
-                           for words in [_code(line)[0]] if words[:1] == ["func"]
-                           and len(words) > 1}
+        # Names a 'put' can take: funcs and locks.
+        self.put_sources = {words[1] for line in self.lines
+                            for words in [_code(line)[0]]
+                            if words[:1] in (["func"], ["lock"], ["lock*"])
+                            and len(words) > 1}
         self.fsig_line = next((i for i, line in enumerate(self.lines, start=1)
                                if _code(line)[0][:1] == ["fsig"]), 0)
         self.mechanics = 0  # line of the first tf or mechanical attr dropped
@@ -254,6 +282,10 @@ class _Translator:
                 "higher-order modes: Finesse 2 gives overlapping cavities' nodes the "
                 "last cavity's beam and traces the rest from the first cavity; "
                 "katparallel follows it")
+        if self.result.locks and self.result.beam_axes:
+            lock = self.result.locks[0]
+            raise Refusal(lock.lineno, "lock", "a lock with a beam detector swept over "
+                          "its own x or y is not reproduced")
         if self.mechanics:
             self.result.notes.append(
                 f"line {self.mechanics}: without fsig, Finesse 2 computes no signal "
@@ -325,8 +357,8 @@ class _Translator:
         return [] if len(words) > 1 and words[1] in self.dark else words
 
     def put(self, lineno: int, words: list[str]) -> list[str]:
-        """``put[*] COMP PARAM $FUNC``: applied by :func:`apply`; other puts pass on."""
-        if len(words) == 4 and words[3][1:] in self.func_names:
+        """``put[*] COMP PARAM $FUNC`` (or ``$LOCK``): applied by :func:`apply`."""
+        if len(words) == 4 and words[3][1:] in self.put_sources:
             self.result.puts.append((lineno, words[1], words[2], words[3][1:],
                                      words[0] == "put*"))
             return []
@@ -386,6 +418,35 @@ class _Translator:
         if len(words) < 4 or words[2] != "=":
             raise Refusal(lineno, "func", "expected 'func name = expression'")
         self.result.funcs.append((lineno, words[1], " ".join(words[3:])))
+        return []
+
+    def lock(self, lineno: int, words: list[str]) -> list[str]:
+        """``lock[*] NAME $INPUT GAIN ACCURACY [OFFSET]``: iterated around the model."""
+        cmd = words[0]
+        if len(words) not in (5, 6) or not words[2].startswith("$"):
+            raise Refusal(lineno, cmd, "expected 'lock name $input gain accuracy "
+                          "[offset]'")
+        name, source = words[1], words[2][1:]
+        declared = set(self.result.sets) | {n for _, n, _ in self.result.funcs}
+        if source not in declared:
+            raise Refusal(lineno, cmd, f"'${source}' is no 'set' or 'func' declared "
+                          "before the lock (Finesse 2: lock input signal not found)")
+        if any(lock.name == name for lock in self.result.locks):
+            raise Refusal(lineno, cmd, f"name '{name}' already used for a lock")
+        numbers = []
+        for word in words[3:]:
+            text = self.result.consts.get(word[1:], word) if word.startswith("$") \
+                else word
+            try:
+                numbers.append(_number(text))
+            except ValueError:
+                raise Refusal(lineno, cmd, f"'{word}' is not a number") from None
+        gain, accuracy, offset = (numbers + [0.0])[:3]
+        if accuracy == 0:
+            raise Refusal(lineno, cmd, "the accuracy must not be 0")
+        self.result.locks.append(Lock(lineno, name, source, gain, accuracy, offset,
+                                      once=cmd == "lock*"))
+        self.result.inexact.append((lineno, cmd))
         return []
 
     def component(self, words: list[str], n_nodes: int) -> list[str]:
@@ -563,11 +624,13 @@ def apply(model: finesse.Model, translation: Translation) -> None:
             raise Refusal(lineno, "attr", f"no component named '{name}'")
         for axis in ("x", "y") if key == "Rc" else (key[-1],):
             setattr(model.elements[name], f"Rc{axis}", math.inf)
-    values = _func_values(model, translation)
+    parameters = _lock_parameters(model, translation)
+    values = _func_values(model, translation, parameters)
     _add_func_outputs(model, translation, values)
     for lineno, component, param, func, add in translation.puts:
         _put(model, lineno, component, param, values[func], add)
     _beam_trace(model, translation)
+    _install_locks(model, translation)
 
 
 # Parameters that change beam parameters (a lens's f too; a laser's f is a frequency).
@@ -626,12 +689,41 @@ def _namespace(model: finesse.Model, translation: Translation) -> dict[str, obje
     return names
 
 
-def _func_values(model: finesse.Model, translation: Translation) -> dict[str, object]:
-    """Evaluate each ``func`` in file order into a Finesse 3 symbolic expression."""
+def _lock_parameters(model: finesse.Model, translation: Translation) -> dict:
+    """A model parameter ``NAME__lock`` holding each lock's value, 0 at first."""
+    parameters = {}
+    for lock in translation.locks:
+        if lock.name in model.elements:
+            raise Refusal(lock.lineno, "lock", f"name '{lock.name}' is already used")
+        parameters[lock.name] = model.add_parameter(f"{lock.name}__lock", 0.0)
+    return parameters
+
+
+def _program(translation: Translation) -> list[tuple[str, int, str, str | None]]:
+    """``func`` and ``lock`` lines in file order: Finesse 2's order of evaluation."""
+    return sorted([("func", lineno, name, expr) for lineno, name, expr in translation.funcs]
+                  + [("lock", lock.lineno, lock.name, None) for lock in translation.locks],
+                  key=lambda item: item[1])
+
+
+def _code_of(expr: str) -> str:
+    """A func expression as Python code (``$`` dropped, ``^`` a power)."""
+    return _NAME.sub(r"\1", expr.replace("^", "**"))
+
+
+def _func_values(model: finesse.Model, translation: Translation,
+                 parameters: dict) -> dict[str, object]:
+    """Evaluate each ``func`` in file order into a Finesse 3 symbolic expression.
+
+    A lock's name means its parameter from the lock's line on.
+    """
     names = _namespace(model, translation)
     values: dict[str, object] = {}
-    for lineno, name, expr in translation.funcs:
-        code = _NAME.sub(r"\1", expr.replace("^", "**"))
+    for kind, lineno, name, expr in _program(translation):
+        if kind == "lock":
+            names[name] = values[name] = parameters[name].ref
+            continue
+        code = _code_of(expr)
         unknown = [n for n in _NAME.findall(code) if n not in names]
         if unknown:
             raise Refusal(lineno, "func", f"unknown name '{unknown[0]}' in '{expr}'")
@@ -650,6 +742,31 @@ def _add_func_outputs(model: finesse.Model, translation: Translation,
 
     for _, name, _ in translation.funcs:
         model.add(MathDetector(name, values[name]))
+    for lock in translation.locks:
+        model.add(MathDetector(lock.name, values[lock.name]))
+
+
+def _install_locks(model: finesse.Model, translation: Translation) -> None:
+    """Run Finesse 2's lock iterations before each point of the model's sweep."""
+    if not translation.locks:
+        return
+    from katparallel.finesse2 import lock
+
+    analysis = model.analysis
+    if not hasattr(analysis, "pre_step") or analysis.pre_step is not None:
+        return  # no sweep to lock at: the program refuses the file
+    program = [(kind, name, None if kind == "lock" else
+                compile(_code_of(expr), f"<func {name}>", "eval"))
+               for kind, _, name, expr in _program(translation)]
+    consts = {}
+    for name, value in translation.consts.items():
+        try:
+            consts[name] = _number(value)
+        except ValueError:
+            pass
+    sets = {name: detector for name, (_, detector) in translation.sets.items()}
+    analysis.pre_step = lock.Locking(translation.locks, program, sets,
+                                     lock.constants(consts))
 
 
 def _put(model: finesse.Model, lineno: int, component: str, param: str, value: object,

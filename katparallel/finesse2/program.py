@@ -504,7 +504,13 @@ def simulate(model: finesse.Model, text: str, translation: Translation) -> Table
                 for name, values in zip(analysis.parameters, solution.x)]
     shape = tuple(len(values) for _, values in axes)
     declared = _declarations(text)
-    names = sorted([*solution.outputs, *absent], key=lambda n: declared.get(n, len(text)))
+    # Finesse 2 writes its detectors first, then its functions and locks, each in file
+    # order.
+    computed = {name: lineno for lineno, name, _ in translation.funcs}
+    computed.update({lock.name: lock.lineno for lock in translation.locks})
+    names = sorted([*solution.outputs, *absent],
+                   key=lambda n: (n in computed, computed.get(n) or
+                                  declared.get(n, len(text))))
     columns = [
         (f"{name} {_COLUMN_KINDS[kind]}",
          _kind_columns(_output(solution, name, absent, translation, model, shape), kind)
@@ -547,6 +553,9 @@ def _run_model(model: finesse.Model, text: str) -> tuple[object, list[str]]:
     while True:
         try:
             return model.run(), absent
+        except Refusal as exc:  # a lock Finesse 2 gives up on
+            raise KatError("run", [(exc.lineno, f"'{exc.construct}': {exc.why}")]) \
+                from exc
         except Exception as exc:
             match = _ABSENT_BIN.search(str(exc))
             if match is None or match[1] not in model.elements:
