@@ -86,3 +86,24 @@ def test_mechanics_without_fsig_are_left_out(tmp_path: Path, capsys) -> None:
     status, err = run(tmp_path, capsys, CAVITY + extra + "noxaxis\n")
     assert status == 0, err
     assert err.count("without fsig") == 1 and "line 7: " in err
+
+
+def test_a_kat_ini_that_changes_results_is_refused(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Finesse 2 reads ./kat.ini (else $KATINI); this kat follows the standard one."""
+    katfile = tmp_path / "beam.kat"
+    katfile.write_text("l L0 1 0 n0\ns s0 1 n0 n1\ngauss g1 L0 n0 1m 0\nbp w x w n1\nnoxaxis\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KATINI", raising=False)
+    (tmp_path / "kat.ini").write_text("lambda 1.064E-6  # standard\nlocksteps 10000\n")
+    assert program.main([str(katfile)]) == 0
+    (tmp_path / "kat.ini").write_text("clight 299792458.0\nlambda 6.33E-7   # a HeNe\n")
+    assert program.main([str(katfile)]) == 1
+    err = capsys.readouterr().err
+    assert "sets 'lambda 6.33E-7'" in err and "remove that line, or run a real Finesse 2" in err
+    (tmp_path / "kat.ini").unlink()
+    elsewhere = tmp_path / "ini"
+    elsewhere.mkdir()
+    (elsewhere / "kat.ini").write_text("sequential 0\n")
+    monkeypatch.setenv("KATINI", str(elsewhere / "kat.ini"))
+    assert program.main([str(katfile)]) == 1
+    assert "sets 'sequential 0'" in capsys.readouterr().err

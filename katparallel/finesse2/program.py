@@ -54,6 +54,7 @@ import dataclasses
 import errno
 import functools
 import importlib.metadata
+import math
 import os
 import re
 import sys
@@ -616,10 +617,52 @@ def _wants_time(text: str) -> bool:
     return any(_code_words(line)[:1] == ["time"] for line in text.splitlines())
 
 
+#: kat.ini settings that change results, at the values of Finesse 2.3.1's standard
+#: kat.ini, which this program follows.
+STANDARD_INI = {
+    "clight": 299792458.0, "lambda": 1.064e-6, "qeff": 1.0, "x_scale": 1e-9,
+    "quantum_scaling": 3, "amplitude_scaling": 2, "locksteps": 10000, "autostop": 1,
+    "sequential": 5, "autogain": 2, "lockthresholdlow": 0.01, "lockthresholdhigh": 1.5,
+    "locktest1": 5, "locktest2": 40, "gainfactor": 3,
+}
+
+
+def nonstandard_kat_ini() -> str | None:
+    """Why the ``kat.ini`` Finesse 2 would read here changes results, or None.
+
+    Finesse 2 reads ``./kat.ini``, else the file ``$KATINI`` names. This program
+    follows the standard settings (:data:`STANDARD_INI`) and reads no kat.ini, so
+    one that sets any of them otherwise would give silently different numbers.
+    """
+    found = [Path("kat.ini"), Path(os.environ.get("KATINI", "") or "kat.ini")]
+    path = next((p for p in found if p.is_file()), None)
+    if path is None:
+        return None
+    for line in path.read_text(errors="replace").splitlines():
+        words = line.split("#", 1)[0].split()
+        if len(words) < 2 or words[0] not in STANDARD_INI:
+            continue
+        try:
+            same = math.isclose(float(words[1]), STANDARD_INI[words[0]], rel_tol=1e-12)
+        except ValueError:
+            same = False
+        if not same:
+            return (
+                f"{path.resolve()} sets '{words[0]} {words[1]}', and katparallel's kat "
+                f"follows Finesse 2's standard kat.ini ({words[0]} "
+                f"{STANDARD_INI[words[0]]:g}): remove that line, or run a real Finesse 2"
+            )
+    return None
+
+
 def _run(opts: Options, pipe: PykatPipe | None) -> int:
     assert opts.katfile is not None
     start = time.perf_counter()
     sys.stdout.write(_banner())
+    problem = nonstandard_kat_ini()
+    if problem is not None:
+        sys.stderr.write(f"*** Error: {problem}\n")
+        return 1
     try:
         text = opts.katfile.read_text()
     except OSError as exc:
