@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import finesse
 
-__all__ = ("Refusal", "Translation", "apply", "translate")
+__all__ = ("Refusal", "STANDARD_INI", "Translation", "apply", "translate")
 
 # Commands declaring a component, and how many of their last words are nodes.
 _COMPONENT_NODES = {
@@ -75,6 +75,14 @@ _SCALE_WORDS = {"deg": 180 / math.pi, "rad": math.pi / 180}
 _FSIG = ("Finesse 3's legacy parser injects signals differently from Finesse 2: at a "
          "mirror, demodulated outputs differ by factors of 2.5 to 5 (measured against "
          "Finesse 2.3.1), so signal injection is not reproduced")
+#: The settings of Finesse 2.3.1's standard kat.ini (also its built-in defaults)
+#: that change results: katparallel's kat follows these and reads no kat.ini.
+STANDARD_INI = {
+    "clight": 299792458.0, "lambda": 1.064e-6, "qeff": 1.0, "x_scale": 1e-9,
+    "quantum_scaling": 3, "amplitude_scaling": 2, "locksteps": 10000, "autostop": 1,
+    "sequential": 5, "autogain": 2, "lockthresholdlow": 0.01, "lockthresholdhigh": 1.5,
+    "locktest1": 5, "locktest2": 40, "gainfactor": 3.0,
+}
 _REFUSED = {
     "qhd": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
     "qhdS": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",

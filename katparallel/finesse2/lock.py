@@ -48,18 +48,18 @@ import numpy as np
 
 from finesse.analysis.actions.base import Action
 
-from katparallel.finesse2.frontend import Lock, Refusal
+from katparallel.finesse2.frontend import STANDARD_INI, Lock, Refusal
 
 __all__ = ("Locking", "constants")
 
 # Finesse 2.3.1's built-in lock settings, the same as its standard kat.ini.
-LOCKSTEPS = 10000
-LOCKTEST1 = 5
-LOCKTEST2 = 40
-THRESHOLD_LOW = 0.01
-THRESHOLD_HIGH = 1.5
-GAINFACTOR = 3.0
-SEQUENTIAL = 5  # bit 4: sequential for the first two runs only
+LOCKSTEPS = STANDARD_INI["locksteps"]
+LOCKTEST1 = STANDARD_INI["locktest1"]
+LOCKTEST2 = STANDARD_INI["locktest2"]
+THRESHOLD_LOW = STANDARD_INI["lockthresholdlow"]
+THRESHOLD_HIGH = STANDARD_INI["lockthresholdhigh"]
+GAINFACTOR = STANDARD_INI["gainfactor"]
+SEQUENTIAL = STANDARD_INI["sequential"]  # bit 4: sequential for the first two runs only
 _ROUNDING = 1e-9  # Finesse 2 adds this to |error / accuracy| before comparing to 1
 
 

@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from katparallel.finesse2.frontend import Refusal, Translation, apply, translate
+from katparallel.finesse2.frontend import STANDARD_INI, Refusal, Translation, apply, translate
 
 if TYPE_CHECKING:
     import finesse
@@ -617,21 +617,12 @@ def _wants_time(text: str) -> bool:
     return any(_code_words(line)[:1] == ["time"] for line in text.splitlines())
 
 
-#: kat.ini settings that change results, at the values of Finesse 2.3.1's standard
-#: kat.ini, which this program follows.
-STANDARD_INI = {
-    "clight": 299792458.0, "lambda": 1.064e-6, "qeff": 1.0, "x_scale": 1e-9,
-    "quantum_scaling": 3, "amplitude_scaling": 2, "locksteps": 10000, "autostop": 1,
-    "sequential": 5, "autogain": 2, "lockthresholdlow": 0.01, "lockthresholdhigh": 1.5,
-    "locktest1": 5, "locktest2": 40, "gainfactor": 3,
-}
-
-
 def nonstandard_kat_ini() -> str | None:
     """Why the ``kat.ini`` Finesse 2 would read here changes results, or None.
 
     Finesse 2 reads ``./kat.ini``, else the file ``$KATINI`` names. This program
-    follows the standard settings (:data:`STANDARD_INI`) and reads no kat.ini, so
+    follows the standard settings
+    (:data:`~katparallel.finesse2.frontend.STANDARD_INI`) and reads no kat.ini, so
     one that sets any of them otherwise would give silently different numbers.
     """
     found = [Path("kat.ini"), Path(os.environ.get("KATINI", "") or "kat.ini")]
