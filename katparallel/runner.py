@@ -283,11 +283,8 @@ def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0) 
     """
     from tqdm.auto import tqdm
 
-    class JobBar(tqdm):
-        monitor_interval = 0  # no monitor thread: workers may still be forked
-
-    return JobBar(total=total, initial=initial, unit="job", desc=desc, disable=not enabled,
-                  leave=True)
+    return tqdm(total=total, initial=initial, unit="job", desc=desc, disable=not enabled,
+                leave=True)
 
 
 def make_chunks(plan: Plan, indices: np.ndarray, size: int, **fields) -> list[Chunk]:

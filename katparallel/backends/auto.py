@@ -98,11 +98,10 @@ class AutoBackend(Backend):
         if seconds_per_task is None:
             seconds_per_task = self.seconds_per_task
         pool = MultiprocessingBackend(workers=self.workers, timeout=self.timeout)
-        if not pool.running:
-            forks = pool.would_fork
-            startup_seconds += FORK_START if forks else POOL_START + read_seconds
+        if pool.inherits_memory:  # a pool started now forks its workers from here
+            startup_seconds += FORK_START
         else:
-            startup_seconds += read_seconds
+            startup_seconds += read_seconds + (0.0 if pool.running else POOL_START)
         serial = self.timeout is None and (
             n_tasks <= 1 or self.workers == 1
             or not self._pool_is_faster(n_tasks, seconds_per_task, startup_seconds)

@@ -33,7 +33,7 @@ from .pinning import pin_threads
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ("ProcessPool", "can_fork", "stop_idle_threads", "worker_start_failed")
+__all__ = ("ProcessPool", "can_fork", "worker_start_failed")
 
 
 def can_fork(threads: int | None) -> bool:
@@ -42,7 +42,7 @@ def can_fork(threads: int | None) -> bool:
     A forked child has only the thread that forked it, and every lock as it
     was when it was forked. So no other Python thread may be running (it
     could hold a Python lock), apart from the idle ones that
-    :func:`stop_idle_threads` stops first. Native thread pools are allowed:
+    :func:`_stop_idle_threads` stops first. Native thread pools are allowed:
     OpenBLAS stops its threads around a fork, and libgomp's pool, which exists
     once this process has run an OpenMP region (Finesse does, with
     higher-order modes), is never used by a child pinned to one OpenMP thread
@@ -70,7 +70,7 @@ def _idle_library_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if isinstance(t, tqdm_std.TMonitor)]
 
 
-def stop_idle_threads() -> None:
+def _stop_idle_threads() -> None:
     """Stop the idle threads libraries leave running (before a fork)."""
     for thread in _idle_library_threads():
         thread.exit()
@@ -219,10 +219,10 @@ class ProcessPool:
     def _start_worker(self) -> _Worker:
         """A new worker: forked if that is safe now, else from the fallback context."""
         if self._may_fork:
-            stop_idle_threads()
-        if self._may_fork and can_fork(self._threads):
-            others = [w.conn for w in self._workers]
-            return _Worker(multiprocessing.get_context("fork"), self._env, self._threads, others)
+            _stop_idle_threads()
+            if can_fork(self._threads):
+                others = [w.conn for w in self._workers]
+                return _Worker(multiprocessing.get_context("fork"), self._env, self._threads, others)
         LOGGER.debug("starting a worker with %s", self._ctx.get_start_method())
         return _Worker(self._ctx, self._env, self._threads)
 
