@@ -23,6 +23,7 @@ model), checked against draws run on untouched deep copies of the model.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -40,6 +41,9 @@ import _aligo
 import _bench_jobs as jobs_mod
 
 LOGGER = logging.getLogger("compare_backends")
+
+#: The row of :func:`two_core_ceiling`.
+CEILING = "independent processes at once, a share each (ceiling)"
 
 #: First prefix a slow method runs (draws).
 FIRST_PREFIX = 4
@@ -257,15 +261,54 @@ def _fresh_subprocess(
     before its clock starts; ``cache_home`` is its ``XDG_CACHE_HOME``.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        job = os.path.join(tmp, "study.pkl")
-        with open(job, "wb") as fh:
-            pickle.dump((study, k), fh)
-        cmd = [sys.executable, bench.script, child, job, "--workers", str(bench.workers)]
-        env = {**os.environ, "XDG_CACHE_HOME": cache_home}
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if done.returncode:
-            return f"child exited {done.returncode}: {done.stderr.strip()[-200:]}"
-        return json.loads(done.stdout.strip().splitlines()[-1]), np.load(job + ".npy")
+        return _finish(_start(bench, study, k, cache_home, child, tmp))
+
+
+def _start(bench, study: Study, k: int, cache_home: str, child: str, tmp: str):
+    """Start the child of :func:`_fresh_subprocess`; ``(process, job file)``."""
+    job = os.path.join(tmp, f"study-{id(study)}.pkl")
+    with open(job, "wb") as fh:
+        pickle.dump((study, k), fh)
+    cmd = [sys.executable, bench.script, child, job, "--workers", str(bench.workers)]
+    env = {**os.environ, "XDG_CACHE_HOME": cache_home}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return proc, job
+
+
+def _finish(started) -> tuple[dict, np.ndarray] | str:
+    """Wait for a child of :func:`_start`: (timing, outputs), or why it failed."""
+    proc, job = started
+    out, err = proc.communicate()
+    if proc.returncode:
+        return f"child exited {proc.returncode}: {err.strip()[-200:]}"
+    return json.loads(out.strip().splitlines()[-1]), np.load(job + ".npy")
+
+
+def two_core_ceiling(bench, study: Study, ref: np.ndarray) -> None:
+    """(g) What ``bench.workers`` cores allow: as many independent fresh processes at
+    once, each parsing the model and stepping its share of the draws with no
+    coordination at all; the row's time is the slowest one's (best of ``bench.repeat``).
+
+    No pool can beat it: the parse cannot be shared, and every step runs with
+    the other cores busy, as a pool's workers do.
+    """
+    shares = [dataclasses.replace(study, table=part)
+              for part in np.array_split(study.table, bench.workers)]
+    best = None
+    for _ in range(bench.repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            started = [_start(bench, s, len(s.table), tmp, "--stepping-child", tmp) for s in shares]
+            runs = [_finish(s) for s in started]
+        failed = [r for r in runs if isinstance(r, str)]
+        if failed:
+            bench.failed(study.name, CEILING, failed[0])
+            return
+        seconds = max(info["seconds"] for info, _ in runs)
+        if best is None or seconds < best[0]:
+            best = seconds, np.concatenate([got for _, got in runs])
+    bench.add(study.name, CEILING, study.n, best[0], best[1], ref,
+              note=f"{bench.workers} fresh processes at once, each parses and steps its "
+                   "share; the slowest one's time")
 
 
 def fresh_pool_child(job: str, workers: int) -> dict:
@@ -320,6 +363,7 @@ def w4(bench, n: int) -> None:
     per_draw_loop(bench, study, ref)
     k = katparallel_rows(bench, study, ref)
     fresh_pool(bench, study, ref, k)
+    two_core_ceiling(bench, study, ref)
     pathos_recipe(bench, study, ref)
 
 

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/finesse2_corpus.py /path/to/finesse2/kat CORPUS_DIR [--table]
+    python benchmarks/finesse2_corpus.py /path/to/finesse2/kat CORPUS_DIR
 
 For every ``*.kat`` under CORPUS_DIR (the corpus lives outside the repository), both
 programs run in a scratch directory. A file without ``xaxis``/``noxaxis`` gets a
@@ -15,7 +15,10 @@ itself refuses are left out. Each remaining file is counted as
 * ``agree``: same shape, every number within 1e-9 relative (to the larger of the two
   values, or of the column's largest value for numbers near zero, or of the table's
   largest value in a column Finesse 2 writes as exact zeros), phases modulo 360;
-* ``differ``: both ran, numbers or shape differ;
+* ``differ``: both ran, numbers or shape differ; Finesse 2 then runs once more with
+  every length one ulp longer (:func:`one_ulp_longer`), and the line says how far its
+  own numbers move: a file that moves Finesse 2 by more than 1e-9 under such a change
+  is ill-conditioned, and a difference below that is rounding, not a different model;
 * ``refuse``: katparallel's kat exits 1 with its message;
 * ``traceback``: katparallel's kat raised a Python exception.
 
@@ -48,6 +51,7 @@ APART = ("finesse2 refuses", "finesse2 gives up a lock")  # not counted as runs
 LOCK_GIVEN_UP = "Stopped lock iteration"  # Finesse 2's warning when a lock fails
 _AXIS = re.compile(r"^\s*(xaxis|noxaxis|x2axis)\b", re.M)
 _DETECTOR = re.compile(r"^\s*(pd\d*|ad|bp|beam|qnoisedS?|qshotS?|xd|gouy)\s", re.M)
+_LENGTH = re.compile(r"(?m)^(\s*(?:s|const)\s+\S+\s+)([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)(?=\s|$)")
 _SPACE = re.compile(r"^\s*s\s+\S+\s+.*?(\S+)\s+(\S+)\s*(#.*)?$", re.M)
 
 
@@ -69,23 +73,55 @@ def read_out(path: Path) -> np.ndarray:
     return np.array([[float(v) for v in row] for row in rows], dtype=float)
 
 
+def differences(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
+    """Each number's difference relative to the larger of the two values plus its
+    column's largest (the table's largest in a column Finesse 2 writes as exact zeros),
+    phases modulo 360; ``ref`` and ``got`` have the same shape."""
+    scale = np.maximum(np.abs(ref), np.abs(got))
+    column = np.max(np.abs(ref), axis=0, initial=0.0)
+    floor = np.where(column > 0, column, np.max(column, initial=0.0))
+    wrapped = np.abs((ref - got + 180.0) % 360.0 - 180.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.minimum(np.abs(ref - got), wrapped) / (scale + floor)
+    return np.nan_to_num(rel, nan=0.0)
+
+
 def agree(ref: np.ndarray, got: np.ndarray, rtol: float = RTOL) -> str | None:
     """Return None if ``got`` matches ``ref``, else what differs."""
     if ref.shape != got.shape:
         return f"shape {got.shape} != Finesse 2's {ref.shape}"
-    scale = np.maximum(np.abs(ref), np.abs(got))
-    column = np.max(np.abs(ref), axis=0, initial=0.0)
-    # A column Finesse 2 writes as exact zeros is compared with the table's scale.
-    floor = rtol * np.where(column > 0, column, np.max(column, initial=0.0))
-    diff = np.abs(ref - got)
-    wrapped = np.abs((ref - got + 180.0) % 360.0 - 180.0)  # phases modulo 360
-    tol = rtol * scale + floor
-    bad = (diff > tol) & (wrapped > tol)
+    rel = differences(ref, got)
+    bad = rel > rtol
     if not bad.any():
         return None
     i, j = np.argwhere(bad)[0]
-    return f"{bad.sum()} numbers differ, first row {i} column {j}: {got[i, j]!r} " \
-           f"vs Finesse 2's {ref[i, j]!r}"
+    return f"{bad.sum()} numbers differ by up to {rel.max():.1e}, first row {i} column {j}: " \
+           f"{got[i, j]!r} vs Finesse 2's {ref[i, j]!r}"
+
+
+def one_ulp_longer(text: str) -> str:
+    """``text`` with every length a space or a ``const`` gives as a plain non-integer
+    number made one ulp larger (integers may be counts, so they stay)."""
+    def longer(m: re.Match) -> str:
+        value = float(m.group(2))
+        if value == 0 or value.is_integer():
+            return m.group(0)
+        return m.group(1) + repr(float(np.nextafter(value, np.inf)))
+    return _LENGTH.sub(longer, text)
+
+
+def self_consistency(binary: Path, text: str, ref: np.ndarray, work: Path) -> str:
+    """How far Finesse 2's own numbers move when every length (:func:`one_ulp_longer`)
+    is one ulp longer: a difference of that size is rounding that the file magnifies."""
+    other = work / "ulp"
+    other.mkdir()
+    (other / "input.kat").write_text(one_ulp_longer(text))
+    out, outcome = run_finesse2(binary, other / "input.kat", other)
+    moved = read_out(out) if out is not None else None
+    if moved is None or moved.shape != ref.shape:
+        return f"; Finesse 2 one ulp longer: {outcome}"
+    return (f"; Finesse 2 itself moves by up to {differences(ref, moved).max():.1e} "
+            "when every length is one ulp longer")
 
 
 def run_finesse2(binary: Path, katfile: Path, work: Path) -> tuple[Path | None, str]:
@@ -142,6 +178,8 @@ def measure(binary: Path, corpus: Path) -> dict[str, int]:
                 if outcome == "ran":
                     problem = agree(read_out(ref), read_out(work / "ours.out"))
                     outcome, detail = ("agree", "") if problem is None else ("differ", problem)
+                if outcome == "differ":
+                    detail += self_consistency(binary, text, read_out(ref), work)
         counts[outcome] += 1
         print(f"{outcome:24s} {katfile.relative_to(corpus)}  {detail}", flush=True)
     return counts
