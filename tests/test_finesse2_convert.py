@@ -51,3 +51,11 @@ def test_refused_construct(tmp_path: Path, capsys) -> None:
     assert cli(["convert", str(katfile)]) == 1
     err = capsys.readouterr().err
     assert "line 14: lock z $P 1 1n" in err and "'lock'" in err
+
+
+def test_tuned_surface_between_indices_is_refused(capsys) -> None:
+    # Finesse 2's reflection phase there needs a Finesse 3 setting KatScript lacks.
+    assert cli(["convert", str(DATA / "tuned_substrate.kat")]) == 1
+    err = capsys.readouterr().err
+    assert "line 5: bs1 BS 0.5 0 10 45" in err and "line 19: m1 X2" in err
+    assert "'NI'" not in err and "'X'" not in err  # the same index on both sides

@@ -33,6 +33,8 @@ Translated, as Finesse 2.3.1 does it:
   uses mechanical transfer functions only for signal sidebands, so they change no
   output; left out (said once on standard error);
 * ``attr NAME r_ap R`` without higher-order modes: an aperture changes no plane wave;
+* a tuned mirror or beam splitter with a different refractive index on its two sides:
+  Finesse 2's reflection phase, twice the tuning whatever the index;
 * several ``cav``/``gauss`` commands with higher-order modes: Finesse 2's beam trace
   (the last cavity's beam where cavities overlap, the rest by a walk from the first
   cavity; see :mod:`katparallel.finesse2.trace`), by cavity priorities and a ``gauss``
@@ -669,9 +671,16 @@ def _beam_trace(model: finesse.Model, translation: Translation) -> None:
 
 
 def _modes(model: finesse.Model, translation: Translation) -> None:
-    """``maxtem`` and ``phase``, set once for the whole file."""
+    """``maxtem`` and ``phase``, set once for the whole file.
+
+    Also Finesse 2's phases at a mirror or beam splitter between two refractive
+    indices: a tuning shifts the reflection phase by twice the tuning on either side,
+    whatever the index (Finesse 3 multiplies it by the index of the side unless its
+    ``v2_transmission_phase`` setting, which has no public setter, is on).
+    """
     level = int(_number(translation.phase))
     model.phase_config(zero_k00=bool(level & 1), zero_tem00_gouy=bool(level & 2))
+    model._settings.phase_config.v2_transmission_phase = True
     if translation.maxtem in (None, "off"):
         model.switch_off_homs()
     else:

@@ -66,6 +66,10 @@ class _Walk:
         self.q[node.opposite] = tuple(_reverse(q) for q in qs)
         self.parent[node] = parent
 
+    def origin(self, node):
+        """The node the walk propagated ``node``'s beam parameter from, if any."""
+        return self.parent.get(node) or self.parent.get(node.opposite)
+
     def through(self, src, dst, element) -> tuple[complex, complex]:
         """q at ``dst`` propagated from ``src`` (an edge src -> dst of the network)."""
         n1, n2 = self.nr(src), self.nr(dst)
@@ -177,17 +181,12 @@ def reproduce(model: finesse.Model, sources: list[str],
     for priority, dep in enumerate(deps, start=1):
         dep.priority = priority
     bad = _differing(model, target)
+    cavity_nodes = {n for d in deps if isinstance(d, Cavity) for n in d.path.nodes}
     gausses = 0
     while bad:
-        cavity_nodes = {n for d in deps if isinstance(d, Cavity) for n in d.path.nodes}
         entries = [n for n in bad if n in target.parent and n not in cavity_nodes
                    and target.parent[n] not in bad]
-        # Finesse 3 allows one Gauss per space, and only one at a port without one.
-        spaced = [n for n in entries if n.space is not None]
-        entries = list({n.space: n for n in reversed(spaced)}.values())[::-1] \
-            or entries[:1]
-        if any(g.node.space is None for g in model.gausses.values()):
-            entries = [n for n in entries if n.space is not None]
+        entries = _hosts(model, target, entries, cavity_nodes)
         if not entries or gausses > 50:
             node = bad[0]
             raise TraceDiffers(f"Finesse 3 gives node {node.full_name} a different beam "
@@ -211,6 +210,43 @@ def reproduce(model: finesse.Model, sources: list[str],
         done.append(f"{gausses} beam parameter(s) set where Finesse 2's beam trace "
                     "reaches a node from another cavity than Finesse 3's would")
     return done
+
+
+def _hosts(model: finesse.Model, target: _Walk, entries: list,
+           cavity_nodes: set) -> list:
+    """Nodes to give a ``Gauss`` so that Finesse 3 traces ``entries`` as Finesse 2.
+
+    Finesse 3 takes one ``Gauss`` per space, and (as it compares the spaces of the
+    ``Gauss`` nodes) only one at a port without a space. An entry whose space already
+    has a ``Gauss`` in the model gets it at the node Finesse 2's walk reached it from
+    instead (its beam parameter propagates to the entry through the same ABCD matrix),
+    or further back along the walk. An entry whose space another entry of this round
+    takes waits for the next round: the other's ``Gauss`` may set it already.
+
+    Parameters
+    ----------
+    model : finesse.Model
+        The model, with the ``Gauss`` objects placed so far.
+    target : _Walk
+        Finesse 2's beam trace.
+    entries : list of finesse.components.node.OpticalNode
+        Nodes where Finesse 2's walk enters a stretch Finesse 3 traces differently.
+    cavity_nodes : set of finesse.components.node.OpticalNode
+        The nodes of the cavities' round trips, which a ``Gauss`` cannot set.
+
+    Returns
+    -------
+    list of finesse.components.node.OpticalNode
+        In walk order, at most one per space and one without a space.
+    """
+    taken = {g.node.space for g in model.gausses.values()}
+    hosts: dict = {}
+    for node in entries:
+        while node is not None and node.space in taken:
+            node = target.origin(node)
+        if node is not None and node not in cavity_nodes:
+            hosts.setdefault(node.space, node)
+    return list(hosts.values())
 
 
 def _finesse2_trace(model: finesse.Model, deps: list) -> _Walk:
