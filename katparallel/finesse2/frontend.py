@@ -33,6 +33,7 @@ Translated, as Finesse 2.3.1 does it:
   uses mechanical transfer functions only for signal sidebands, so they change no
   output; left out (said once on standard error);
 * ``attr NAME r_ap R`` without higher-order modes: an aperture changes no plane wave;
+  an ``xaxis``/``x2axis`` of ``NAME r_ap`` only writes its values (a ``var`` stand-in);
 * several ``cav``/``gauss`` commands with higher-order modes: Finesse 2's beam trace
   (the last cavity's beam where cavities overlap, the rest by a walk from the first
   cavity; see :mod:`katparallel.finesse2.trace`), by cavity priorities and a ``gauss``
@@ -477,6 +478,15 @@ class _Translator:
         words = list(words)
         if len(words) > 2 and words[1] in self.variables:
             words[2] = "phase"  # the stand-in laser's parameter holding the value
+        elif len(words) > 2 and words[2] == "r_ap" and not words[0].endswith("*"):
+            # An aperture changes no plane wave (refused with higher-order modes, as
+            # for 'attr'): the sweep only writes its values, held by a stand-in 'var'.
+            self.apertures.append((lineno, words[1]))
+            stand_in = f"{words[1]}__r_ap"
+            if stand_in not in self.variables:
+                self.variables.add(stand_in)
+                self.extra.append(f"l {stand_in} 0 0 {stand_in}__var")
+            words[1:3] = [stand_in, "phase"]
         self.beam_axis(lineno, words)
         steps = words[-1]
         if not re.fullmatch(r"[+-]?\d+(\.\d*)?([eE][+-]?\d+)?", steps):
