@@ -22,6 +22,8 @@ Translated, as Finesse 2.3.1 does it:
 * ``var``/``variable NAME VALUE``, swept by ``xaxis NAME ANYTHING`` and put with
   ``$x1``: a laser of no power alone on its own node, whose phase holds the value;
 * ``attr NAME Rc 0`` (and ``Rcx``/``Rcy``): a flat surface;
+* a tuned mirror or beam splitter next to a space of index other than 1: Finesse 2's
+  tuning phases ignore the indices (Finesse 3's v2 transmission phase setting);
 * ``scale FACTOR|deg|rad|meter [DET]``: the output columns are multiplied;
 * ``pdN ... max``: the last demodulation phase chosen to maximise the output, which
   is then the modulus of the demodulated signal;
@@ -682,6 +684,10 @@ def _modes(model: finesse.Model, translation: Translation) -> None:
     """``maxtem`` and ``phase``, set once for the whole file."""
     level = int(_number(translation.phase))
     model.phase_config(zero_k00=bool(level & 1), zero_tem00_gouy=bool(level & 2))
+    # Finesse 2's mirror and beam splitter tunings ignore the refractive indices on
+    # their sides (reflection 2*phi and -2*phi, transmission i); Finesse 3 scales them
+    # by the indices unless this setting, which has no public setter, asks for v2's.
+    model._settings.phase_config.v2_transmission_phase = True
     if translation.maxtem in (None, "off"):
         model.switch_off_homs()
     else:
