@@ -74,6 +74,11 @@ _DETECTORS = re.compile(r"^(pd\d*|ad|qnoisedS?|qshotS?|bp|beam)$")
 # Components at whose nodes Finesse 2's default detector direction is the beam going
 # into the component (the legacy parser assumes the beam coming out of it).
 _INWARD = ("lens", "isol", "diode")
+# Commands whose second word is not the name of something they declare (or gauss).
+_UNNAMED = {"attr", "xaxis", "xaxis*", "x2axis", "x2axis*", "x3axis", "x3axis*", "put",
+            "put*", "maxtem", "phase", "yaxis", "noxaxis", "trace", "retrace", "scale",
+            "startnode", "tem", "map", "knm", "smotion", "conf", "mask", "pdtype",
+            "lambda", "time", "gnuterm", "pyterm", "noplot", "multi", "gauss", "gauss*"}
 _SCALE_WORDS = {"deg": 180 / math.pi, "rad": math.pi / 180}
 _FSIG = ("Finesse 3's legacy parser injects signals differently from Finesse 2: at a "
          "mirror, demodulated outputs differ by factors of 2.5 to 5 (measured against "
@@ -262,6 +267,10 @@ class _Translator:
                       for words in [_code(line)[0]] if words[:1] == ["beam"]
                       and len(words) > 2}
         self.dark = _dark_lasers(self.lines)
+        # Names declared by commands other than gauss (which Finesse 2 keeps apart).
+        self.named = {words[1] for line in self.lines
+                      for words in [_code(line)[0]]
+                      if len(words) > 1 and words[0] not in _UNNAMED}
         # Names a 'put' can take: funcs and locks.
         self.put_sources = {words[1] for line in self.lines
                             for words in [_code(line)[0]]
@@ -318,6 +327,12 @@ class _Translator:
         cmd = words[0]
         if cmd in _REFUSED:
             raise Refusal(lineno, cmd, _REFUSED[cmd])
+        if cmd in ("gauss", "gauss*") and len(words) > 1 and words[1] in self.named:
+            # Finesse 2 keeps gauss names apart from other names; Finesse 3 does not.
+            words = [cmd, f"{words[1]}__gauss", *words[2:]]
+            self.result.notes.append(
+                f"line {lineno}: gauss '{words[1][:-len('__gauss')]}' shares its name "
+                "with another element, as Finesse 2 allows; katparallel renames it")
         if cmd in ("cav", "cavity", "gauss", "gauss*") and len(words) > 1:
             self.traced = self.traced or lineno
             self.trace_sources += 1
