@@ -22,6 +22,8 @@ Translated, as Finesse 2.3.1 does it:
 * ``var``/``variable NAME VALUE``, swept by ``xaxis NAME ANYTHING`` and put with
   ``$x1``: a laser of no power alone on its own node, whose phase holds the value;
 * ``attr NAME Rc 0`` (and ``Rcx``/``Rcy``): a flat surface;
+* a tuned mirror or beam splitter next to a space of index other than 1: Finesse 2's
+  tuning phases ignore the indices (Finesse 3's v2 transmission phase setting);
 * ``scale FACTOR|deg|rad|meter [DET]``: the output columns are multiplied;
 * ``pdN ... max``: the last demodulation phase chosen to maximise the output, which
   is then the modulus of the demodulated signal;
@@ -33,8 +35,10 @@ Translated, as Finesse 2.3.1 does it:
   uses mechanical transfer functions only for signal sidebands, so they change no
   output; left out (said once on standard error);
 * ``attr NAME r_ap R`` without higher-order modes: an aperture changes no plane wave;
+  an ``xaxis``/``x2axis`` of ``NAME r_ap`` only writes its values (a ``var`` stand-in);
 * a tuned mirror or beam splitter with a different refractive index on its two sides:
-  Finesse 2's reflection phase, twice the tuning whatever the index;
+  Finesse 2's phases, which ignore the indices (reflection 2*phi and -2*phi,
+  transmission i);
 * several ``cav``/``gauss`` commands with higher-order modes: Finesse 2's beam trace
   (the last cavity's beam where cavities overlap, the rest by a walk from the first
   cavity; see :mod:`katparallel.finesse2.trace`), by cavity priorities and a ``gauss``
@@ -73,6 +77,11 @@ _DETECTORS = re.compile(r"^(pd\d*|ad|qnoisedS?|qshotS?|bp|beam)$")
 # Components at whose nodes Finesse 2's default detector direction is the beam going
 # into the component (the legacy parser assumes the beam coming out of it).
 _INWARD = ("lens", "isol", "diode")
+# Commands whose second word is not the name of something they declare (or gauss).
+_UNNAMED = {"attr", "xaxis", "xaxis*", "x2axis", "x2axis*", "x3axis", "x3axis*", "put",
+            "put*", "maxtem", "phase", "yaxis", "noxaxis", "trace", "retrace", "scale",
+            "startnode", "tem", "map", "knm", "smotion", "conf", "mask", "pdtype",
+            "lambda", "time", "gnuterm", "pyterm", "noplot", "multi", "gauss", "gauss*"}
 _SCALE_WORDS = {"deg": 180 / math.pi, "rad": math.pi / 180}
 _FSIG = ("Finesse 3's legacy parser injects signals differently from Finesse 2: at a "
          "mirror, demodulated outputs differ by factors of 2.5 to 5 (measured against "
@@ -261,6 +270,10 @@ class _Translator:
                       for words in [_code(line)[0]] if words[:1] == ["beam"]
                       and len(words) > 2}
         self.dark = _dark_lasers(self.lines)
+        # Names declared by commands other than gauss (which Finesse 2 keeps apart).
+        self.named = {words[1] for line in self.lines
+                      for words in [_code(line)[0]]
+                      if len(words) > 1 and words[0] not in _UNNAMED}
         # Names a 'put' can take: funcs and locks.
         self.put_sources = {words[1] for line in self.lines
                             for words in [_code(line)[0]]
@@ -317,6 +330,12 @@ class _Translator:
         cmd = words[0]
         if cmd in _REFUSED:
             raise Refusal(lineno, cmd, _REFUSED[cmd])
+        if cmd in ("gauss", "gauss*") and len(words) > 1 and words[1] in self.named:
+            # Finesse 2 keeps gauss names apart from other names; Finesse 3 does not.
+            words = [cmd, f"{words[1]}__gauss", *words[2:]]
+            self.result.notes.append(
+                f"line {lineno}: gauss '{words[1][:-len('__gauss')]}' shares its name "
+                "with another element, as Finesse 2 allows; katparallel renames it")
         if cmd in ("cav", "cavity", "gauss", "gauss*") and len(words) > 1:
             self.traced = self.traced or lineno
             self.trace_sources += 1
@@ -479,6 +498,15 @@ class _Translator:
         words = list(words)
         if len(words) > 2 and words[1] in self.variables:
             words[2] = "phase"  # the stand-in laser's parameter holding the value
+        elif len(words) > 2 and words[2] == "r_ap" and not words[0].endswith("*"):
+            # An aperture changes no plane wave (refused with higher-order modes, as
+            # for 'attr'): the sweep only writes its values, held by a stand-in 'var'.
+            self.apertures.append((lineno, words[1]))
+            stand_in = f"{words[1]}__r_ap"
+            if stand_in not in self.variables:
+                self.variables.add(stand_in)
+                self.extra.append(f"l {stand_in} 0 0 {stand_in}__var")
+            words[1:3] = [stand_in, "phase"]
         self.beam_axis(lineno, words)
         steps = words[-1]
         if not re.fullmatch(r"[+-]?\d+(\.\d*)?([eE][+-]?\d+)?", steps):
@@ -674,9 +702,9 @@ def _modes(model: finesse.Model, translation: Translation) -> None:
     """``maxtem`` and ``phase``, set once for the whole file.
 
     Also Finesse 2's phases at a mirror or beam splitter between two refractive
-    indices: a tuning shifts the reflection phase by twice the tuning on either side,
-    whatever the index (Finesse 3 multiplies it by the index of the side unless its
-    ``v2_transmission_phase`` setting, which has no public setter, is on).
+    indices, which ignore the indices (reflection 2*phi and -2*phi, transmission i):
+    Finesse 3 scales them by the indices unless its ``v2_transmission_phase`` setting,
+    which has no public setter, is on.
     """
     level = int(_number(translation.phase))
     model.phase_config(zero_k00=bool(level & 1), zero_tem00_gouy=bool(level & 2))

@@ -38,7 +38,8 @@ detector: ``abs`` (the value itself for real-valued detectors, so demodulated
 signals keep their sign, the modulus for complex ones), ``deg`` (phase in degrees,
 0 for real-valued detectors), ``re``, ``im``, and ``db`` (20 log10 of the modulus);
 ``abs:deg``, ``db:deg`` and ``re:im`` give two columns labelled with the same
-detector name, which PyKat recombines into complex values.
+detector name, which PyKat recombines into complex values; as in Finesse 2,
+``abs:deg`` and ``db:deg`` give only the first column when every output is real.
 
 The kat file first goes through katparallel's Finesse 2 front end
 (:mod:`katparallel.finesse2.frontend`), which translates what Finesse 3's legacy parser
@@ -512,10 +513,16 @@ def simulate(model: finesse.Model, text: str, translation: Translation) -> Table
     names = sorted([*solution.outputs, *absent],
                    key=lambda n: (n in computed, computed.get(n) or
                                   declared.get(n, len(text))))
+    outputs = {name: _output(solution, name, absent, translation, model, shape)
+               for name in names}
+    # Finesse 2 writes no phase column for 'abs:deg' or 'db:deg' when every output is
+    # real (DC photodiodes, demodulated ones with all phases given, bp, gouy, funcs);
+    # an 'ad', even at a frequency no source makes, is complex.
+    if (kinds in (["abs", "deg"], ["db", "deg"]) and not absent
+            and not any(np.iscomplexobj(values) for values in outputs.values())):
+        kinds = kinds[:1]
     columns = [
-        (f"{name} {_COLUMN_KINDS[kind]}",
-         _kind_columns(_output(solution, name, absent, translation, model, shape), kind)
-         .reshape(shape))
+        (f"{name} {_COLUMN_KINDS[kind]}", _kind_columns(outputs[name], kind).reshape(shape))
         for name in names
         for kind in kinds
     ]
