@@ -681,10 +681,14 @@ def _modes(model: finesse.Model, translation: Translation) -> None:
 def _namespace(model: finesse.Model, translation: Translation) -> dict[str, object]:
     """The names a Finesse 2 ``func`` expression can use, as Finesse 3 symbols."""
     from finesse import symbols
+    from finesse.parameter import Parameter
 
     names: dict[str, object] = {n: symbols.FUNCTIONS[n] for n in _FUNCTIONS}
     names["pi"] = math.pi
-    names.update(model.alternate_name_map)  # x1, mx1, x2, mx2 and 'set' parameters
+    # x1, mx1, x2, mx2 (symbols) and 'set NAME COMP PARAM' (a parameter, which a
+    # func must follow as it is swept or put, not take its value once).
+    names.update({name: value.ref if isinstance(value, Parameter) else value
+                  for name, value in model.alternate_name_map.items()})
     for name, value in translation.consts.items():
         try:
             names[name] = _number(value)
