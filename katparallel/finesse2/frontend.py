@@ -28,6 +28,7 @@ Translated, as Finesse 2.3.1 does it:
 * ``var``/``variable NAME VALUE``, swept by ``xaxis NAME ANYTHING`` and put with
   ``$x1``: a laser of no power alone on its own node, whose phase holds the value;
 * ``attr NAME Rc 0`` (and ``Rcx``/``Rcy``): a flat surface;
+* ``multi`` (a gnuplot setting) changes no output and is left out;
 * ``scale FACTOR|deg|rad|meter [DET]``: the output columns are multiplied;
 * ``pdN ... max``: the last demodulation phase chosen to maximise the output, which
   is then the modulus of the demodulated signal;
@@ -289,6 +290,7 @@ class _Translator:
             "set": self.set_output, "func": self.func, "put": self.put,
             "put*": self.put, "const": self.const, "tf": self.transfer,
             "tf2": self.transfer, "lock": self.lock, "lock*": self.lock,
+            "multi": self.plot_only,
         }
         self.kinds = _component_kinds(self.lines)
         self.beams = {words[1] for line in self.lines
@@ -383,6 +385,10 @@ class _Translator:
                           "Rcx and Rcy")
         spelt = _PARAMETERS.get(kind, {}).get(param.lower(), param)
         return [*words[:index], spelt, *words[index + 1:]]
+
+    def plot_only(self, lineno: int, words: list[str]) -> list[str]:
+        """``multi`` (every surface in one 3D plot) changes no output: dropped."""
+        return []
 
     def fsig(self, lineno: int, words: list[str]) -> list[str]:
         """``fsig NAME f`` runs; a signal injected at a component is refused."""
