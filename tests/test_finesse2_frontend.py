@@ -48,6 +48,13 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture, text: str) -> tuple[int, 
     ("fsig sig 1\ntf sus1 1 0 p 1 1000\nattr m2 zmech sus1\n", 9, "attr zmech"),
     ("pd2 Q 10M max 20M 0 n2\n", 7, "pd2"),
     ("beam b1 n2\nxaxis b1 x lin -1 1 4\nx2axis b1 y lin -1 1 2\n", 9, "x2axis"),
+    # Finesse 2 refuses these too: attr sets no R, phi or L; a mirror's Rc is swept
+    # or put through Rcx and Rcy.
+    ("attr m1 r 0.5\n", 7, "attr"),
+    ("attr m1 Rc 10 PHI 10\n", 7, "attr"),
+    ("attr s2 L 10\n", 7, "attr"),
+    ("xaxis m2 RC lin 1 10 2\n", 7, "xaxis"),
+    ("func f = 10\nput m2 rc $f\n", 8, "put"),
 ])
 def test_refusal_names_line_and_construct(tmp_path: Path, capsys, extra: str, line: int,
                                           construct: str) -> None:
@@ -108,3 +115,9 @@ def test_a_kat_ini_that_changes_results_is_refused(tmp_path: Path, monkeypatch, 
     monkeypatch.setenv("KATINI", str(elsewhere / "kat.ini"))
     assert program.main([str(katfile)]) == 1
     assert "sets 'sequential 0'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", ["attr m1 r 0.5\n", "xaxis m2 Rc lin 1 10 2\n"])
+def test_what_finesse2_refuses_is_said_so(tmp_path: Path, capsys, extra: str) -> None:
+    status, err = run(tmp_path, capsys, CAVITY + extra + "xaxis m1 phi lin 0 90 2\n")
+    assert status == 1 and "(Finesse 2 refuses it too" in err, err

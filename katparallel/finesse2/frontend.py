@@ -11,8 +11,14 @@ Translated, as Finesse 2.3.1 does it:
 
 * two components on one node with no space between them: a space of length 0
   joins them (the node stays with the component that names it first);
-* ``xaxis``/``x2axis`` steps such as ``10_000``: Finesse 2 reads the leading digits
-  (10), said once on standard error;
+* parameter names are case-insensitive in Finesse 2 (``xaxis m2 r``, ``put m2 t``,
+  ``attr m1 rc``): written as the legacy parser spells them, with Finesse 2's aliases
+  (a laser's or modulator's ``phi`` is its ``phase``, a space's ``n`` its ``nr``;
+  ``attr``'s ``ROC``, ``yaw``, ``pitch``); ``attr`` of a parameter Finesse 2's
+  ``attr`` refuses (``R``, ``phi``, a space's ``L``...) is refused, and so is a sweep
+  or ``put`` of a mirror's or beam splitter's ``Rc`` (Finesse 2 takes ``Rcx``/``Rcy``);
+* ``xaxis``/``x2axis``/``x3axis`` steps such as ``10_000``: Finesse 2 reads the
+  leading digits (10), said once on standard error;
 * ``maxtem`` without ``cav`` or ``gauss``: Finesse 2 gives each laser a beam of
   waist 2 mm at the laser and switches retrace off (said on standard error);
 * ``cav`` or ``gauss`` without ``maxtem``: Finesse 2 switches higher-order modes on
@@ -22,8 +28,7 @@ Translated, as Finesse 2.3.1 does it:
 * ``var``/``variable NAME VALUE``, swept by ``xaxis NAME ANYTHING`` and put with
   ``$x1``: a laser of no power alone on its own node, whose phase holds the value;
 * ``attr NAME Rc 0`` (and ``Rcx``/``Rcy``): a flat surface;
-* a tuned mirror or beam splitter next to a space of index other than 1: Finesse 2's
-  tuning phases ignore the indices (Finesse 3's v2 transmission phase setting);
+* ``multi`` (a gnuplot setting) changes no output and is left out;
 * ``scale FACTOR|deg|rad|meter [DET]``: the output columns are multiplied;
 * ``pdN ... max``: the last demodulation phase chosen to maximise the output, which
   is then the modulus of the demodulated signal;
@@ -94,6 +99,36 @@ STANDARD_INI = {
     "sequential": 5, "autogain": 2, "lockthresholdlow": 0.01, "lockthresholdhigh": 1.5,
     "locktest1": 5, "locktest2": 40, "gainfactor": 3.0,
 }
+# Commands declaring a component of each kind whose parameter names Finesse 2 takes
+# case-insensitively, and those names as the legacy parser spells them (lower case
+# -> spelling; Finesse 2's aliases included).
+_KINDS = {
+    "mirror": ("m", "m1", "m2", "mirror"), "bs": ("bs", "bs1", "bs2", "beamsplitter"),
+    "space": ("s", "space"), "laser": ("l", "laser", "light"), "mod": ("mod",),
+    "lens": ("lens",), "isol": ("isol", "diode"),
+}
+_MIRROR_PARAMETERS = {"r": "R", "t": "T", "l": "L", "phi": "phi", "rcx": "Rcx",
+                      "rcy": "Rcy", "xbeta": "xbeta", "ybeta": "ybeta"}
+_PARAMETERS = {
+    "mirror": _MIRROR_PARAMETERS, "bs": {**_MIRROR_PARAMETERS, "alpha": "alpha"},
+    "space": {"l": "L", "n": "nr"}, "laser": {"p": "P", "f": "f", "phi": "phase"},
+    "mod": {"f": "f", "midx": "midx", "phase": "phase", "phi": "phase"},
+    "lens": {"f": "f"}, "isol": {"s": "S"},
+}
+# What Finesse 2's attr sets (case-insensitive, its aliases included), spelt for the
+# legacy parser (and for 'attr' below); beyond these and the settings of mirror maps
+# it says "no attribute named". Ix and Iy need higher-order modes in Finesse 2; the
+# legacy parser lacks them.
+_ATTRIBUTES = {
+    "rc": "Rc", "roc": "Rc", "rcx": "Rcx", "rocx": "Rcx", "rx": "Rcx", "rcy": "Rcy",
+    "rocy": "Rcy", "ry": "Rcy", "xbeta": "xbeta", "yaw": "xbeta", "ybeta": "ybeta",
+    "pitch": "ybeta", "m": "mass", "mass": "mass", "r_ap": "r_ap", "rap": "r_ap",
+    "zmech": "zmech", "rxmech": "rxmech", "rymech": "rymech", "g": "g", "gx": "gx",
+    "gy": "gy", "ix": "Ix", "iy": "Iy",
+}
+_MAP_ATTRIBUTES = ("map_deg", "alpha", "eta", "rho", "offset")
+_OUTPUT_PARTS = ("re", "im", "abs", "deg")  # set NAME DETECTOR PART
+_AXES = ("xaxis", "xaxis*", "x2axis", "x2axis*", "x3axis", "x3axis*")
 _REFUSED = {
     "qhd": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
     "qhdS": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
@@ -260,12 +295,13 @@ class _Translator:
             "fsig": self.fsig, "var": self.variable, "variable": self.variable,
             "maxtem": self.modes, "phase": self.modes, "tem": self.tem,
             "l": self.laser, "laser": self.laser, "light": self.laser,
-            "xaxis": self.axis, "xaxis*": self.axis, "x2axis": self.axis,
-            "x2axis*": self.axis, "attr": self.attr, "scale": self.scale,
+            **dict.fromkeys(_AXES, self.axis), "attr": self.attr, "scale": self.scale,
             "set": self.set_output, "func": self.func, "put": self.put,
             "put*": self.put, "const": self.const, "tf": self.transfer,
             "tf2": self.transfer, "lock": self.lock, "lock*": self.lock,
+            "multi": self.plot_only,
         }
+        self.kinds = _component_kinds(self.lines)
         self.beams = {words[1] for line in self.lines
                       for words in [_code(line)[0]] if words[:1] == ["beam"]
                       and len(words) > 2}
@@ -340,9 +376,11 @@ class _Translator:
             self.traced = self.traced or lineno
             self.trace_sources += 1
             self.result.trace_sources.append((lineno, words[1]))
-        if cmd in ("xaxis", "xaxis*", "x2axis", "x2axis*", "put", "put*") \
-                and len(words) > 3:
+        if cmd in (*_AXES, "put", "put*") and len(words) > 3:
+            words = self.parameter(lineno, words, 2)
             self.result.targets.append((lineno, cmd, words[1], words[2]))
+        if cmd == "set" and len(words) == 4 and words[3] not in _OUTPUT_PARTS:
+            words = self.parameter(lineno, words, 3)
         handler = self.handlers.get(cmd)
         if handler is not None:
             return handler(lineno, words)
@@ -351,6 +389,25 @@ class _Translator:
         if _DETECTORS.match(cmd) and len(words) > 2:
             return self.detector(lineno, words)
         return words
+
+    def parameter(self, lineno: int, words: list[str], index: int) -> list[str]:
+        """Spell parameter ``words[index]`` of ``words[index - 1]`` as the parser does.
+
+        Finesse 2 reads parameter names case-insensitively and refuses a mirror's or
+        beam splitter's ``Rc`` here.
+        """
+        kind = self.kinds.get(words[index - 1])
+        param = words[index]
+        if kind in ("mirror", "bs") and param.lower() == "rc":
+            raise Refusal(lineno, words[0], f"no parameter '{param}' at {kind} (Finesse "
+                          "2 refuses it too): a radius of curvature is changed through "
+                          "Rcx and Rcy")
+        spelt = _PARAMETERS.get(kind, {}).get(param.lower(), param)
+        return [*words[:index], spelt, *words[index + 1:]]
+
+    def plot_only(self, lineno: int, words: list[str]) -> list[str]:
+        """``multi`` (every surface in one 3D plot) changes no output: dropped."""
+        return []
 
     def fsig(self, lineno: int, words: list[str]) -> list[str]:
         """``fsig NAME f`` runs; a signal injected at a component is refused."""
@@ -434,7 +491,7 @@ class _Translator:
 
     def set_output(self, lineno: int, words: list[str]) -> list[str]:
         """``set NAME DET re``: a detector's output, for functions to use."""
-        if len(words) != 4 or words[3] not in ("re", "im", "abs", "deg"):
+        if len(words) != 4 or words[3] not in _OUTPUT_PARTS:
             return words  # a component parameter: the legacy parser reads it
         if words[3] != "re":
             raise Refusal(lineno, "set", f"only the real part ('re') of a detector "
@@ -543,7 +600,8 @@ class _Translator:
         """Handle ``Rc 0`` (flat) and ``r_ap`` (aperture); pass the rest on."""
         name, pairs = words[1], words[2:]
         kept = [name]
-        for key, value in zip(pairs[::2], pairs[1::2]):
+        for written, value in zip(pairs[::2], pairs[1::2]):
+            key = _attribute(lineno, written)
             if key in ("Rc", "Rcx", "Rcy") and _is_zero(value):
                 self.result.flat.append((name, key, lineno))
             elif key == "r_ap":
@@ -574,6 +632,35 @@ class _Translator:
         self.result.moduli.add(words[1])
         self.result.inexact.append((lineno, f"{words[0]} ... max"))
         return words[:index] + words[index + 1:]
+
+
+def _attribute(lineno: int, written: str) -> str:
+    """The legacy parser's spelling of the ``attr`` name ``written``.
+
+    Raises
+    ------
+    Refusal
+        If Finesse 2's ``attr`` sets no such thing, or it sets a mirror map.
+    """
+    if written.lower() in _MAP_ATTRIBUTES:
+        raise Refusal(lineno, "attr", f"'{written}' sets a mirror map, which the legacy "
+                      "parser does not implement")
+    if written.lower() not in _ATTRIBUTES:
+        raise Refusal(lineno, "attr", f"no attribute named '{written}' (Finesse 2 "
+                      "refuses it too; its attr sets Rc, Rcx, Rcy, xbeta, ybeta, mass, "
+                      "r_ap, zmech, rxmech, rymech, g, gx, gy)")
+    return _ATTRIBUTES[written.lower()]
+
+
+def _component_kinds(lines: list[str]) -> dict[str, str]:
+    """Map each component's name to its kind (a key of ``_KINDS``)."""
+    kind_of = {cmd: kind for kind, cmds in _KINDS.items() for cmd in cmds}
+    kinds = {}
+    for line in lines:
+        words = _code(line)[0]
+        if len(words) > 1 and words[0] in kind_of:
+            kinds.setdefault(words[1], kind_of[words[0]])
+    return kinds
 
 
 def _dark_lasers(lines: list[str]) -> set[str]:
@@ -718,10 +805,14 @@ def _modes(model: finesse.Model, translation: Translation) -> None:
 def _namespace(model: finesse.Model, translation: Translation) -> dict[str, object]:
     """The names a Finesse 2 ``func`` expression can use, as Finesse 3 symbols."""
     from finesse import symbols
+    from finesse.parameter import Parameter
 
     names: dict[str, object] = {n: symbols.FUNCTIONS[n] for n in _FUNCTIONS}
     names["pi"] = math.pi
-    names.update(model.alternate_name_map)  # x1, mx1, x2, mx2 and 'set' parameters
+    # x1, mx1, x2, mx2 (symbols) and 'set NAME COMP PARAM' (a parameter, which a
+    # func must follow as it is swept or put, not take its value once).
+    names.update({name: value.ref if isinstance(value, Parameter) else value
+                  for name, value in model.alternate_name_map.items()})
     for name, value in translation.consts.items():
         try:
             names[name] = _number(value)

@@ -32,7 +32,9 @@ point::
 
 PyKat takes the third line as the labels (split on commas), skips four rows and reads
 the rest with ``numpy.loadtxt``. Detectors appear in the order the file declares them.
-With ``x2axis`` the second axis varies fastest, one block per xaxis value. With
+With ``x2axis`` the second axis varies fastest, one block per xaxis value, each
+followed by a blank line. With ``x3axis`` Finesse 2 writes the third axis first and
+varies it slowest (columns ``x3 x x2``), the x2axis fastest. With
 ``noxaxis`` there is one row with x = 0. ``yaxis`` kinds give one column each per
 detector: ``abs`` (the value itself for real-valued detectors, so demodulated
 signals keep their sign, the modulus for complex ones), ``deg`` (phase in degrees,
@@ -158,8 +160,9 @@ class Table:
     Attributes
     ----------
     axes : list of (str, numpy.ndarray)
-        Label and values of each swept axis (xaxis first); one ``("noxaxis", [0])``
-        axis without a sweep.
+        Label and values of each swept axis, in the order Finesse 2 writes their
+        columns (the first varies slowest); one ``("noxaxis", [0])`` axis without a
+        sweep.
     columns : list of (str, numpy.ndarray)
         Label and real values of each output column, shaped like the axes.
     """
@@ -475,18 +478,18 @@ def simulate(model: finesse.Model, text: str, translation: Translation) -> Table
     Raises
     ------
     KatError
-        If there is no axis, an ``x3axis``, an unknown ``yaxis`` kind, or Finesse 3
-        fails to run the model.
+        If there is no axis, an unknown ``yaxis`` kind, or Finesse 3 fails to run
+        the model.
     """
-    from finesse.analysis.actions import Noxaxis, X2axis, Xaxis
+    from finesse.analysis.actions import Noxaxis, X2axis, X3axis, Xaxis
 
     if translation.beam_axes:
         model.analysis = Noxaxis()  # the camera is the sweep
     analysis = model.analysis
-    if not isinstance(analysis, (Noxaxis, Xaxis, X2axis)):
+    if not isinstance(analysis, (Noxaxis, Xaxis, X2axis, X3axis)):
         what = type(analysis).__name__ if analysis is not None else "no analysis"
-        raise KatError("run", [(None, f"needs one 'xaxis', 'x2axis' or 'noxaxis' "
-                                      f"command, found {what}")])
+        raise KatError("run", [(None, f"needs one 'xaxis', 'x2axis', 'x3axis' or "
+                                      f"'noxaxis' command, found {what}")])
     if not model.detectors:
         raise KatError("run", [(None, "no outputs have been specified in the input "
                                       "file (Finesse 2 refuses this too); add a "
@@ -526,7 +529,16 @@ def simulate(model: finesse.Model, text: str, translation: Translation) -> Table
         for name in names
         for kind in kinds
     ]
-    return Table(axes=axes, columns=columns)
+    return _finesse2_order(Table(axes=axes, columns=columns))
+
+
+def _finesse2_order(table: Table) -> Table:
+    """Put an ``x3axis`` first, as Finesse 2 writes it (and varies it slowest)."""
+    if len(table.axes) < 3:
+        return table
+    return Table(axes=[table.axes[2], *table.axes[:2]],
+                 columns=[(label, np.moveaxis(values, 2, 0))
+                          for label, values in table.columns])
 
 
 def _camera(model: finesse.Model):
@@ -585,17 +597,16 @@ def _output(solution, name: str, absent: list[str], translation: Translation,
     return values * translation.scale_of(name, float(model.lambda0))
 
 
-def _rows(table: Table) -> Iterator[list[float] | None]:
-    """Yield the output rows; None marks a blank line between x2axis blocks."""
-    if len(table.axes) == 1:
-        for i, x in enumerate(table.axes[0][1]):
-            yield [x] + [values[i] for _, values in table.columns]
-        return
-    (_, xs), (_, ys) = table.axes
-    for i, x in enumerate(xs):
-        for j, y in enumerate(ys):
-            yield [x, y] + [values[i, j] for _, values in table.columns]
-        yield None
+def _blocks(table: Table) -> Iterator[np.ndarray]:
+    """Yield the output rows in blocks: one per value of the axes before the last.
+
+    Finesse 2 writes a blank line after each block when there are several axes.
+    """
+    *outer, (_, last) = table.axes
+    for index in np.ndindex(*(len(values) for _, values in outer)):
+        yield np.column_stack(
+            [np.full(len(last), values[i]) for (_, values), i in zip(outer, index)]
+            + [last] + [values[index] for _, values in table.columns])
 
 
 def write_out(path: Path, table: Table, katfile: Path, fmt: str) -> None:
@@ -616,8 +627,10 @@ def write_out(path: Path, table: Table, katfile: Path, fmt: str) -> None:
     with open(path, "w") as fh:
         fh.write(f"% {version_line()}\n% input file: {katfile}\n")
         fh.write(f"%{','.join(labels)}\n%\n")  # PyKat strips no space off x labels
-        for row in _rows(table):
-            fh.write("\n" if row is None else " ".join(fmt % v for v in row) + "\n")
+        line = " ".join([fmt] * len(labels)) + "\n"
+        blank = "\n" if len(table.axes) > 1 else ""
+        for rows in _blocks(table):
+            fh.write("".join(line % row for row in map(tuple, rows.tolist())) + blank)
 
 
 def _wants_time(text: str) -> bool:
