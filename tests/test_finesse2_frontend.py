@@ -49,12 +49,14 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture, text: str) -> tuple[int, 
     ("pd2 Q 10M max 20M 0 n2\n", 7, "pd2"),
     ("beam b1 n2\nxaxis b1 x lin -1 1 4\nx2axis b1 y lin -1 1 2\n", 9, "x2axis"),
     # Finesse 2 refuses these too: attr sets no R, phi or L; a mirror's Rc is swept
-    # or put through Rcx and Rcy.
+    # or put through Rcx and Rcy; a mirror has no L to sweep or put.
     ("attr m1 r 0.5\n", 7, "attr"),
     ("attr m1 Rc 10 PHI 10\n", 7, "attr"),
     ("attr s2 L 10\n", 7, "attr"),
     ("xaxis m2 RC lin 1 10 2\n", 7, "xaxis"),
     ("func f = 10\nput m2 rc $f\n", 8, "put"),
+    ("xaxis m2 L lin 0 0.01 2\n", 7, "xaxis"),
+    ("func f = 0.01\nput m1 l $f\n", 8, "put"),
 ])
 def test_refusal_names_line_and_construct(tmp_path: Path, capsys, extra: str, line: int,
                                           construct: str) -> None:

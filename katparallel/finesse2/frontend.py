@@ -16,7 +16,8 @@ Translated, as Finesse 2.3.1 does it:
   (a laser's or modulator's ``phi`` is its ``phase``, a space's ``n`` its ``nr``;
   ``attr``'s ``ROC``, ``yaw``, ``pitch``); ``attr`` of a parameter Finesse 2's
   ``attr`` refuses (``R``, ``phi``, a space's ``L``...) is refused, and so is a sweep
-  or ``put`` of a mirror's or beam splitter's ``Rc`` (Finesse 2 takes ``Rcx``/``Rcy``);
+  or ``put`` of a mirror's or beam splitter's ``Rc`` (Finesse 2 takes ``Rcx``/``Rcy``)
+  or ``L``;
 * ``xaxis``/``x2axis``/``x3axis`` steps such as ``10_000``: Finesse 2 reads the
   leading digits (10), said once on standard error;
 * ``maxtem`` without ``cav`` or ``gauss``: Finesse 2 gives each laser a beam of
@@ -41,6 +42,8 @@ Translated, as Finesse 2.3.1 does it:
   output; left out (said once on standard error);
 * ``attr NAME r_ap R`` without higher-order modes: an aperture changes no plane wave;
   an ``xaxis``/``x2axis`` of ``NAME r_ap`` only writes its values (a ``var`` stand-in);
+* a sweep, ``put`` or lock taking a mirror's or beam splitter's R + T past 1: computed,
+  R + T + L = 1 being checked only where the file gives the component;
 * a tuned mirror or beam splitter with a different refractive index on its two sides:
   Finesse 2's phases, which ignore the indices (reflection 2*phi and -2*phi,
   transmission i);
@@ -107,8 +110,11 @@ _KINDS = {
     "space": ("s", "space"), "laser": ("l", "laser", "light"), "mod": ("mod",),
     "lens": ("lens",), "isol": ("isol", "diode"),
 }
-_MIRROR_PARAMETERS = {"r": "R", "t": "T", "l": "L", "phi": "phi", "rcx": "Rcx",
+_MIRROR_PARAMETERS = {"r": "R", "t": "T", "phi": "phi", "rcx": "Rcx",
                       "rcy": "Rcy", "xbeta": "xbeta", "ybeta": "ybeta"}
+# What a sweep, put or set cannot change at a mirror or beam splitter, and why.
+_NOT_SWEPT = {"rc": "a radius of curvature is changed through Rcx and Rcy",
+              "l": "a loss is what R and T leave"}
 _PARAMETERS = {
     "mirror": _MIRROR_PARAMETERS, "bs": {**_MIRROR_PARAMETERS, "alpha": "alpha"},
     "space": {"l": "L", "n": "nr"}, "laser": {"p": "P", "f": "f", "phi": "phase"},
@@ -394,14 +400,13 @@ class _Translator:
         """Spell parameter ``words[index]`` of ``words[index - 1]`` as the parser does.
 
         Finesse 2 reads parameter names case-insensitively and refuses a mirror's or
-        beam splitter's ``Rc`` here.
+        beam splitter's ``Rc`` and ``L`` here.
         """
         kind = self.kinds.get(words[index - 1])
         param = words[index]
-        if kind in ("mirror", "bs") and param.lower() == "rc":
+        if kind in ("mirror", "bs") and param.lower() in _NOT_SWEPT:
             raise Refusal(lineno, words[0], f"no parameter '{param}' at {kind} (Finesse "
-                          "2 refuses it too): a radius of curvature is changed through "
-                          "Rcx and Rcy")
+                          f"2 refuses it too): {_NOT_SWEPT[param.lower()]}")
         spelt = _PARAMETERS.get(kind, {}).get(param.lower(), param)
         return [*words[:index], spelt, *words[index + 1:]]
 
@@ -744,6 +749,7 @@ def apply(model: finesse.Model, translation: Translation) -> None:
         Naming the line of a component, name or expression that cannot be built.
     """
     _modes(model, translation)
+    _check_sums_once(model)
     for name, key, lineno in translation.flat:
         if name not in model.elements:
             raise Refusal(lineno, "attr", f"no component named '{name}'")
@@ -783,6 +789,22 @@ def _beam_trace(model: finesse.Model, translation: Translation) -> None:
         lineno, name = translation.trace_sources[0]
         raise Refusal(lineno, "cav", f"Finesse 2's beam trace cannot be reproduced: "
                       f"{exc}") from None
+
+
+def _check_sums_once(model: finesse.Model) -> None:
+    """Check R + T + L = 1 of mirrors and beam splitters only as read, as Finesse 2 does.
+
+    Finesse 2 refuses a mirror whose R + T exceeds 1 in the file, but computes a sweep,
+    ``put`` or lock that takes it there (``xaxis M R lin 0.9 1`` with T = 0.003).
+    Finesse 3 checks every change, through a flag of its surfaces (which has no public
+    setter) and through the loss the legacy parser writes as ``1-(R+T)``: that loss,
+    which no Finesse 2 file can refer to and which enters no output, keeps its value.
+    """
+    for element in model.elements.values():
+        if hasattr(element, "_check_rtl"):
+            element._check_rtl = False
+            if element.L.is_symbolic:
+                element.L.value = float(element.L.value.eval())
 
 
 def _modes(model: finesse.Model, translation: Translation) -> None:
