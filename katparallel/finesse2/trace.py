@@ -7,9 +7,17 @@ Finesse 3 can give a node different beam parameters, and then different numbers
 
 1. every cavity, in file order, sets the beam parameters of the nodes on its round
    trip; a node on several cavities keeps the last cavity's (Finesse 3: the first);
-2. from the first cavity's first node, a depth-first walk over the whole network
-   (through components and spaces, both ways, also through cavity nodes) gives each
-   node not set yet the beam parameter propagated from the node it was reached from.
+2. then every ``gauss``, in file order and wherever it stands in the file, sets its
+   node and, propagated across the node's space, the node at the space's far end,
+   cavity nodes included;
+3. from the first cavity's first node (without a cavity, the first ``gauss``'s), a
+   depth-first walk over the whole network (through components and spaces, both
+   ways, also through cavity nodes) gives each node not set yet the beam parameter
+   propagated from the node it was reached from.
+
+So a ``gauss`` at a laser before a modulator fixes the beam only up to the
+modulator: the walk from the cavity reaches the rest first (aLIGO files with the
+input beam set at the laser and the power-recycling cavity traced).
 
 Finesse 3 instead traces each cavity outward in the direction its beam leaves it, so
 the stretch between two cavities (aLIGO's input optics between the mode cleaner and
@@ -50,13 +58,13 @@ def _reverse(q: complex) -> complex:
 class _Walk:
     """Finesse 2's depth-first walk over ports, setting beam parameters per node."""
 
-    def __init__(self, model: finesse.Model, preset: dict):
+    def __init__(self, model: finesse.Model):
         from finesse.utilities.components import refractive_index
 
         self.model = model
         self.net = model.optical_network
         self.nr = refractive_index
-        self.q = dict(preset)  # node -> (qx, qy), for both directions of each port
+        self.q: dict = {}  # node -> (qx, qy), for both directions of each port
         self.parent: dict = {}  # node set by the walk -> node it was propagated from
         self.seen: set = set()
         self.nodes = {n.full_name: n for n in model.optical_nodes}
@@ -139,10 +147,18 @@ class _Walk:
                 return far
         return None
 
-    def across(self, port):
-        """Give the far end of ``port``'s space its beam parameter; return that port."""
+    def across(self, port, force: bool = False):
+        """Give the far end of ``port``'s space its beam parameter; return that port.
+
+        Parameters
+        ----------
+        port : finesse.components.node.Port
+            The port whose space to cross.
+        force : bool
+            Also when the far end has a beam parameter already (a ``gauss`` does so).
+        """
         far = self.far(port)
-        if far is not None and far.i not in self.q:
+        if far is not None and (force or far.i not in self.q):
             self.set(far.i, self.through(port.o, far.i, port.space), port.o)
         return far
 
@@ -253,9 +269,11 @@ def _finesse2_trace(model: finesse.Model, deps: list) -> _Walk:
     """Finesse 2's beam parameter at every node (see the module's description)."""
     from finesse.components import Cavity
 
-    preset: dict = {}
-    start = None
-    for dep in deps:
+    cavities = [dep for dep in deps if isinstance(dep, Cavity)]
+    gausses = [dep for dep in deps if not isinstance(dep, Cavity)]
+    walk = _Walk(model)
+    starts = []
+    for dep in cavities + gausses:
         try:
             solo = model.beam_trace(enable_only=[dep], store=False)
         except Exception:  # noqa: BLE001 - an unstable cavity: Finesse 2 skips it too
@@ -264,11 +282,11 @@ def _finesse2_trace(model: finesse.Model, deps: list) -> _Walk:
         for node in nodes:
             for n in (node, node.opposite):
                 qx, qy = solo[n]
-                preset[n] = (complex(qx.q), complex(qy.q))
-        if start is None:
-            start = nodes[0]
-    walk = _Walk(model, preset)
-    walk.start(start.port)
+                walk.q[n] = (complex(qx.q), complex(qy.q))
+        if not isinstance(dep, Cavity):
+            walk.across(dep.node.port, force=True)
+        starts.append(nodes[0])
+    walk.start(starts[0].port)
     return walk
 
 
