@@ -90,6 +90,17 @@ def test_several_traces_with_homs_are_followed(tmp_path: Path, capsys) -> None:
     assert status == 0 and "cav/gauss" not in err
 
 
+def test_gauss_inside_a_cavity_is_refused(tmp_path: Path, capsys) -> None:
+    # Finesse 2 lets a gauss override a cavity's own beam at its node (before or
+    # after the cav command); Finesse 3 refuses a Gauss on a cavity's round trip.
+    status, err = run(tmp_path, capsys, CAVITY + "gauss g m2 n3 1m 0.3\n"
+                      "attr m2 Rc 2\ncav c m1 n2 m2 n3\nmaxtem 1\nnoxaxis\n")
+    assert status == 1
+    assert "line 7: " in err and "'gauss'" in err and "cavity's round trip" in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "f.out").exists()
+
+
 def test_mechanics_without_fsig_are_left_out(tmp_path: Path, capsys) -> None:
     # Without fsig, Finesse 2 computes no signal sidebands: tf and zmech change nothing.
     extra = "tf sus1 1 0 p 1 1000\nattr m2 zmech sus1\nattr m1 rxmech sus1\n"

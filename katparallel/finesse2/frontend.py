@@ -786,8 +786,11 @@ def _beam_trace(model: finesse.Model, translation: Translation) -> None:
     try:
         trace.reproduce(model, [name for _, name in translation.trace_sources], varies)
     except trace.TraceDiffers as exc:
-        lineno, name = translation.trace_sources[0]
-        raise Refusal(lineno, "cav", f"Finesse 2's beam trace cannot be reproduced: "
+        lines = {name: lineno for lineno, name in translation.trace_sources}
+        lineno = lines.get(exc.source, translation.trace_sources[0][0])
+        construct = "gauss" if exc.source in {g.name for g in model.gausses.values()} \
+            else "cav"
+        raise Refusal(lineno, construct, f"Finesse 2's beam trace cannot be reproduced: "
                       f"{exc}") from None
 
 

@@ -41,7 +41,19 @@ RTOL = 1e-9  # beam parameters of a node agree (relative to |q|)
 
 
 class TraceDiffers(Exception):
-    """Finesse 3 cannot be made to trace the beam as Finesse 2 does."""
+    """Finesse 3 cannot be made to trace the beam as Finesse 2 does.
+
+    Parameters
+    ----------
+    why : str
+        What cannot be matched.
+    source : str, optional
+        The ``cav``/``gauss`` at fault, if one is.
+    """
+
+    def __init__(self, why: str, source: str | None = None):
+        super().__init__(why)
+        self.source = source
 
 
 def _transform(abcd, q: complex, nr1: float, nr2: float) -> complex:
@@ -188,6 +200,13 @@ def reproduce(model: finesse.Model, sources: list[str],
     deps = [model.elements[name] for name in sources if name in model.elements]
     if len(deps) < 2:
         return []
+    cavity_nodes = {n for d in deps if isinstance(d, Cavity) for n in d.path.nodes}
+    for dep in deps:
+        if isinstance(dep, Gauss) and dep.node in cavity_nodes | {
+                n.opposite for n in cavity_nodes}:
+            raise TraceDiffers(f"gauss {dep.name} sets node {dep.node.full_name} on a "
+                               "cavity's round trip, where Finesse 2 lets it override "
+                               "the cavity's beam and Finesse 3 cannot", dep.name)
     target = _finesse2_trace(model, deps)
     done: list[str] = []
     bad = _differing(model, target)
@@ -197,7 +216,6 @@ def reproduce(model: finesse.Model, sources: list[str],
     for priority, dep in enumerate(deps, start=1):
         dep.priority = priority
     bad = _differing(model, target)
-    cavity_nodes = {n for d in deps if isinstance(d, Cavity) for n in d.path.nodes}
     gausses = 0
     while bad:
         entries = [n for n in bad if n in target.parent and n not in cavity_nodes
