@@ -51,7 +51,8 @@ APART = ("finesse2 refuses", "finesse2 gives up a lock")  # not counted as runs
 LOCK_GIVEN_UP = "Stopped lock iteration"  # Finesse 2's warning when a lock fails
 _AXIS = re.compile(r"^\s*(xaxis|noxaxis|x2axis)\b", re.M)
 _DETECTOR = re.compile(r"^\s*(pd\d*|ad|bp|beam|qnoisedS?|qshotS?|xd|gouy)\s", re.M)
-_LENGTH = re.compile(r"(?m)^(\s*(?:s|const)\s+\S+\s+)([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)(?=\s|$)")
+_NUMBER = r"([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)(?=\s|$)"
+_LENGTH = re.compile(r"(?mi)^(\s*(?:s|const)\s+\S+\s+|\s*attr\s+\S+\s+ro?c[xy]?\s+)" + _NUMBER)
 _SPACE = re.compile(r"^\s*s\s+\S+\s+.*?(\S+)\s+(\S+)\s*(#.*)?$", re.M)
 
 
@@ -100,8 +101,8 @@ def agree(ref: np.ndarray, got: np.ndarray, rtol: float = RTOL) -> str | None:
 
 
 def one_ulp_longer(text: str) -> str:
-    """``text`` with every length a space or a ``const`` gives as a plain non-integer
-    number made one ulp larger (integers may be counts, so they stay)."""
+    """``text`` with every length a space, a ``const`` or an ``attr … Rc`` gives as a
+    plain non-integer number made one ulp larger (integers may be counts, so they stay)."""
     def longer(m: re.Match) -> str:
         value = float(m.group(2))
         if value == 0 or value.is_integer():
