@@ -42,8 +42,9 @@ Translated, as Finesse 2.3.1 does it:
   output; left out (said once on standard error);
 * ``attr NAME r_ap R`` without higher-order modes: an aperture changes no plane wave;
   an ``xaxis``/``x2axis`` of ``NAME r_ap`` only writes its values (a ``var`` stand-in);
-* a sweep, ``put`` or lock taking a mirror's or beam splitter's R + T past 1: computed,
-  R + T + L = 1 being checked only where the file gives the component;
+* a sweep, ``put`` or lock taking a mirror's or beam splitter's R + T past 1: computed
+  by the kat program, R + T + L = 1 being checked only where the file gives the
+  component (:func:`allow_sums_past_one`);
 * a tuned mirror or beam splitter with a different refractive index on its two sides:
   Finesse 2's phases, which ignore the indices (reflection 2*phi and -2*phi,
   transmission i);
@@ -749,7 +750,6 @@ def apply(model: finesse.Model, translation: Translation) -> None:
         Naming the line of a component, name or expression that cannot be built.
     """
     _modes(model, translation)
-    _check_sums_once(model)
     for name, key, lineno in translation.flat:
         if name not in model.elements:
             raise Refusal(lineno, "attr", f"no component named '{name}'")
@@ -794,14 +794,16 @@ def _beam_trace(model: finesse.Model, translation: Translation) -> None:
                       f"{exc}") from None
 
 
-def _check_sums_once(model: finesse.Model) -> None:
-    """Check R + T + L = 1 of mirrors and beam splitters only as read, as Finesse 2 does.
+def allow_sums_past_one(model: finesse.Model) -> None:
+    """Let a run take a mirror's or beam splitter's R + T past 1, as Finesse 2 does.
 
-    Finesse 2 refuses a mirror whose R + T exceeds 1 in the file, but computes a sweep,
+    Finesse 2 refuses such a component where the file gives it, but computes a sweep,
     ``put`` or lock that takes it there (``xaxis M R lin 0.9 1`` with T = 0.003).
     Finesse 3 checks every change, through a flag of its surfaces (which has no public
     setter) and through the loss the legacy parser writes as ``1-(R+T)``: that loss,
     which no Finesse 2 file can refer to and which enters no output, keeps its value.
+    The kat program calls this just before it runs a file; an ensemble's jobs keep the
+    check, which stands for Finesse 2's of the values PyKat writes into the file.
     """
     for element in model.elements.values():
         if hasattr(element, "_check_rtl"):

@@ -70,7 +70,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from katparallel.finesse2.frontend import STANDARD_INI, Refusal, Translation, apply, translate
+from katparallel.finesse2.frontend import (
+    STANDARD_INI, Refusal, Translation, allow_sums_past_one, apply, translate,
+)
 
 if TYPE_CHECKING:
     import finesse
@@ -570,6 +572,7 @@ def _run_model(model: finesse.Model, text: str) -> tuple[object, list[str]]:
     out, whose outputs are 0.
     """
     absent: list[str] = []
+    allow_sums_past_one(model)
     while True:
         try:
             return model.run(), absent
