@@ -42,8 +42,8 @@ Translated, as Finesse 2.3.1 does it:
   output; left out (said once on standard error);
 * ``attr NAME r_ap R`` without higher-order modes: an aperture changes no plane wave;
   an ``xaxis``/``x2axis`` of ``NAME r_ap`` only writes its values (a ``var`` stand-in);
-* a sweep, ``put`` or lock taking a mirror's or beam splitter's R + T past 1: computed
-  by the kat program, R + T + L = 1 being checked only where the file gives the
+* a sweep, ``put`` or lock taking a mirror's or beam splitter's R + T past 1: the kat
+  program computes it, R + T + L = 1 being checked only where the file gives the
   component (:func:`allow_sums_past_one`);
 * a tuned mirror or beam splitter with a different refractive index on its two sides:
   Finesse 2's phases, which ignore the indices (reflection 2*phi and -2*phi,
@@ -730,7 +730,7 @@ def _number(text: str) -> float:
     return float(text)
 
 
-def apply(model: finesse.Model, translation: Translation) -> None:
+def apply(model: finesse.Model, translation: Translation, run: bool = False) -> None:
     """Do to a parsed model what the legacy parser cannot: modes, Rc 0, func, put.
 
     Each ``func`` becomes a symbolic expression, output by a math detector (Finesse 2
@@ -743,6 +743,11 @@ def apply(model: finesse.Model, translation: Translation) -> None:
         The legacy parser's model of ``translation.text``.
     translation : Translation
         What :func:`translate` made of the kat file.
+    run : bool
+        True for the kat program's own run of the file, whose sweeps, puts and
+        locks may take R + T past 1 (:func:`allow_sums_past_one`); an ensemble's
+        jobs keep Finesse 3's check, which stands for Finesse 2's of the values
+        PyKat writes into the file.
 
     Raises
     ------
@@ -750,6 +755,8 @@ def apply(model: finesse.Model, translation: Translation) -> None:
         Naming the line of a component, name or expression that cannot be built.
     """
     _modes(model, translation)
+    if run:
+        allow_sums_past_one(model)
     for name, key, lineno in translation.flat:
         if name not in model.elements:
             raise Refusal(lineno, "attr", f"no component named '{name}'")
@@ -802,8 +809,6 @@ def allow_sums_past_one(model: finesse.Model) -> None:
     Finesse 3 checks every change, through a flag of its surfaces (which has no public
     setter) and through the loss the legacy parser writes as ``1-(R+T)``: that loss,
     which no Finesse 2 file can refer to and which enters no output, keeps its value.
-    The kat program calls this just before it runs a file; an ensemble's jobs keep the
-    check, which stands for Finesse 2's of the values PyKat writes into the file.
     """
     for element in model.elements.values():
         if hasattr(element, "_check_rtl"):

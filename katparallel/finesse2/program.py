@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from katparallel.finesse2.frontend import (
-    STANDARD_INI, Refusal, Translation, allow_sums_past_one, apply, translate,
+    STANDARD_INI, Refusal, Translation, apply, translate,
 )
 
 if TYPE_CHECKING:
@@ -373,7 +373,8 @@ def _numbered_problems(message: str) -> list[tuple[int | None, str]]:
     return problems
 
 
-def load_model(text: str, translation: Translation | None = None) -> finesse.Model:
+def load_model(text: str, translation: Translation | None = None, run: bool = False
+               ) -> finesse.Model:
     """Parse Finesse 2 kat script with Finesse 3's legacy parser.
 
     The text goes through katparallel's Finesse 2 front end first (see
@@ -388,6 +389,8 @@ def load_model(text: str, translation: Translation | None = None) -> finesse.Mod
         The kat file's contents.
     translation : Translation, optional
         ``translate(text)``, if already made.
+    run : bool
+        True for this program's own run of the file (see :func:`frontend.apply`).
 
     Returns
     -------
@@ -422,7 +425,7 @@ def load_model(text: str, translation: Translation | None = None) -> finesse.Mod
     if unimplemented:
         raise KatError("run", unimplemented)
     try:
-        apply(model, translation)  # Rc 0, func and put, which the parser lacks
+        apply(model, translation, run)  # Rc 0, func and put, which the parser lacks
     except Refusal as exc:
         raise KatError("run", [(exc.lineno, f"'{exc.construct}': {exc.why}")]) from exc
     return model
@@ -572,7 +575,6 @@ def _run_model(model: finesse.Model, text: str) -> tuple[object, list[str]]:
     out, whose outputs are 0.
     """
     absent: list[str] = []
-    allow_sums_past_one(model)
     while True:
         try:
             return model.run(), absent
@@ -685,7 +687,7 @@ def _run(opts: Options, pipe: PykatPipe | None) -> int:
         return 1
     try:
         translation = _translated(text)
-        model = load_model(text, translation)
+        model = load_model(text, translation, run=True)
         if pipe is not None:
             pipe.progress("Calculating", 0)
         table = simulate(model, text, translation)
