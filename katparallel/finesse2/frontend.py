@@ -750,6 +750,7 @@ def apply(model: finesse.Model, translation: Translation) -> None:
     """
     _modes(model, translation)
     _check_sums_once(model)
+    _beam_parameter_directions(model, translation)
     for name, key, lineno in translation.flat:
         if name not in model.elements:
             raise Refusal(lineno, "attr", f"no component named '{name}'")
@@ -792,6 +793,32 @@ def _beam_trace(model: finesse.Model, translation: Translation) -> None:
             else "cav"
         raise Refusal(lineno, construct, f"Finesse 2's beam trace cannot be reproduced: "
                       f"{exc}") from None
+
+
+def _beam_parameter_directions(model: finesse.Model, translation: Translation) -> None:
+    """Point each ``bp`` at the direction whose beam parameter Finesse 2 reports.
+
+    Finesse 2 keeps one beam parameter per node, for the beam travelling the way its
+    beam trace reached the node, and reports it with or without ``*`` (measured
+    against Finesse 2.3.1: the sign of ``z``, ``q``, ``rc`` and ``gouy`` depends on
+    it). The legacy parser picks a direction from the ``*`` alone.
+    """
+    from finesse.detectors import BeamPropertyDetector
+
+    from katparallel.finesse2 import trace
+
+    detectors = [d for d in model.detectors if isinstance(d, BeamPropertyDetector)]
+    if not detectors:
+        return
+    sources = ([name for _, name in translation.trace_sources]
+               or [g.name for g in model.gausses.values()])  # else: beams at lasers
+    stored = trace.reported_nodes(model, sources)
+    for detector in detectors:
+        node = stored.get(detector.node, detector.node)
+        if node is not detector.node:
+            model.remove(detector)
+            model.add(BeamPropertyDetector(detector.name, node, detector.detecting,
+                                           detector.direction, detector.q_as_bp))
 
 
 def _check_sums_once(model: finesse.Model) -> None:
