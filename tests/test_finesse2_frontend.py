@@ -57,6 +57,9 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture, text: str) -> tuple[int, 
     ("func f = 10\nput m2 rc $f\n", 8, "put"),
     ("xaxis m2 L lin 0 0.01 2\n", 7, "xaxis"),
     ("func f = 0.01\nput m1 l $f\n", 8, "put"),
+    # Finesse 2 refuses these too: bp measures no divergence, and needs modes.
+    ("bp b x div n2\n", 7, "bp"),
+    ("bp b x w n2\nmaxtem off\n", 7, "bp"),
 ])
 def test_refusal_names_line_and_construct(tmp_path: Path, capsys, extra: str, line: int,
                                           construct: str) -> None:
@@ -130,7 +133,8 @@ def test_a_kat_ini_that_changes_results_is_refused(tmp_path: Path, monkeypatch, 
     assert "sets 'sequential 0'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("extra", ["attr m1 r 0.5\n", "xaxis m2 Rc lin 1 10 2\n"])
+@pytest.mark.parametrize("extra", ["attr m1 r 0.5\n", "xaxis m2 Rc lin 1 10 2\n",
+                                   "bp b x s n2\n"])
 def test_what_finesse2_refuses_is_said_so(tmp_path: Path, capsys, extra: str) -> None:
     status, err = run(tmp_path, capsys, CAVITY + extra + "xaxis m1 phi lin 0 90 2\n")
     assert status == 1 and "(Finesse 2 refuses it too" in err, err

@@ -135,6 +135,10 @@ _ATTRIBUTES = {
 }
 _MAP_ATTRIBUTES = ("map_deg", "alpha", "eta", "rho", "offset")
 _OUTPUT_PARTS = ("re", "im", "abs", "deg")  # set NAME DETECTOR PART
+# What Finesse 2's bp measures (case-insensitive, its aliases included), spelt for the
+# legacy parser; it refuses the legacy parser's 'div' and 's'.
+_BEAM_PARAMETERS = {"w": "w", "w0": "w0", "z": "z", "zr": "zr", "g": "gouy",
+                    "gouy": "gouy", "r": "rc", "rc": "rc", "q": "q"}
 _AXES = ("xaxis", "xaxis*", "x2axis", "x2axis*", "x3axis", "x3axis*")
 _REFUSED = {
     "qhd": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
@@ -295,6 +299,7 @@ class _Translator:
         self.variables: set[str] = set()
         self.lasers: list[tuple[str, str]] = []  # (name, node)
         self.traced = 0  # line of the first cav or gauss
+        self.beam_parameters = 0  # line of the first bp
         self.trace_sources = 0  # how many cav and gauss commands
         self.apertures: list[tuple[int, str]] = []
         self.result = Translation(text="")
@@ -357,6 +362,11 @@ class _Translator:
                 f"line {self.mechanics}: without fsig, Finesse 2 computes no signal "
                 "sidebands, so mechanical transfer functions (tf, attr zmech/rxmech/"
                 "rymech) change no output; katparallel leaves them out")
+        if self.beam_parameters and self.result.maxtem == "off":
+            raise Refusal(self.beam_parameters, "bp", "Finesse 2 refuses beam parameter "
+                          "detectors without Hermite-Gauss modes (maxtem off)")
+        if self.beam_parameters and self.result.maxtem is None and not self.traced:
+            self.result.maxtem = "0"  # Finesse 2 switches modes on for bp alone too
         if not self.traced and self.result.maxtem not in (None, "off"):
             self.dummy_gauss()
         if self.traced and self.result.maxtem is None:
@@ -478,13 +488,26 @@ class _Translator:
         return []
 
     def detector(self, lineno: int, words: list[str]) -> list[str]:
-        """Finesse 2's default direction at a lens or isolator; ``max`` phases."""
+        """Finesse 2's default direction at a lens or isolator; ``max`` phases; ``bp``."""
+        if words[0] == "bp":
+            words = self.beam_parameter(lineno, words)
         node = words[-1]
         if node.rstrip("*") in self.inward:
             words = [*words[:-1], node[:-1] if node.endswith("*") else node + "*"]
         if words[0].startswith("pd") and "max" in words:
             return self.demod_max(lineno, words)
         return words
+
+    def beam_parameter(self, lineno: int, words: list[str]) -> list[str]:
+        """``bp NAME x|y PARAM NODE``: ``PARAM`` as Finesse 2 reads it (``g``, ``r``)."""
+        self.beam_parameters = self.beam_parameters or lineno
+        if len(words) != 5:
+            return words
+        param = words[3].lower()
+        if param not in _BEAM_PARAMETERS:
+            raise Refusal(lineno, "bp", f"no beam parameter '{words[3]}' (Finesse 2 "
+                          "refuses it too): possible are w, w0, z, zr, g, r, q")
+        return [*words[:3], _BEAM_PARAMETERS[param], words[4]]
 
     def dummy_gauss(self) -> None:
         """Finesse 2's beam at each laser when no cav or gauss gives one: w0 = 2 mm."""
@@ -757,6 +780,7 @@ def apply(model: finesse.Model, translation: Translation, run: bool = False) -> 
     _modes(model, translation)
     if run:
         allow_sums_past_one(model)
+    _beam_parameter_directions(model, translation)
     for name, key, lineno in translation.flat:
         if name not in model.elements:
             raise Refusal(lineno, "attr", f"no component named '{name}'")
@@ -799,6 +823,32 @@ def _beam_trace(model: finesse.Model, translation: Translation) -> None:
             else "cav"
         raise Refusal(lineno, construct, f"Finesse 2's beam trace cannot be reproduced: "
                       f"{exc}") from None
+
+
+def _beam_parameter_directions(model: finesse.Model, translation: Translation) -> None:
+    """Point each ``bp`` at the direction whose beam parameter Finesse 2 reports.
+
+    Finesse 2 keeps one beam parameter per node, for the beam travelling the way its
+    beam trace reached the node, and reports it with or without ``*`` (measured
+    against Finesse 2.3.1: the sign of ``z``, ``q``, ``rc`` and ``gouy`` depends on
+    it). The legacy parser picks a direction from the ``*`` alone.
+    """
+    from finesse.detectors import BeamPropertyDetector
+
+    from katparallel.finesse2 import trace
+
+    detectors = [d for d in model.detectors if isinstance(d, BeamPropertyDetector)]
+    if not detectors:
+        return
+    sources = ([name for _, name in translation.trace_sources]
+               or [g.name for g in model.gausses.values()])  # else: beams at lasers
+    stored = trace.reported_nodes(model, sources)
+    for detector in detectors:
+        node = stored.get(detector.node, detector.node)
+        if node is not detector.node:
+            model.remove(detector)
+            model.add(BeamPropertyDetector(detector.name, node, detector.detecting,
+                                           detector.direction, detector.q_as_bp))
 
 
 def allow_sums_past_one(model: finesse.Model) -> None:

@@ -19,6 +19,13 @@ So a ``gauss`` at a laser before a modulator fixes the beam only up to the
 modulator: the walk from the cavity reaches the rest first (aLIGO files with the
 input beam set at the laser and the power-recycling cavity traced).
 
+Finesse 2 keeps one beam parameter per node, for the beam travelling the way its
+trace reached the node (``trace 8`` prints it as ``component --> node``), and its
+``bp`` detectors report that one, with or without ``*``: along a cavity's round trip
+the way the round trip first passes the node, leaving the component a ``gauss``
+names, leaving a component at its other ports, and arriving at a space's far end.
+:func:`reported_nodes` gives those directions.
+
 Finesse 3 instead traces each cavity outward in the direction its beam leaves it, so
 the stretch between two cavities (aLIGO's input optics between the mode cleaner and
 the power-recycling cavity) can take its beam from the other cavity.
@@ -78,6 +85,7 @@ class _Walk:
         self.nr = refractive_index
         self.q: dict = {}  # node -> (qx, qy), for both directions of each port
         self.parent: dict = {}  # node set by the walk -> node it was propagated from
+        self.stored: dict = {}  # node (either direction) -> the direction kept
         self.seen: set = set()
         self.nodes = {n.full_name: n for n in model.optical_nodes}
 
@@ -85,6 +93,11 @@ class _Walk:
         self.q[node] = qs
         self.q[node.opposite] = tuple(_reverse(q) for q in qs)
         self.parent[node] = parent
+        self.keep(node)
+
+    def keep(self, node) -> None:
+        """Finesse 2 keeps the beam parameter of the beam travelling as ``node``."""
+        self.stored[node] = self.stored[node.opposite] = node
 
     def origin(self, node):
         """The node the walk propagated ``node``'s beam parameter from, if any."""
@@ -301,11 +314,36 @@ def _finesse2_trace(model: finesse.Model, deps: list) -> _Walk:
             for n in (node, node.opposite):
                 qx, qy = solo[n]
                 walk.q[n] = (complex(qx.q), complex(qy.q))
+        # The way the round trip first passes each node (a gauss: its own node).
+        for node in reversed(nodes):
+            walk.keep(node)
         if not isinstance(dep, Cavity):
             walk.across(dep.node.port, force=True)
         starts.append(nodes[0])
-    walk.start(starts[0].port)
+    if starts:
+        walk.start(starts[0].port)
     return walk
+
+
+def reported_nodes(model: finesse.Model, sources: list[str]) -> dict:
+    """The direction of each node whose beam parameter Finesse 2 reports.
+
+    Parameters
+    ----------
+    model : finesse.Model
+        The parsed model.
+    sources : list of str
+        The ``cav``/``gauss`` names in file order.
+
+    Returns
+    -------
+    dict
+        Each optical node traced, in either direction, to the node (same port) of the
+        beam Finesse 2 keeps the beam parameter of there (see the module's
+        description).
+    """
+    deps = [model.elements[name] for name in sources if name in model.elements]
+    return _finesse2_trace(model, deps).stored if deps else {}
 
 
 def _differing(model: finesse.Model, target: _Walk) -> list:
