@@ -77,14 +77,16 @@ def read_out(path: Path) -> np.ndarray:
 def differences(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
     """Each number's difference relative to the larger of the two values plus its
     column's largest (the table's largest in a column Finesse 2 writes as exact zeros),
-    phases modulo 360; ``ref`` and ``got`` have the same shape."""
+    phases modulo 360; ``inf`` and ``nan`` match only themselves. ``ref`` and ``got``
+    have the same shape."""
     scale = np.maximum(np.abs(ref), np.abs(got))
     column = np.max(np.abs(ref), axis=0, initial=0.0)
     floor = np.where(column > 0, column, np.max(column, initial=0.0))
-    wrapped = np.abs((ref - got + 180.0) % 360.0 - 180.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        wrapped = np.abs((ref - got + 180.0) % 360.0 - 180.0)
         rel = np.minimum(np.abs(ref - got), wrapped) / (scale + floor)
-    return np.nan_to_num(rel, nan=0.0)
+    same = (ref == got) | (np.isnan(ref) & np.isnan(got))  # inf and nan only as themselves
+    return np.where(same, 0.0, np.where(np.isfinite(rel), rel, np.inf))
 
 
 def agree(ref: np.ndarray, got: np.ndarray, rtol: float = RTOL) -> str | None:

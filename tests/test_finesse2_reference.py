@@ -51,6 +51,11 @@ def test_agree_catches_a_difference() -> None:
     zeros = np.array([[0.0, 1.0, 0.0], [1.0, 2.0, 0.0]])
     assert agree(zeros, zeros + [[0, 0, 1e-13], [0, 0, 0]]) is None  # noise on zeros
     assert agree(zeros, zeros + [[0, 0, 1e-6], [0, 0, 0]]) is not None
+    special = np.array([[1.0, np.inf, np.nan]])
+    assert agree(special, special.copy()) is None  # inf and nan match themselves
+    assert agree(special, np.array([[1.0, np.nan, np.nan]])) is not None
+    assert agree(special, np.array([[1.0, np.inf, 0.0]])) is not None
+    assert agree(special, np.array([[np.nan, np.inf, np.nan]])) is not None
 
 
 def _aligo_design(tmp_path: Path, extra: str) -> Path:

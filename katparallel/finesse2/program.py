@@ -591,15 +591,26 @@ def _run_model(model: finesse.Model, text: str) -> tuple[object, list[str]]:
 
 def _output(solution, name: str, absent: list[str], translation: Translation,
             model: finesse.Model, shape: tuple[int, ...]) -> np.ndarray:
-    """One detector's output, as Finesse 2 writes it (``scale``, ``max``, absent)."""
+    """One detector's output, as Finesse 2 writes it (``scale``, ``max``, absent, and
+    ``inf`` for the radius of curvature at a waist, where Finesse 3 gives NaN)."""
     if name in absent:
         return np.zeros(shape)
     values = np.asarray(solution[name])
+    if _is_roc(model.elements[name]):
+        values = np.where(np.isnan(values), np.inf, values)
     if translation.beam_axes:
         values = _camera_values(model, values, name, translation.beam_axes, shape)
     if name in translation.moduli:
         values = np.abs(values)
     return values * translation.scale_of(name, float(model.lambda0))
+
+
+def _is_roc(detector) -> bool:
+    """True for a ``bp … rc`` detector."""
+    from finesse.detectors import BeamPropertyDetector
+    from finesse.detectors.compute.gaussian import BeamProperty
+
+    return isinstance(detector, BeamPropertyDetector) and detector.detecting is BeamProperty.ROC
 
 
 def _blocks(table: Table) -> Iterator[np.ndarray]:
