@@ -130,7 +130,7 @@ _ATTRIBUTES = {
     "rc": "Rc", "roc": "Rc", "rcx": "Rcx", "rocx": "Rcx", "rx": "Rcx", "rcy": "Rcy",
     "rocy": "Rcy", "ry": "Rcy", "xbeta": "xbeta", "yaw": "xbeta", "ybeta": "ybeta",
     "pitch": "ybeta", "m": "mass", "mass": "mass", "r_ap": "r_ap", "rap": "r_ap",
-    "zmech": "zmech", "rxmech": "rxmech", "rymech": "rymech", "g": "g", "gx": "gx",
+    "zmech": "zmech", "rxmech": "rxmech", "rymech": "rymech", "g": "g", "gouy": "g", "gouyx": "gx", "gouyy": "gy", "gx": "gx",
     "gy": "gy", "ix": "Ix", "iy": "Iy",
 }
 _MAP_ATTRIBUTES = ("map_deg", "alpha", "eta", "rho", "offset")
