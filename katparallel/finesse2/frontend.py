@@ -54,13 +54,19 @@ Translated, as Finesse 2.3.1 does it:
   where Finesse 3 would take a node's beam from another cavity; refused when such a
   fixed beam parameter would go stale because a sweep or ``put`` changes the geometry.
 
+* ``fsig NAME COMPONENT [TYPE] f PHASE [AMP]`` at a laser (no type, ``amp``, ``freq``,
+  ``phase``; an ``amp`` amplitude halved, Finesse 3's amplitude modulation being
+  twice Finesse 2's) or at a mirror (no type: motion; only with every carrier at the
+  reference frequency, Finesse 2 scaling motion by each carrier's wavenumber);
+  ``$mfs`` is written ``-$fs`` (the legacy parser reads ``$mfs`` as ``$fs``).
+
 * ``lock[*] NAME $INPUT GAIN ACCURACY [OFFSET]``: a model parameter ``NAME__lock``
   holding the lock's value (an output column ``NAME``), iterated before each point
   as Finesse 2 does it (see :mod:`katparallel.finesse2.lock`).
 
 Refused with the line and the construct (:class:`Refusal`): constructs whose results
 Finesse 3 cannot reproduce or that the legacy parser would silently drop (``fsig``
-signal injection, ``qhd``, apertures with higher-order modes, ``put`` of a function
+signal injection other than the above, ``qhd``, apertures with higher-order modes, ``put`` of a function
 of detector outputs, a ``lock`` on a ``beam`` camera sweep).
 """
 
@@ -82,6 +88,7 @@ _COMPONENT_NODES = {
     "m": 2, "m1": 2, "m2": 2, "mirror": 2, "lens": 2, "mod": 2, "isol": 2, "diode": 2,
     "bs": 4, "bs1": 4, "bs2": 4, "beamsplitter": 4, "dbs": 4,
 }
+_QUANTUM = re.compile(r"^(qnoised|qshot|qd|sd|q\d*hd)[SN]?$")
 _DETECTORS = re.compile(r"^(pd\d*|ad|qnoisedS?|qshotS?|bp|beam)$")
 # Components at whose nodes Finesse 2's default detector direction is the beam going
 # into the component (the legacy parser assumes the beam coming out of it).
@@ -92,9 +99,10 @@ _UNNAMED = {"attr", "xaxis", "xaxis*", "x2axis", "x2axis*", "x3axis", "x3axis*",
             "startnode", "tem", "map", "knm", "smotion", "conf", "mask", "pdtype",
             "lambda", "time", "gnuterm", "pyterm", "noplot", "multi", "gauss", "gauss*"}
 _SCALE_WORDS = {"deg": 180 / math.pi, "rad": math.pi / 180}
-_FSIG = ("Finesse 3's legacy parser injects signals differently from Finesse 2: at a "
-         "mirror, demodulated outputs differ by factors of 2.5 to 5 (measured against "
-         "Finesse 2.3.1), so signal injection is not reproduced")
+# Signal injections Finesse 3 reproduces (measured against Finesse 2.3.1), by the kind
+# of component and the type word (None: no type given).
+_INJECTIONS = {("laser", None), ("laser", "amp"), ("laser", "freq"), ("laser", "phase"),
+               ("mirror", None)}
 #: The settings of Finesse 2.3.1's standard kat.ini (also its built-in defaults)
 #: that change results: katparallel's kat follows these and reads no kat.ini.
 STANDARD_INI = {
@@ -330,6 +338,7 @@ class _Translator:
         self.fsig_line = next((i for i, line in enumerate(self.lines, start=1)
                                if _code(line)[0][:1] == ["fsig"]), 0)
         self.mechanics = 0  # line of the first tf or mechanical attr dropped
+        self.injections: list[tuple[int, str, str]] = []  # (line, fsig name, kind)
         self.inward = {word for line in self.lines
                        for words in [_code(line)[0]] if words and words[0] in _INWARD
                        for word in words[-2:]}
@@ -343,6 +352,7 @@ class _Translator:
             words = self.line(lineno, words)
             self.out.append(" ".join(words) + (" " + comment if comment else "")
                             if words else "")
+        self.check_injections()
         if self.result.maxtem not in (None, "off") and self.apertures:
             lineno, name = self.apertures[0]
             raise Refusal(lineno, "r_ap", f"the aperture of '{name}' clips "
@@ -398,6 +408,9 @@ class _Translator:
             self.result.targets.append((lineno, cmd, words[1], words[2]))
         if cmd == "set" and len(words) == 4 and words[3] not in _OUTPUT_PARTS:
             words = self.parameter(lineno, words, 3)
+        if cmd != "func":
+            # The legacy parser reads Finesse 2's negative signal frequency as $fs.
+            words = ["-$fs" if word == "$mfs" else word for word in words]
         handler = self.handlers.get(cmd)
         if handler is not None:
             return handler(lineno, words)
@@ -426,10 +439,79 @@ class _Translator:
         return []
 
     def fsig(self, lineno: int, words: list[str]) -> list[str]:
-        """``fsig NAME f`` runs; a signal injected at a component is refused."""
-        if len(words) > 3:
-            raise Refusal(lineno, "fsig", _FSIG)
+        """``fsig NAME f`` runs; so do the signal injections Finesse 3 reproduces.
+
+        ``fsig NAME COMPONENT [TYPE] f PHASE [AMP]`` at a laser (no type, ``amp``,
+        ``freq``, ``phase``) or at a mirror (no type: motion) is passed on, with a
+        laser's ``amp`` amplitude halved (Finesse 3's amplitude modulation is twice
+        Finesse 2's); what else the injection needs is checked in :meth:`run`.
+        """
+        if len(words) <= 3:
+            return words
+        typed = len(words) > 4 and not _is_number(words[3])
+        kind = self.kinds.get(words[2])
+        mod_type = words[3] if typed else None
+        construct = " ".join(words[:4 if typed else 3])
+        if (kind, mod_type) not in _INJECTIONS:
+            raise Refusal(lineno, construct, "Finesse 3's legacy parser injects this "
+                          "signal differently from Finesse 2 (katparallel reproduces "
+                          "fsig at a laser, of no type, amp, freq or phase, and at a "
+                          "mirror, of no type)")
+        self.injections.append((lineno, words[1], kind))
+        amp_index = 6 if typed else 5
+        if mod_type == "amp":
+            amp = words[amp_index] if len(words) > amp_index else "1"
+            if not _is_number(amp):
+                raise Refusal(lineno, construct, f"amplitude '{amp}' is not a number")
+            words = [*words[:amp_index], repr(_number(amp) / 2)]
         return words
+
+    def check_injections(self) -> None:
+        """Refuse what Finesse 3 computes differently around a signal injection.
+
+        Finesse 2 scales a mirror's motion signal by each carrier's own wavenumber,
+        Finesse 3 by the reference one, so a mirror injection needs every carrier at
+        the reference frequency (no modulator, lasers at frequency 0 not swept).
+
+        Raises
+        ------
+        Refusal
+            Naming the first line Finesse 3 cannot reproduce.
+        """
+        if not self.injections:
+            return
+        for lineno, cmd, component, param in self.result.targets:
+            if component in {name for _, name, _ in self.injections} and param != "f":
+                raise Refusal(lineno, cmd, f"a sweep or put of a signal's '{param}' is "
+                              "not reproduced (only its frequency f)")
+        for lineno, line in enumerate(self.lines, start=1):
+            words = _code(line)[0]
+            if not words:
+                continue
+            if _QUANTUM.match(words[0]):
+                raise Refusal(lineno, words[0], "quantum noise detectors with a signal "
+                              "injected by fsig are not reproduced")
+            if words[0] == "attr" and any(_ATTRIBUTES.get(w.lower()) == "mass"
+                                          for w in words[2::2]):
+                raise Refusal(lineno, "attr mass", "radiation pressure on a mass with "
+                              "a signal injected by fsig is not reproduced")
+        mirror = next((i for i in self.injections if i[2] == "mirror"), None)
+        if mirror is None:
+            return
+        why = (f"fsig at mirror (line {mirror[0]}): Finesse 2 scales mirror motion by "
+               "each carrier's own wavenumber, Finesse 3 by the reference one, so "
+               "every carrier must be at the reference frequency")
+        for lineno, line in enumerate(self.lines, start=1):
+            words = _code(line)[0]
+            if words[:1] == ["mod"]:
+                raise Refusal(lineno, words[0], why)
+            if (words[:1] and words[0] in _KINDS["laser"] and len(words) > 4
+                    and not _is_zero(words[3])):
+                raise Refusal(lineno, words[0], f"a laser at frequency {words[3]}: {why}")
+        lasers = {name for name, _ in self.lasers}
+        for lineno, cmd, component, param in self.result.targets:
+            if component in lasers and param.lower() == "f":
+                raise Refusal(lineno, cmd, f"a laser's frequency varies: {why}")
 
     def variable(self, lineno: int, words: list[str]) -> list[str]:
         """``var NAME VALUE``: a laser of no power alone on its node (see above)."""
@@ -710,6 +792,14 @@ def _is_number_or_off(value: str) -> bool:
         return value == "off" or _number(value) >= 0
     except ValueError:
         return False
+
+
+def _is_number(value: str) -> bool:
+    try:
+        _number(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_zero(value: str) -> bool:
