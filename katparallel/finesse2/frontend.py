@@ -408,7 +408,7 @@ class _Translator:
             self.result.targets.append((lineno, cmd, words[1], words[2]))
         if cmd == "set" and len(words) == 4 and words[3] not in _OUTPUT_PARTS:
             words = self.parameter(lineno, words, 3)
-        if cmd != "func":
+        if cmd != "func":  # (a func's $mfs: see _namespace)
             # The legacy parser reads Finesse 2's negative signal frequency as $fs.
             words = ["-$fs" if word == "$mfs" else word for word in words]
         handler = self.handlers.get(cmd)
@@ -985,6 +985,8 @@ def _namespace(model: finesse.Model, translation: Translation) -> dict[str, obje
     # func must follow as it is swept or put, not take its value once).
     names.update({name: value.ref if isinstance(value, Parameter) else value
                   for name, value in model.alternate_name_map.items()})
+    if "fs" in names:  # the legacy parser reads Finesse 2's $mfs as $fs
+        names["mfs"] = -names["fs"]
     for name, value in translation.consts.items():
         try:
             names[name] = _number(value)
