@@ -344,6 +344,7 @@ class _Translator:
                        for word in words[-2:]}
 
     def run(self) -> Translation:
+        """Translate every line, then refuse what only the whole file shows."""
         for lineno, line in enumerate(self.lines, start=1):
             words, comment = _code(line)
             if not words:

@@ -90,6 +90,7 @@ class _Walk:
         self.nodes = {n.full_name: n for n in model.optical_nodes}
 
     def set(self, node, qs, parent) -> None:
+        """Give ``node`` the beam parameters ``qs`` (x, y), reached from ``parent``."""
         self.q[node] = qs
         self.q[node.opposite] = tuple(_reverse(q) for q in qs)
         self.parent[node] = parent
