@@ -66,8 +66,8 @@ Translated, as Finesse 2.3.1 does it:
 
 Refused with the line and the construct (:class:`Refusal`): constructs whose results
 Finesse 3 cannot reproduce or that the legacy parser would silently drop (``fsig``
-signal injection other than the above, ``qhd``, apertures with higher-order modes, ``put`` of a function
-of detector outputs, a ``lock`` on a ``beam`` camera sweep).
+signal injection other than the above, ``qhd``, apertures with higher-order modes,
+``put`` of a function of detector outputs, a ``lock`` on a ``beam`` camera sweep).
 """
 
 from __future__ import annotations
@@ -138,8 +138,8 @@ _ATTRIBUTES = {
     "rc": "Rc", "roc": "Rc", "rcx": "Rcx", "rocx": "Rcx", "rx": "Rcx", "rcy": "Rcy",
     "rocy": "Rcy", "ry": "Rcy", "xbeta": "xbeta", "yaw": "xbeta", "ybeta": "ybeta",
     "pitch": "ybeta", "m": "mass", "mass": "mass", "r_ap": "r_ap", "rap": "r_ap",
-    "zmech": "zmech", "rxmech": "rxmech", "rymech": "rymech", "g": "g", "gouy": "g", "gouyx": "gx", "gouyy": "gy", "gx": "gx",
-    "gy": "gy", "ix": "Ix", "iy": "Iy",
+    "zmech": "zmech", "rxmech": "rxmech", "rymech": "rymech", "g": "g", "gouy": "g",
+    "gx": "gx", "gouyx": "gx", "gy": "gy", "gouyy": "gy", "ix": "Ix", "iy": "Iy",
 }
 _MAP_ATTRIBUTES = ("map_deg", "alpha", "eta", "rho", "offset")
 _OUTPUT_PARTS = ("re", "im", "abs", "deg")  # set NAME DETECTOR PART

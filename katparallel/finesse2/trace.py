@@ -215,9 +215,9 @@ def reproduce(model: finesse.Model, sources: list[str],
     if len(deps) < 2:
         return []
     cavity_nodes = {n for d in deps if isinstance(d, Cavity) for n in d.path.nodes}
+    round_trips = cavity_nodes | {n.opposite for n in cavity_nodes}  # both directions
     for dep in deps:
-        if isinstance(dep, Gauss) and dep.node in cavity_nodes | {
-                n.opposite for n in cavity_nodes}:
+        if isinstance(dep, Gauss) and dep.node in round_trips:
             raise TraceDiffers(f"gauss {dep.name} sets node {dep.node.full_name} on a "
                                "cavity's round trip, where Finesse 2 lets it override "
                                "the cavity's beam and Finesse 3 cannot", dep.name)
