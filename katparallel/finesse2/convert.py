@@ -65,7 +65,7 @@ def exact_model(text: str) -> finesse.Model:
     try:
         translation = translate(text)
     except Refusal as exc:
-        raise ConversionError([(exc.lineno, f"'{exc.construct}': {exc.why}")]) from exc
+        raise ConversionError([exc.problem]) from exc
     if translation.inexact:
         raise ConversionError([
             (lineno, f"'{what}' " + (

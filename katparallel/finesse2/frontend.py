@@ -174,6 +174,11 @@ class Refusal(Exception):
         self.construct = construct
         self.why = why
 
+    @property
+    def problem(self) -> tuple[int, str]:
+        """``(line, "'construct': why")``, as the kat program's errors list them."""
+        return self.lineno, f"'{self.construct}': {self.why}"
+
 
 @dataclasses.dataclass
 class Lock:

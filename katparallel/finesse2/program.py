@@ -427,7 +427,7 @@ def load_model(text: str, translation: Translation | None = None, run: bool = Fa
     try:
         apply(model, translation, run)  # Rc 0, func and put, which the parser lacks
     except Refusal as exc:
-        raise KatError("run", [(exc.lineno, f"'{exc.construct}': {exc.why}")]) from exc
+        raise KatError("run", [exc.problem]) from exc
     return model
 
 
@@ -436,7 +436,7 @@ def _translated(text: str) -> Translation:
     try:
         translation = translate(text)
     except Refusal as exc:
-        raise KatError("run", [(exc.lineno, f"'{exc.construct}': {exc.why}")]) from exc
+        raise KatError("run", [exc.problem]) from exc
     for note in translation.notes:
         sys.stderr.write(f"** Finesse 2 quirk: {note}\n")
     for warning in translation.warnings:
@@ -579,8 +579,7 @@ def _run_model(model: finesse.Model, text: str) -> tuple[object, list[str]]:
         try:
             return model.run(), absent
         except Refusal as exc:  # a lock Finesse 2 gives up on
-            raise KatError("run", [(exc.lineno, f"'{exc.construct}': {exc.why}")]) \
-                from exc
+            raise KatError("run", [exc.problem]) from exc
         except Exception as exc:
             match = _ABSENT_BIN.search(str(exc))
             if match is None or match[1] not in model.elements:
