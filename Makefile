@@ -16,7 +16,7 @@ export PRTE_MCA_rmaps_default_mapping_policy := :oversubscribe
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[mpi,test]'
+	$(PY) -m pip install -q -e '.[mpi,cluster,uq,test]'
 	touch $@
 
 install: $(VENV)/.installed
