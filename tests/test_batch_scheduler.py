@@ -82,3 +82,68 @@ def test_no_worker_outlives_a_killed_parent_with_two_pools(first, first_kw, seco
             parent.kill()
         for process in _alive(workers):
             process.kill()
+
+
+#: A user's script that saves its results when the batch system stops it. It
+#: prints its workers' pids, then waits for the test to signal them.
+SAVES_ON_TERM = """
+import os, signal, sys, time
+from pathlib import Path
+from katparallel import _testing
+from katparallel.backends import get_backend_class
+
+MARKERS = Path(sys.argv[1])
+
+def save_results(signum, frame):
+    (MARKERS / f"{{os.getpid()}}-{{signum}}").write_text("")
+
+signal.signal(signal.SIGTERM, save_results)  # at the top: spawned workers run it too
+signal.signal(signal.SIGHUP, save_results)
+
+if __name__ == "__main__":
+    backend = get_backend_class({name!r})(workers=2, **{kw!r})
+    pids = set()
+    while len(pids) < 2:
+        pids |= set(dict(backend.map_unordered(_testing.pid_of, [0.2] * 4)).values())
+    print(*sorted(pids), flush=True)
+    sys.stdin.readline()
+    backend.close()
+"""
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(
+    "name, kw",
+    [("multiprocessing", {}), ("multiprocessing", {"start_method": "forkserver"}),
+     ("pathos", {})],
+    ids=["forked", "forkserver", "pathos"],
+)
+def test_a_users_sigterm_and_sighup_handlers_do_not_run_in_workers(name, kw, tmp_path):
+    """Slurm signals every process of a cancelled job: only the parent may save."""
+    script = tmp_path / "saves_on_term.py"
+    script.write_text(SAVES_ON_TERM.format(name=name, kw=kw))
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    parent = subprocess.Popen([sys.executable, str(script), str(markers)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = parent.stdout.readline()
+        assert line, parent.stderr.read()[-2000:]
+        workers = [psutil.Process(int(pid)) for pid in line.split()]
+        signals = dict(zip(workers, (signal.SIGTERM, signal.SIGHUP)))
+        for worker, signum in signals.items():
+            worker.send_signal(signum)
+        # each worker either dies of the signal or runs the handler: wait for either
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline and any(
+            w in _alive(workers) and not (markers / f"{w.pid}-{s}").exists()
+            for w, s in signals.items()
+        ):
+            time.sleep(0.1)
+        os.kill(parent.pid, signal.SIGTERM)  # the parent's own handler still runs
+        _, err = parent.communicate("\n", timeout=TIMEOUT)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert parent.returncode == 0, err[-2000:]
+    assert sorted(p.name for p in markers.iterdir()) == [f"{parent.pid}-{int(signal.SIGTERM)}"]

@@ -26,7 +26,6 @@ import logging
 import os
 import queue
 import shutil
-import signal
 import tempfile
 import threading
 import time
@@ -38,7 +37,7 @@ from typing import Any
 from ..errors import Failure
 from .base import Backend, workers_or_cores
 from .pinning import pin_threads
-from .procpool import worker_start_failed
+from .procpool import reset_signals, worker_start_failed
 
 LOGGER = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ _STATE_FILE = -1  # in a worker: fd of its "current task" file
 
 def _init_worker(threads: int | None, state_dir: str) -> None:
     global _STATE_FILE
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    reset_signals()
     pin_threads(threads)
     path = os.path.join(state_dir, str(os.getpid()))
     _STATE_FILE = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)

@@ -12,8 +12,10 @@ A worker is forked from this process when that is safe (:func:`can_fork`): it
 then starts in milliseconds with everything the parent has imported and read,
 a parsed model included. Otherwise workers start with ``forkserver`` (or
 ``spawn``). Workers ignore SIGINT, so Ctrl-C reaches only the parent, which
-then stops them all. A worker whose parent dies sees its pipe close and exits,
-leaving no orphans.
+then stops them all. A SIGTERM or SIGHUP (a cancelled batch job signals every
+process) stops a worker without running a handler of the parent's code, which
+may save results or close a store. A worker whose parent dies sees its pipe
+close and exits, leaving no orphans.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from .pinning import pin_threads
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ("ProcessPool", "can_fork", "worker_start_failed")
+__all__ = ("ProcessPool", "can_fork", "reset_signals", "worker_start_failed")
 
 
 def can_fork(threads: int | None) -> bool:
@@ -87,8 +89,22 @@ def worker_start_failed(exitcode: int | None) -> BackendUnavailable:
     )
 
 
-def _worker_main(conn, env: Mapping[str, str], threads: int | None, inherited=()) -> None:
+def reset_signals() -> None:
+    """In a new worker: ignore SIGINT, and give back their default action to the
+    other signals that have a Python handler (the parent's, inherited through
+    a fork or installed again by its ``__main__``).
+
+    SIGTERM and SIGHUP then stop the worker. A signal the parent ignores (SIGHUP
+    under ``nohup``) stays ignored.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in signal.valid_signals():
+        if callable(signal.getsignal(signum)):
+            signal.signal(signum, signal.SIG_DFL)
+
+
+def _worker_main(conn, env: Mapping[str, str], threads: int | None, inherited=()) -> None:
+    reset_signals()
     for parent_end in inherited:  # a forked worker's copies: else it never sees EOF
         parent_end.close()
     pin_threads(threads, env)
