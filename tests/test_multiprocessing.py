@@ -31,7 +31,9 @@ def child_processes(pid: int) -> list[int]:
 
 @pytest.mark.timeout(180)
 def test_hom_simulation_in_parent_then_ensemble_does_not_deadlock():
-    """A fork after an OpenMP region deadlocks in libgomp; workers must not fork."""
+    """A worker forked after an OpenMP region deadlocks in libgomp unless it is pinned
+    to one thread before its first parallel region, or is not forked: either way
+    the ensemble finishes."""
     script = textwrap.dedent(
         f"""
         import finesse, numpy as np
@@ -93,39 +95,59 @@ def test_workers_are_forked_only_when_that_is_safe(tmp_path):
     assert done.stdout.split("\n")[:3] == ["pinned True", "unpinned False", "beside a thread False"]
 
 
-INHERITS_MODEL = """
-import os
+COUNTS_PARSES = """
+import os, sys
+from pathlib import Path
+import finesse
 from katparallel import Ensemble
 from katparallel._testing import CAVITY_KATSCRIPT
-import katparallel.adapters.finesse as adapter
+from katparallel.backends.multiprocess import MultiprocessingBackend
 
-PARENT = os.getpid()
+PARSES = Path(sys.argv[1])
+_parse = finesse.Model.parse
 
-def parse_here_only(original):
-    def parse(*args, **kwargs):
-        if os.getpid() != PARENT:
-            raise RuntimeError("a worker parsed the model")
-        return original(*args, **kwargs)
-    return parse
+
+def counted_parse(self, *args, **kwargs):
+    with open(PARSES / str(os.getpid()), "a") as marker:  # written by the parsing process
+        marker.write("parse\\n")
+    return _parse(self, *args, **kwargs)
+
+
+# At the top, so a worker that is not forked but imports this script counts too.
+finesse.Model.parse = counted_parse
 
 if __name__ == "__main__":
-    adapter._parse = parse_here_only(adapter._parse)
+    backend = MultiprocessingBackend(workers=2, start_method=sys.argv[2] or None)
     ens = Ensemble(CAVITY_KATSCRIPT).vary("m1.phi", [0.0, 1.0, 2.0, 3.0])
-    res = ens.run(backend="multiprocessing", workers=2, batch=False, progress=False)
-    print(len(res.failures), sorted(set(res.to_xarray().attrs["backend"].split())))
+    res = ens.run(backend=backend, batch=False, progress=False)
+    print(os.getpid(), len(res.failures), res.to_xarray().attrs["backend"])
 """
 
 
 @pytest.mark.timeout(180)
-def test_forked_workers_use_the_model_the_parent_parsed(tmp_path):
-    script = tmp_path / "inherits_model.py"
-    script.write_text(INHERITS_MODEL)
+@pytest.mark.parametrize(
+    "start_method, workers_parse", [("", False), ("forkserver", True)],
+    ids=["forked", "forkserver"],
+)
+def test_forked_workers_use_the_model_the_parent_parsed(start_method, workers_parse, tmp_path):
+    """Workers forked from the parent inherit the model it parsed: only the parent
+    parses. Workers from a forkserver parse it themselves, which shows the count
+    sees a parse in a worker. The disk cache is off, so a worker can only parse."""
+    script = tmp_path / "counts_parses.py"
+    script.write_text(COUNTS_PARSES)
+    parses = tmp_path / "parses"
+    parses.mkdir()
     env = {**os.environ, "KATPARALLEL_MODEL_CACHE": "0"}
     done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=150, env=env
+        [sys.executable, str(script), str(parses), start_method],
+        capture_output=True, text=True, timeout=150, env=env,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["0", "['multiprocessing']"]
+    parent, failures, backend = done.stdout.split()
+    assert (failures, backend) == ("0", "multiprocessing")
+    parsed_in = {marker.name for marker in parses.iterdir()}
+    assert parent in parsed_in
+    assert (parsed_in != {parent}) is workers_parse, parsed_in
 
 
 def test_pool_is_reused_across_runs(katscript):
