@@ -1,7 +1,7 @@
 """The aLIGO design model for benchmarks W4 and W5, and the baselines run on it.
 
 The model is ``finesse_ligo/katscript/aligo.kat`` from the finesse-ligo 1.0.15
-wheel (:func:`katparallel._testing.aligo_katscript`). It sets no higher-order
+wheel (:func:`katparallel.models.aligo`). It sets no higher-order
 modes of its own (``maxtem 0``); the benchmarks append ``modes(maxtem=2)``.
 
 Baselines, all in one process:
@@ -67,9 +67,9 @@ def lock_then_noxaxis():
 
 def aligo_text() -> str:
     """The aLIGO KatScript with ``modes(maxtem=2)`` appended."""
-    from katparallel._testing import aligo_katscript
+    from katparallel.models import aligo
 
-    return aligo_katscript() + MODES
+    return aligo() + MODES
 
 
 def parse(text: str):

@@ -30,7 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from finesse.analysis.actions import Noxaxis, RunLocks, Series  # noqa: E402
 
 from katparallel import Ensemble, Normal  # noqa: E402
-from katparallel._testing import aligo_katscript  # noqa: E402
+from katparallel.models import aligo  # noqa: E402
 
 TOLERANCES = {
     "ITMX.Rcx": Normal(-1934, 5), "ITMX.Rcy": Normal(-1934, 5),
@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("out"))
     args = parser.parse_args()
 
-    design = Ensemble(aligo_katscript() + "\nmodes(maxtem=2)\n")
+    design = Ensemble(aligo() + "\nmodes(maxtem=2)\n")
     run = dict(backend=args.backend, workers=args.workers)
     tolerance = design.sample(args.draws, TOLERANCES, seed=args.seed).run(**run)
     print(summary(tolerance, "tolerance"))

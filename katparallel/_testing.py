@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
+
+from .models import aligo
 
 __all__ = (
     "square", "noop", "crash_on", "sleep_then", "pid_of", "omp_threads", "hom_power",
@@ -133,38 +133,6 @@ def mpiexec_python(n: int, *args: str) -> list[str]:
     return [launcher, "-n", str(n), sys.executable, "-m", "mpi4py.futures", *args]
 
 
-#: The wheel that ships the aLIGO design model as KatScript. Only its data is
-#: used: finesse-ligo 1.0.15 itself does not import with finesse 3.0.2.
-ALIGO_WHEEL = "finesse-ligo==1.0.15"
-
-
-def aligo_katscript(cache: str | os.PathLike | None = None) -> str:
-    """The aLIGO design model (``finesse_ligo/katscript/aligo.kat``), 213 elements.
-
-    The wheel is fetched once with ``pip download --no-deps`` into ``cache``
-    (default ``$KATPARALLEL_DATA``, else ``~/.cache/katparallel-data``); nothing
-    is installed. Its one ``disabled=true`` is written ``enabled=false``, the
-    spelling finesse 3.0.2 reads.
-
-    Raises
-    ------
-    RuntimeError
-        If the wheel cannot be downloaded (the message has pip's output).
-    """
-    folder = Path(cache or os.environ.get("KATPARALLEL_DATA") or Path.home() / ".cache" / "katparallel-data")
-    folder.mkdir(parents=True, exist_ok=True)
-    wheels = sorted(folder.glob("finesse_ligo-1.0.15-*.whl"))
-    if not wheels:
-        done = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(folder), ALIGO_WHEEL],
-            capture_output=True, text=True,
-        )
-        wheels = sorted(folder.glob("finesse_ligo-1.0.15-*.whl"))
-        if done.returncode or not wheels:
-            raise RuntimeError(
-                f"could not download {ALIGO_WHEEL} (pip exit {done.returncode}):\n"
-                f"{done.stdout}{done.stderr}\nCheck the network or put the wheel in {folder}."
-            )
-    with zipfile.ZipFile(wheels[0]) as wheel:
-        text = wheel.read("finesse_ligo/katscript/aligo.kat").decode()
-    return text.replace("disabled=true", "enabled=false")
+#: The aLIGO design model: use :func:`katparallel.models.aligo`. This name is
+#: kept for code written against it before that module existed.
+aligo_katscript = aligo

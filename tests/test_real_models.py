@@ -1,7 +1,7 @@
 """The aLIGO design model: symbolic parameters, variables, math detectors, locks.
 
 The model (213 elements) comes from the finesse-ligo wheel, downloaded once
-into a cache (:func:`katparallel._testing.aligo_katscript`); a failed download
+into a cache (:func:`katparallel.models.aligo`); a failed download
 fails these tests. Studies are a few jobs: the model parses in 2-3 s.
 """
 
@@ -12,14 +12,14 @@ import pytest
 from finesse.analysis.actions import Noxaxis, RunLocks, Series
 
 from katparallel import Ensemble, Normal
-from katparallel._testing import aligo_katscript
+from katparallel.models import aligo as aligo_design
 
 LOCKED = Series(RunLocks(method="newton"), Noxaxis())
 
 
 @pytest.fixture(scope="module")
 def aligo() -> str:
-    return aligo_katscript() + "\nmodes(maxtem=1)\n"
+    return aligo_design() + "\nmodes(maxtem=1)\n"
 
 
 def test_batched_equals_per_job_for_symbolic_parameters_variables_and_math_detectors(aligo):
