@@ -4,6 +4,7 @@ and a parent killed outright (SIGKILL, out of memory) must leave no worker behin
 Each test runs a real parent script in a subprocess with real pools.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -147,3 +148,41 @@ def test_a_users_sigterm_and_sighup_handlers_do_not_run_in_workers(name, kw, tmp
             parent.kill()
     assert parent.returncode == 0, err[-2000:]
     assert sorted(p.name for p in markers.iterdir()) == [f"{parent.pid}-{int(signal.SIGTERM)}"]
+
+
+#: The same script under ``mpiexec``: MPI workers import it, handler included.
+MPI_HANDLERS = """
+import json, os, signal
+from katparallel.backends.mpi import MPIBackend
+
+def save_results(signum, frame):
+    pass
+
+signal.signal(signal.SIGTERM, save_results)
+signal.signal(signal.SIGHUP, save_results)
+
+def handlers(_):
+    return os.getpid(), [getattr(signal.getsignal(s), "name", "a Python function")
+                         for s in (signal.SIGTERM, signal.SIGHUP)]
+
+if __name__ == "__main__":
+    with MPIBackend() as backend:
+        print(json.dumps([os.getpid(), dict(backend.map_unordered(handlers, range(6)))]))
+"""
+
+
+@pytest.mark.timeout(180)
+def test_mpi_workers_do_not_keep_a_users_sigterm_and_sighup_handlers(tmp_path):
+    """Under ``mpiexec`` worker ranks run the script's top level as a module; the
+    handler it installs must not survive there (Slurm signals every rank)."""
+    from katparallel._testing import MPI_ENV, mpiexec_python
+
+    script = tmp_path / "mpi_handlers.py"
+    script.write_text(MPI_HANDLERS)
+    done = subprocess.run(mpiexec_python(3, str(script)), capture_output=True, text=True,
+                          timeout=TIMEOUT * 2, env={**os.environ, **MPI_ENV})
+    assert done.returncode == 0, done.stderr[-2000:]
+    parent, results = json.loads(done.stdout.strip().splitlines()[-1])
+    workers = {pid for pid, _ in results.values()}
+    assert len(workers) >= 1 and parent not in workers
+    assert {tuple(names) for _, names in results.values()} == {("SIG_DFL", "SIG_DFL")}

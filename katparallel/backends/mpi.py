@@ -31,6 +31,7 @@ from typing import Any
 from ..errors import BackendUnavailable, Failure
 from .base import Backend, workers_or_cores
 from .pinning import pin_threads, pinned_thread_env
+from .procpool import reset_signals
 
 LOGGER = logging.getLogger(__name__)
 
@@ -77,6 +78,13 @@ def shutdown_executors() -> None:
 
 
 atexit.register(shutdown_executors)
+
+
+def _init_worker(threads: int | None) -> None:
+    """Start a worker: the handlers its import of the user's script installed are
+    reset (:func:`~.procpool.reset_signals`), and its threads pinned."""
+    reset_signals()
+    pin_threads(threads)
 
 
 def _wait_for_spawned_workers(executor: Any) -> None:
@@ -143,7 +151,7 @@ class MPIBackend(Backend):
                 )
             executor = futures.MPIPoolExecutor(
                 max_workers=self.workers, env=pinned_thread_env(self._threads),
-                initializer=pin_threads, initargs=(self._threads,),
+                initializer=_init_worker, initargs=(self._threads,),
             )
             if spawning:
                 _wait_for_spawned_workers(executor)
