@@ -104,7 +104,8 @@ def _download(folder: Path) -> None:
     LOGGER.info("downloading %s into %s", ALIGO_WHEEL, folder)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as scratch:
         done = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", scratch, ALIGO_WHEEL],
+            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", scratch,
+             ALIGO_WHEEL],
             capture_output=True, text=True,
         )
         got = Path(scratch, _WHEEL_NAME)
