@@ -60,9 +60,9 @@ MIN_PARSE_SECONDS = 0.3
 MAX_ENTRIES = 32
 #: A partial write (``.writing-*``) older than this was left by a process that died.
 STALE_WRITE_SECONDS = 3600.0
-# Pickling a big model recurses deeply (the aLIGO model needs a recursion limit
-# of about 1600 with dill): a thread with a stack of its own does it while the
-# thread that asked waits, having raised the limit.
+# Pickling a big model recurses deeply (dill needs a recursion limit of 1600-1900
+# for the aLIGO model: benchmarks/modelcache_costs.py): a thread with a stack of
+# its own does it while the thread that asked waits, having raised the limit.
 _STACK_BYTES = 256 * 1024 * 1024
 _RECURSION_LIMIT = 50_000
 _LOCK = threading.Lock()
