@@ -242,7 +242,8 @@ def test_the_entry_is_the_fresh_parse_not_the_model_after_the_run(cache_everythi
     used = finesse_adapter.thread_cache("models")[ens._adapter.key].model
     assert used.last_trace is not None  # the jobs left a beam trace on the base model
     cached = modelcache.load(modelcache.entry_key(text, "katscript")).model
-    assert cached.last_trace is None and finesse_adapter._parse(text, "katscript").last_trace is None
+    assert cached.last_trace is None
+    assert finesse_adapter._parse(text, "katscript").last_trace is None  # as a fresh parse
     assert finesse_adapter._parameter_state(cached) == finesse_adapter._parameter_state(used)
 
 
@@ -300,7 +301,7 @@ def test_a_truncated_entry_is_replaced_by_the_next_save(cache_everything):
 
 
 # ----------------------------------------------------------------- 5: threads
-@pytest.mark.filterwarnings("ignore::tqdm.TqdmMonitorWarning")  # tqdm cannot start its thread either
+@pytest.mark.filterwarnings("ignore::tqdm.TqdmMonitorWarning")  # nor can tqdm's thread
 def test_a_save_thread_that_cannot_start_loses_no_results(cache_everything, monkeypatch):
     text = MODEL.format(tag="no threads")
     ens = Ensemble(text).vary("m1.T", [0.01, 0.005])

@@ -9,8 +9,8 @@ workers would read it, or else after the run (workers forked from the parent
 inherit the model and need no copy); workers and later sessions load it
 instead of parsing::
 
-    parent: parse (4 s) ─► pickle (2 s) ─► check paths ─► run on forked workers ─► results ─► thread: save
-    parent: parse (4 s) ─► pickle (2 s) ─► check paths ─► thread: save ─► run on other workers ─► results
+    parent: parse (4 s) ─► pickle (2 s) ─► run on forked workers ─► results ─► thread: save
+    parent: parse (4 s) ─► pickle (2 s) ─► thread: save ─► run on other workers ─► results
     save:   check that the pickle loads back as the parse (0.2 s), write, fsync, rename
     worker: load (0.2 s) if the file is there and ours, else parse
 
@@ -163,7 +163,8 @@ class _Untrusted(Exception):
 
 
 def load(key: str) -> Entry | None:
-    """The entry stored under ``key``, or None (absent, not safely ours, broken, or the cache is off)."""
+    """The entry stored under ``key``, or None (absent, not safely ours, broken,
+    or the cache is off)."""
     if not enabled():
         return None
     name = f"{key}.dill"
@@ -226,7 +227,9 @@ def _say_once(message: str) -> None:
 
 
 # ------------------------------------------------------------------ writing
-def unsaved(key: str, model: Any, notes: list[Note], fingerprint: Callable[[Any], Any]) -> Unsaved | None:
+def unsaved(
+    key: str, model: Any, notes: list[Note], fingerprint: Callable[[Any], Any]
+) -> Unsaved | None:
     """Pickle a freshly parsed ``model`` and its ``notes`` now, for a later
     :func:`save_in_background`; None if it cannot be pickled (it is then not cached).
 
