@@ -1,42 +1,65 @@
-"""Parsed models on disk: later processes load them instead of parsing, with the same results."""
+"""Parsed models on disk: later processes load them instead of parsing, with the same results.
+
+Every test has a cache folder of its own and proves its claim by itself: it
+writes the entries it needs, and a claim about workers uses workers that
+cannot inherit the parent's model. Nothing depends on how fast a parse is.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
+import dill
 import numpy as np
 import pytest
 
+import katparallel
 from katparallel import Ensemble
-from katparallel._testing import CAVITY_KATSCRIPT
+from katparallel._testing import CAVITY_KATSCRIPT, HOM_KATSCRIPT
 from katparallel.adapters import finesse as finesse_adapter
 from katparallel.adapters import modelcache
+from katparallel.backends.multiprocess import MultiprocessingBackend
 
 MODEL = CAVITY_KATSCRIPT + "# {tag}\n"
+OTHER_UID = 4242  # a user who is not us (the tests plant files as root)
 
 # Runs in a new process: how many parses, and the study's outputs.
 CHILD = """
 import json, sys
-import katparallel.adapters.finesse as fa
+import katparallel, katparallel.adapters.finesse as fa
 from katparallel import Ensemble
 calls = []
 real = fa._parse
 fa._parse = lambda text, syntax: calls.append(syntax) or real(text, syntax)
 res = Ensemble(sys.argv[1]).vary("m1.T", [0.01, 0.02]).vary("m1.R", [0.97]).run(
     backend="serial", progress=False)
-print(json.dumps({"parses": len(calls), "P": res["P"].values.ravel().tolist()}))
+print(json.dumps({"parses": len(calls), "P": res["P"].values.ravel().tolist(),
+                  "package": katparallel.__file__}))
 """
 
 
-def _child(text: str, **env) -> dict:
+def _child(text: str, cwd: str | os.PathLike | None = None, **env) -> dict:
     done = subprocess.run(
         [sys.executable, "-c", CHILD, text], capture_output=True, text=True, check=True,
-        env={**os.environ, **env},
+        env={**os.environ, **env}, cwd=cwd,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """A cache folder for this test alone (child processes inherit it)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    yield
+    finesse_adapter.thread_cache("models").clear()  # no model read here outlives the test
 
 
 @pytest.fixture
@@ -45,18 +68,43 @@ def cache_everything(monkeypatch):
     monkeypatch.setattr(modelcache, "MIN_PARSE_SECONDS", 0.0)
 
 
-def _entry(text: str):
-    return modelcache.cache_dir() / f"{modelcache.entry_key(text, 'katscript')}.dill"
+def _entry(text: str, syntax: str = "katscript") -> Path:
+    return modelcache.cache_dir() / f"{modelcache.entry_key(text, syntax)}.dill"
 
 
-def _written(text: str):
+def _settle(adapter) -> None:
+    finesse_adapter.thread_cache("models")[adapter.key].settle()  # the background write
+
+
+def _written(text: str, syntax: str | None = None) -> Path:
     """Run a one-job study of ``text`` here; its model is then written to the cache."""
-    ens = Ensemble(text)
+    ens = Ensemble(text, syntax=syntax)
     ens.vary("L0.P", [1.0]).run(backend="serial", progress=False)
-    finesse_adapter.thread_cache("models")[ens._adapter.key].settle()  # the background write
-    return _entry(text)
+    _settle(ens._adapter)
+    return _entry(text, syntax or "katscript")
 
 
+def _power(text: str) -> list[float]:
+    """Transmitted power of a two-job study of ``text``, read afresh in this process."""
+    finesse_adapter.thread_cache("models").clear()
+    ens = Ensemble(text)
+    res = ens.vary("m1.T", [0.01, 0.005]).run(backend="serial", batch=False, progress=False)
+    _settle(ens._adapter)
+    return res["P"].values.ravel().tolist()
+
+
+def _plant(text: str, power: float) -> Path:
+    """Write, as we would, an entry for ``text`` whose laser has ``power`` W: a
+    model that gives other numbers than ``text`` if it is loaded."""
+    path = _written(text)
+    model = modelcache.load(modelcache.entry_key(text, "katscript")).model
+    model.L0.P = power
+    path.write_bytes(dill.dumps({"model": model, "notes": []}))
+    finesse_adapter.thread_cache("models").clear()
+    return path
+
+
+# ----------------------------------------------------------------- where workers read it
 def test_workers_that_read_the_model_find_it_on_disk_before_they_start(cache_everything):
     text = MODEL.format(tag="before dispatch")
     adapter = Ensemble(text)._adapter
@@ -71,12 +119,11 @@ def test_for_workers_that_inherit_it_the_model_is_written_after_the_run(cache_ev
     adapter.before_dispatch(workers_inherit=True)
     assert not _entry(text).exists()  # not on the way to the results
     adapter.after_run()
-    finesse_adapter.thread_cache("models")[adapter.key].settle()
+    _settle(adapter)
     assert _entry(text).is_file()
 
 
 def test_which_backends_run_where_the_model_already_is():
-    from katparallel.backends.multiprocess import MultiprocessingBackend
     from katparallel.backends.serial import SerialBackend
 
     assert SerialBackend().inherits_memory
@@ -101,19 +148,211 @@ def test_a_broken_entry_means_a_parse_not_an_error(cache_everything):
     assert _child(text)["parses"] == 1
 
 
-def test_fast_parsing_models_are_not_written():
+def test_models_that_parse_faster_than_the_threshold_are_not_written(monkeypatch):
+    monkeypatch.setattr(modelcache, "MIN_PARSE_SECONDS", 3600.0)  # every parse is faster
     text = MODEL.format(tag="fast")
-    assert not _written(text).exists()  # parsed in well under MIN_PARSE_SECONDS
+    assert not _written(text).exists()
 
 
-def test_workers_get_the_same_numbers_from_a_loaded_model(cache_everything):
+def test_workers_that_cannot_inherit_the_model_load_it_and_get_the_same_numbers(cache_everything):
     text = MODEL.format(tag="workers")
-    _written(text)
-    ens = Ensemble(text).vary("L0.P", np.linspace(1, 2, 6)).vary("cav.L", [1.0, 1.5])
-    pool = ens.run(backend="multiprocessing", workers=2, batch=False, progress=False)
-    finesse_adapter.thread_cache("models").clear()  # this process parses again
+    path = _written(text)
+    day_ago = time.time() - 86400
+    os.utime(path, (day_ago, day_ago))
+    backend = MultiprocessingBackend(workers=2, start_method="spawn")
+    backend.close()  # a pool started now, in this test's environment (its cache folder)
+    try:
+        ens = Ensemble(text).vary("L0.P", np.linspace(1, 2, 6)).vary("cav.L", [1.0, 1.5])
+        pool = ens.run(backend=backend, batch=False, progress=False)
+    finally:
+        backend.close()
+    assert path.stat().st_mtime > day_ago + 3600  # the workers read it (a load touches it)
+    assert not pool.failures
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KATPARALLEL_MODEL_CACHE", "0")
+        finesse_adapter.thread_cache("models").clear()
         serial = Ensemble(text).vary("L0.P", np.linspace(1, 2, 6)).vary("cav.L", [1.0, 1.5]).run(
             backend="serial", batch=False, progress=False)
     assert np.array_equal(pool["P"].values, serial["P"].values)
+
+
+# ----------------------------------------------------------------- 1: only our own files
+def test_an_entry_owned_by_another_user_is_ignored(cache_everything, caplog):
+    text = MODEL.format(tag="planted")
+    parsed = _power(text)
+    path = _plant(text, power=7.0)
+    assert _power(text) == pytest.approx(7 * np.array(parsed))  # a planted entry of ours: used
+    os.chown(path, OTHER_UID, -1)
+    caplog.set_level(logging.DEBUG, logger=modelcache.LOGGER.name)
+    assert modelcache.load(modelcache.entry_key(text, "katscript")) is None
+    assert _power(text) == parsed
+    said = [r.getMessage() for r in caplog.records if path.name[:12] in r.getMessage()]
+    assert len(said) == 1 and "owned by" in said[0]  # once, however often it is met
+
+
+def test_a_symbolic_link_is_not_followed(cache_everything, tmp_path):
+    text = MODEL.format(tag="symlink")
+    parsed = _power(text)
+    path = _plant(text, power=7.0)
+    elsewhere = tmp_path / "elsewhere.dill"
+    path.rename(elsewhere)
+    path.symlink_to(elsewhere)
+    assert _power(text) == parsed
+
+
+def test_a_folder_others_can_write_is_neither_read_nor_written_nor_changed(cache_everything):
+    text = MODEL.format(tag="group-writable")
+    parsed = _power(text)
+    path = _plant(text, power=7.0)
+    path.parent.chmod(0o770)
+    assert _power(text) == parsed
+    assert not _written(MODEL.format(tag="not written there")).exists()
+    assert path.parent.stat().st_mode & 0o777 == 0o770  # refused, not tightened
+    path.parent.chmod(0o700)
+    assert _power(text) == pytest.approx(7 * np.array(parsed))  # nothing was written there
+
+
+# ----------------------------------------------------------------- 2: stale entries
+def test_the_key_changes_with_katparallels_own_source(cache_everything, tmp_path):
+    text = MODEL.format(tag="source changed")
+    _written(text)
+    copy = tmp_path / "copy"
+    shutil.copytree(Path(katparallel.__file__).parent, copy / "katparallel",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    same = _child(text, cwd=copy, PYTHONPATH=str(copy))
+    assert same["package"].startswith(str(copy)) and same["parses"] == 0
+    front_end = copy / "katparallel" / "finesse2" / "frontend.py"
+    front_end.write_text(front_end.read_text() + "\n# a change\n")
+    changed = _child(text, cwd=copy, PYTHONPATH=str(copy))
+    assert changed["package"].startswith(str(copy)) and changed["parses"] == 1
+
+
+def test_the_key_names_every_version_that_shapes_the_pickle(monkeypatch):
+    key = modelcache.entry_key(CAVITY_KATSCRIPT, "katscript")
+    monkeypatch.setattr(np, "__version__", "0.0.1")
+    assert modelcache.entry_key(CAVITY_KATSCRIPT, "katscript") != key
+
+
+# ----------------------------------------------------------------- 3: the fresh parse
+def test_the_entry_is_the_fresh_parse_not_the_model_after_the_run(cache_everything):
+    text = HOM_KATSCRIPT + "# after a run\n"
+    ens = Ensemble(text)
+    ens.vary("m1.T", [0.01, 0.005]).run(backend="serial", batch=False, progress=False)
+    _settle(ens._adapter)
+    used = finesse_adapter.thread_cache("models")[ens._adapter.key].model
+    assert used.last_trace is not None  # the jobs left a beam trace on the base model
+    cached = modelcache.load(modelcache.entry_key(text, "katscript")).model
+    assert cached.last_trace is None
+    assert finesse_adapter._parse(text, "katscript").last_trace is None  # as a fresh parse
+    assert finesse_adapter._parameter_state(cached) == finesse_adapter._parameter_state(used)
+
+
+# ----------------------------------------------------------------- 4: durable, pruned, LRU
+def test_an_entry_is_on_disk_before_it_gets_its_name(cache_everything, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(src, dst, **kw):
+        events.append(("replace", str(src)))
+        return real_replace(src, dst, **kw)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    _written(MODEL.format(tag="durable"))
+    replaced = [i for i, (what, _) in enumerate(events) if what == "replace"]
+    assert len(replaced) == 1
+    temporary = events[replaced[0]][1]
+    assert ("fsync", temporary) in events[: replaced[0]]
+
+
+def test_leftover_partial_writes_older_than_an_hour_are_removed(cache_everything):
+    folder = _written(MODEL.format(tag="first")).parent
+    old, new = folder / ".writing-old", folder / ".writing-new"
+    old.write_bytes(b"x")
+    new.write_bytes(b"x")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    _written(MODEL.format(tag="second"))
+    assert not old.exists() and new.exists()  # a write under way is left alone
+
+
+def test_the_least_recently_used_entries_go_first(cache_everything, monkeypatch):
+    monkeypatch.setattr(modelcache, "MAX_ENTRIES", 2)
+    first, second = MODEL.format(tag="lru first"), MODEL.format(tag="lru second")
+    a, b = _written(first), _written(second)
+    for age, path in ((7200, a), (3600, b)):  # first written first
+        os.utime(path, (time.time() - age, time.time() - age))
+    assert modelcache.load(modelcache.entry_key(first, "katscript")) is not None  # used since
+    c = _written(MODEL.format(tag="lru third"))
+    assert a.exists() and c.exists() and not b.exists()
+
+
+def test_a_truncated_entry_is_replaced_by_the_next_save(cache_everything):
+    text = MODEL.format(tag="truncated")
+    path = _written(text)
+    path.write_bytes(path.read_bytes()[:100])
+    finesse_adapter.thread_cache("models").clear()
+    _written(text)
+    assert modelcache.load(modelcache.entry_key(text, "katscript")) is not None
+
+
+# ----------------------------------------------------------------- 5: threads
+@pytest.mark.filterwarnings("ignore::tqdm.TqdmMonitorWarning")  # nor can tqdm's thread
+def test_a_save_thread_that_cannot_start_loses_no_results(cache_everything, monkeypatch):
+    text = MODEL.format(tag="no threads")
+    ens = Ensemble(text).vary("m1.T", [0.01, 0.005])
+
+    def refuse(self):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    res = ens.run(backend="serial", batch=False, progress=False)  # the write cannot start
+    other = MODEL.format(tag="no threads at all")
+    also = Ensemble(other).vary("m1.T", [0.01, 0.005]).run(  # nor the pickling
+        backend="serial", batch=False, progress=False)
+    monkeypatch.undo()
+    assert not res.failures and not also.failures
+    assert _power(text) == res["P"].values.ravel().tolist() == also["P"].values.ravel().tolist()
+    assert not _entry(other).exists()
+
+
+def test_only_the_thread_that_asked_changes_the_recursion_limit(cache_everything, monkeypatch):
+    changed_by = []
+    real = sys.setrecursionlimit
+
+    def spy(limit):
+        changed_by.append(threading.current_thread().name)
+        return real(limit)
+
+    monkeypatch.setattr(sys, "setrecursionlimit", spy)
+    _written(MODEL.format(tag="recursion limit"))
+    assert changed_by and set(changed_by) == {threading.current_thread().name}
+
+
+# ----------------------------------------------------------------- 6: notes
+FINESSE2_QUIRK = """\
+l L0 1 0 n0
+s s1 1 n0 n1
+m m1 0.9 0.1 0 n1 n2
+s s2 1 n2 n3
+m m2 0.9 0.1 0 n3 n4
+pd P n2
+xaxis m1 phi lin 0 90 10_000
+"""
+
+
+def test_a_loaded_model_says_the_notes_its_parse_said(cache_everything, caplog, monkeypatch):
+    caplog.set_level(logging.WARNING)
+    path = _written(FINESSE2_QUIRK, syntax="finesse2")
+    parsed = [r.getMessage() for r in caplog.records if "10_000" in r.getMessage()]
+    assert len(parsed) == 1 and path.is_file()
+    caplog.clear()
+    finesse_adapter.thread_cache("models").clear()
+    monkeypatch.setattr(finesse_adapter, "_parse", lambda *a: pytest.fail("parsed, not loaded"))
+    Ensemble(FINESSE2_QUIRK, syntax="finesse2")
+    loaded = [r for r in caplog.records if "10_000" in r.getMessage()]
+    assert [r.getMessage() for r in loaded] == parsed and loaded[0].levelno == logging.WARNING

@@ -104,26 +104,27 @@ def as_array(value: Any) -> np.ndarray:
 class BaseModel:
     """A parsed model and the value of each of its parameters when parsed.
 
-    ``cache_key`` is set while a model that was slow to parse is not yet in
-    the on-disk cache: :meth:`save` writes it there from a background thread,
-    which jobs wait for (:meth:`settle`) before they change the model.
+    ``unsaved`` is set while a model that was slow to parse is not yet in the
+    on-disk cache: the pickle of its fresh parse, which :meth:`save` writes
+    there from a background thread (:meth:`settle` waits for it).
     """
 
-    def __init__(self, model: Any, read_seconds: float = 0.0, cache_key: str | None = None):
+    def __init__(self, model: Any, read_seconds: float = 0.0,
+                 unsaved: modelcache.Unsaved | None = None):
         self.model = model
         self.snapshot = [(p, p.value) for p in model.all_parameters]
         self.read_seconds = read_seconds
-        self.cache_key = cache_key
+        self.unsaved = unsaved
         self.saving: threading.Thread | None = None
 
     def save(self) -> None:
-        """Start writing the model to the on-disk cache, if it is due there."""
-        if self.cache_key is not None:
-            self.saving = modelcache.save_in_background(self.cache_key, self.model, _same_model)
-            self.cache_key = None
+        """Start writing the fresh parse to the on-disk cache, if it is due there."""
+        if self.unsaved is not None:
+            self.saving = modelcache.save_in_background(self.unsaved)
+            self.unsaved = None
 
     def settle(self) -> "BaseModel":
-        """Wait until no thread is pickling the model; return self."""
+        """Wait until the model is written to the on-disk cache; return self."""
         if self.saving is not None:
             self.saving.join()
             self.saving = None
@@ -183,22 +184,23 @@ def _parse(text: str, syntax: str):
 
 
 def _load_or_parse(text: str, syntax: str, save: bool) -> BaseModel:
-    """The model of ``text``: from the on-disk cache, else parsed (and, if
-    ``save`` and the parse was slow, due there: :meth:`BaseModel.save`)."""
+    """The model of ``text``: from the on-disk cache (saying again the notes its
+    parse logged), else parsed (and, if ``save`` and the parse was slow,
+    pickled now, before any job changes it, for :meth:`BaseModel.save`)."""
     _import_finesse()
     key = modelcache.entry_key(text, syntax)
     started = time.perf_counter()
-    model = modelcache.load(key)
-    if model is not None:
-        return BaseModel(model, read_seconds=time.perf_counter() - started)
-    model = _parse(text, syntax)
+    cached = modelcache.load(key)
+    if cached is not None:
+        cached.replay_notes()
+        return BaseModel(cached.model, read_seconds=time.perf_counter() - started)
+    with modelcache.recording_notes(logging.getLogger(exact_model.__module__)) as notes:
+        model = _parse(text, syntax)
     seconds = time.perf_counter() - started
-    due = save and seconds > modelcache.MIN_PARSE_SECONDS
-    return BaseModel(model, seconds, cache_key=key if due else None)
-
-
-def _same_model(model, other) -> bool:
-    return _parameter_state(model) == _parameter_state(other)
+    unsaved = None
+    if save and seconds > modelcache.MIN_PARSE_SECONDS:
+        unsaved = modelcache.unsaved(key, model, notes, _parameter_state)
+    return BaseModel(model, seconds, unsaved)
 
 
 class _QuietThread(logging.Filter):
@@ -527,7 +529,7 @@ class FinesseAdapter:
         if fresh:
             yield copy.deepcopy(self.base_model())
             return
-        base = self._base().settle()
+        base = self._base()
         try:
             yield base.model
         finally:
@@ -564,7 +566,7 @@ class FinesseAdapter:
         """Run ``chunk`` on the fast path: ``(ChunkResult, positions to run job by job)``."""
         from .stepping import step_chunk
 
-        base = self._base().settle()
+        base = self._base()
         try:
             return step_chunk(base.model, chunk, self)
         finally:
