@@ -31,6 +31,7 @@ _EXPORTS = {
     "BackendUnavailable": ".errors",
     "ModelSourceError": ".errors",
     "JobError": ".errors",
+    "IncompleteDesignError": ".errors",
 }
 
 __all__ = tuple(_EXPORTS)
