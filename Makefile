@@ -37,6 +37,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/compare_backends.py --repeat 2 --json out/compare_backends.json --png out/compare_backends.png
 	$(PY) benchmarks/memory_million.py
 	$(PY) benchmarks/aligo_costs.py --json out/aligo_costs.json
+	$(PY) benchmarks/aligo_sobol.py --json out/aligo_sobol.json
 
 clean:
 	rm -rf $(VENV) out

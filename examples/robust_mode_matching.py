@@ -27,7 +27,6 @@ import argparse
 import functools
 import time
 
-import numpy as np
 from scipy.optimize import differential_evolution
 
 from katparallel import Ensemble, Normal, Uniform

@@ -22,6 +22,8 @@ _EXPORTS = {
     "Normal": ".sampling",
     "Uniform": ".sampling",
     "LogNormal": ".sampling",
+    "YieldResult": ".stats",
+    "Objective": ".optimize",
     "Backend": ".backends",
     "register_backend": ".backends",
     "available": ".backends",

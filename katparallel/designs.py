@@ -36,7 +36,7 @@ LOGGER = logging.getLogger(__name__)
 
 __all__ = (
     "METHODS", "Sampled", "Saltelli", "Morris", "check_power_of_two", "unit_points",
-    "annotate", "design_of", "DESIGN_ATTR", "BLOCK_COORD", "UNIT_COORD", "PARAM_DIM",
+    "annotate", "design_of", "block_name", "DESIGN_ATTR", "BLOCK_COORD", "UNIT_COORD", "PARAM_DIM",
 )
 
 #: The methods of :meth:`Ensemble.sample <katparallel.Ensemble.sample>`.

@@ -30,7 +30,7 @@ from .errors import Failure, InvalidValuesError
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ("Objective", "map_points", "BatchExecutor")
+__all__ = ("Objective", "map_points", "BatchExecutor", "as_run_options")
 
 
 class Objective:
@@ -116,7 +116,8 @@ def map_points(fn: Callable, points: Iterable[Any], backend: Any = "auto",
 
     An :class:`Objective` (also inside SciPy's wrapper) runs the points as
     one study; any other picklable function runs point by point on the
-    backend's pool, in order. The first point whose call raised raises here,
+    backend (``"auto"`` runs it here: give ``backend="multiprocessing"`` for
+    a pool), results in order. The first point whose call raised raises here,
     as the built-in ``map`` would.
     """
     target = _unwrap(fn)

@@ -166,3 +166,17 @@ def test_plot_sensitivity(pt):
     ax = pt.plot_sensitivity("P")
     assert len(ax.patches) == 6  # S1 and ST bars for three parameters
     assert [t.get_text() for t in ax.get_xticklabels()][-1] == "s0.L"  # ranked by ST
+
+
+def test_indices_over_an_output_axis():
+    dists = {"L0.P": Uniform(0, 2), "m1.T": Uniform(0, 1)}
+    res = Ensemble(PT).sobol(dists, n=512, seed=3).run(
+        "xaxis(s0.L, lin, 1, 2, 2)", backend="serial", progress=False
+    )
+    si = res.sensitivity("P", n_resamples=100)
+    assert si["ST"].dims == ("param", "s0.L") and si.sizes["s0.L"] == 3
+    np.testing.assert_allclose(si["S1"].values, 3 / 7, atol=0.06)
+    # plane waves: the power does not depend on s0.L, so every column gives the same indices
+    np.testing.assert_allclose(si["ST"].values, si["ST"].values[:, :1].repeat(3, axis=1), rtol=1e-9)
+    with pytest.raises(ValueError, match="select one point first"):
+        res.plot_sensitivity("P")
