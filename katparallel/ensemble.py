@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from .plan import SAMPLE_DIM, Axis, Plan, as_values
 from .results import Results
 from .runner import RunOptions, Study, run_study
 from .sampling import as_distribution, new_seed, sampling_rng
+
+if TYPE_CHECKING:
+    from .optimize import BatchExecutor, Objective
 
 LOGGER = logging.getLogger(__name__)
 
@@ -226,7 +229,7 @@ class Ensemble:
     def objective(
         self, paths: list[str], score: Callable, analysis: Any = None,
         on_failure: float = np.inf,
-    ):
+    ) -> "Objective":
         """A function ``objective(x) -> float`` for optimizers: this study run at ``x``.
 
         ``x`` sets ``paths`` (in order); every job of this ensemble (its
@@ -257,7 +260,7 @@ class Ensemble:
 
         return map_points(fn, points, **as_run_options(run))
 
-    def executor(self, **run: Any):
+    def executor(self, **run: Any) -> "BatchExecutor":
         """A :class:`concurrent.futures.Executor` that runs what is submitted in batches.
 
         Submissions wait until a result is first asked for, then run
