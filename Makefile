@@ -25,6 +25,9 @@ demo: $(VENV)/.installed
 	$(PY) examples/mirror_transmission_sweep.py --backend multiprocessing --workers 2 --out out
 	$(PY) examples/laser_power_jitter.py --backend multiprocessing --workers 2 --out out
 	$(PY) examples/aligo_tolerance.py --draws 500 --locked 8 --out out
+	$(PY) examples/aligo_sensitivity.py --n 64 --out out
+	$(PY) examples/aligo_yield.py --draws 1000
+	$(PY) examples/robust_mode_matching.py
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
@@ -34,6 +37,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/compare_backends.py --repeat 2 --json out/compare_backends.json --png out/compare_backends.png
 	$(PY) benchmarks/memory_million.py
 	$(PY) benchmarks/aligo_costs.py --json out/aligo_costs.json
+	$(PY) benchmarks/aligo_sobol.py --json out/aligo_sobol.json
 
 clean:
 	rm -rf $(VENV) out

@@ -22,6 +22,8 @@ _EXPORTS = {
     "Normal": ".sampling",
     "Uniform": ".sampling",
     "LogNormal": ".sampling",
+    "YieldResult": ".stats",
+    "Objective": ".optimize",
     "Backend": ".backends",
     "register_backend": ".backends",
     "available": ".backends",
@@ -31,6 +33,7 @@ _EXPORTS = {
     "BackendUnavailable": ".errors",
     "ModelSourceError": ".errors",
     "JobError": ".errors",
+    "IncompleteDesignError": ".errors",
 }
 
 __all__ = tuple(_EXPORTS)

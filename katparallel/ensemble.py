@@ -15,28 +15,25 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .adapters import adapter_for
 from .backends.base import Backend
+from .designs import Design, Morris, Saltelli, Sampled, annotate
 from .errors import InvalidValuesError
 from .plan import SAMPLE_DIM, Axis, Plan, as_values
 from .results import Results
 from .runner import RunOptions, Study, run_study
 from .sampling import as_distribution, new_seed, sampling_rng
 
+if TYPE_CHECKING:
+    from .optimize import BatchExecutor, Objective
+
 LOGGER = logging.getLogger(__name__)
 
 __all__ = ("Ensemble",)
-
-
-@dataclass(frozen=True)
-class _Sampled:
-    n: int
-    distributions: Mapping[str, Any]
 
 
 class Ensemble:
@@ -63,7 +60,7 @@ class Ensemble:
 
     def __init__(self, model: Any, *, seed: int | None = None, syntax: str | None = None):
         self._adapter = adapter_for(model, syntax=syntax)
-        self._axes: tuple[dict[str, np.ndarray] | _Sampled, ...] = ()
+        self._axes: tuple[dict[str, np.ndarray] | Design, ...] = ()
         self._perturbs: tuple[Callable, ...] = ()
         self._seed = _check_seed(seed)
 
@@ -78,7 +75,7 @@ class Ensemble:
         """Every parameter path the study varies or samples."""
         out = []
         for axis in self._axes:
-            out.extend(axis.distributions if isinstance(axis, _Sampled) else axis)
+            out.extend(axis.distributions if isinstance(axis, Design) else axis)
         return tuple(out)
 
     def _add_paths(self, new: Mapping[str, Any], first_values: Mapping[str, float]):
@@ -129,6 +126,7 @@ class Ensemble:
         n: int,
         distributions: Mapping[str, Any] | None = None,
         seed: int | None = None,
+        method: str = "mc",
     ) -> "Ensemble":
         """Add a Monte Carlo axis of ``n`` draws, named ``"sample"``.
 
@@ -143,18 +141,77 @@ class Ensemble:
             :meth:`perturb` or a factory).
         seed : int, optional
             The study's seed (same seed, same draws, on any backend).
+        method : {"mc", "lhs", "sobol", "halton"}
+            ``"mc"``: each distribution draws its own values. The others place
+            the points by a scrambled quasi-random design of
+            :mod:`scipy.stats.qmc` (Latin hypercube, Sobol', Halton), mapped
+            through each distribution's inverse CDF (a callable without one is
+            refused). ``"sobol"`` needs ``n`` a power of 2.
         """
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise InvalidValuesError(f"sample(n, ...) needs a positive whole number n, got {n!r}")
-        if any(isinstance(a, _Sampled) for a in self._axes):
+        _check_count(n, "sample(n, ...)")
+        dists = {str(p): as_distribution(d) for p, d in (distributions or {}).items()}
+        return self._designed(Sampled(int(n), dists, method), seed)
+
+    def sobol(
+        self,
+        distributions: Mapping[str, Any],
+        n: int = 1024,
+        seed: int | None = None,
+        second_order: bool = False,
+    ) -> "Ensemble":
+        """Add the design of Sobol' sensitivity indices: ``n (d + 2)`` jobs.
+
+        Saltelli's design: base points A and B (``n`` each, one scrambled
+        Sobol' sequence) and, for each of the ``d`` parameters, A with that
+        column taken from B; with ``second_order``, also B with the column
+        from A (``n (2 d + 2)`` jobs). The jobs differ only in parameter
+        values, so Finesse models step them inside one simulation. Analyse
+        with ``res.sensitivity(output, method="sobol")``.
+
+        Parameters
+        ----------
+        distributions : dict
+            Parameter path -> a distribution with an inverse CDF
+            (:class:`Normal`, :class:`Uniform`, :class:`LogNormal`).
+        n : int
+            Base points, a power of 2.
+        seed : int, optional
+            The study's seed.
+        second_order : bool
+            Also run the rows second-order indices need.
+        """
+        _check_count(n, "sobol(n=...)")
+        dists = {str(p): as_distribution(d) for p, d in distributions.items()}
+        return self._designed(Saltelli(int(n), dists, bool(second_order)), seed)
+
+    def morris(
+        self,
+        distributions: Mapping[str, Any],
+        trajectories: int = 20,
+        levels: int = 4,
+        seed: int | None = None,
+    ) -> "Ensemble":
+        """Add a Morris screening design: ``trajectories (d + 1)`` jobs.
+
+        Each trajectory changes one parameter at a time across a grid of
+        ``levels`` quantiles of its distribution (SALib's design). Analyse
+        with ``res.sensitivity(output, method="morris")``.
+        """
+        _check_count(trajectories, "morris(trajectories=...)")
+        dists = {str(p): as_distribution(d) for p, d in distributions.items()}
+        return self._designed(Morris(int(trajectories), dists, int(levels)), seed)
+
+    def _designed(self, design: Design, seed: int | None) -> "Ensemble":
+        """This ensemble with the sampled axis ``design`` added."""
+        if any(isinstance(a, Design) for a in self._axes):
             raise InvalidValuesError(
                 "This ensemble already samples; give all distributions in one "
-                "sample(n, {...}) call so they are drawn together."
+                "sample(), sobol() or morris() call so they are drawn together."
             )
-        dists = {str(p): as_distribution(d) for p, d in (distributions or {}).items()}
         probe_rng = np.random.default_rng(0)
+        dists = design.distributions
         self._add_paths(dists, {p: float(d.draw(probe_rng, 1)[0]) for p, d in dists.items()})
-        changes = {"_axes": self._axes + (_Sampled(int(n), dists),)}
+        changes = {"_axes": self._axes + (design,)}
         if seed is not None:
             changes["_seed"] = _check_seed(seed)
         return self._copy(**changes)
@@ -169,6 +226,51 @@ class Ensemble:
             raise TypeError(f"perturb() takes a function fn(model, rng), got {fn!r}")
         return self._copy(_perturbs=self._perturbs + (fn,))
 
+    def objective(
+        self, paths: list[str], score: Callable, analysis: Any = None,
+        on_failure: float = np.inf,
+    ) -> "Objective":
+        """A function ``objective(x) -> float`` for optimizers: this study run at ``x``.
+
+        ``x`` sets ``paths`` (in order); every job of this ensemble (its
+        tolerance draws, say) runs at that point and ``score(outputs)``
+        reduces their :class:`xarray.Dataset` to one number (``on_failure``
+        if a job failed). The study's seed is fixed here, so every point
+        sees the same draws. Give it to :meth:`map` to run a population as
+        one study (see :mod:`katparallel.optimize`).
+        """
+        from .optimize import Objective
+
+        self._adapter.check_paths(list(paths))
+        fixed = self if self._seed is not None else self._copy(_seed=new_seed())
+        return Objective(fixed, paths, score, analysis, on_failure)
+
+    def map(self, fn: Callable, points: Any, **run: Any) -> list:
+        """``[fn(p) for p in points]`` on katparallel's engines, for optimizers.
+
+        With an :meth:`objective`, the points run as one study, stepped in
+        one simulation where they only change parameter values:
+        ``differential_evolution(obj, bounds, workers=ens.map,
+        updating="deferred")``. Any other picklable function runs point by
+        point on the pool. ``run`` takes ``backend``, ``workers``, ``batch``
+        (use ``functools.partial(ens.map, backend=...)`` where an optimizer
+        calls ``map(fn, points)``).
+        """
+        from .optimize import as_run_options, map_points
+
+        return map_points(fn, points, **as_run_options(run))
+
+    def executor(self, **run: Any) -> "BatchExecutor":
+        """A :class:`concurrent.futures.Executor` that runs what is submitted in batches.
+
+        Submissions wait until a result is first asked for, then run
+        together through :meth:`map` (Nevergrad: ``optimizer.minimize(obj,
+        executor=ens.executor(), batch_mode=True)``).
+        """
+        from .optimize import BatchExecutor, as_run_options
+
+        return BatchExecutor(**as_run_options(run))
+
     def plan(self, seed: int | None = None) -> Plan:
         """The jobs this ensemble runs: draws the samples for ``seed``."""
         seed = _check_seed(seed) if seed is not None else self._seed
@@ -176,17 +278,17 @@ class Ensemble:
             seed = new_seed()
         axes = []
         for number, axis in enumerate(self._axes):
-            if isinstance(axis, _Sampled):
-                rng = sampling_rng(seed, number)
+            if isinstance(axis, Design):
+                drawn, _ = axis.draw(sampling_rng(seed, number))
                 values = {}
-                for path, dist in axis.distributions.items():
-                    values[path] = as_values(path, dist.draw(rng, axis.n))
-                    if len(values[path]) != axis.n:
+                for path, column in drawn.items():
+                    values[path] = as_values(path, column)
+                    if len(values[path]) != axis.size:
                         raise InvalidValuesError(
                             f"The distribution of {path!r} returned {len(values[path])} "
-                            f"values, not the {axis.n} asked for."
+                            f"values, not the {axis.size} asked for."
                         )
-                axes.append(Axis(SAMPLE_DIM, values, size=axis.n))
+                axes.append(Axis(SAMPLE_DIM, values, size=axis.size))
             else:
                 axes.append(Axis(next(iter(axis)), axis))
         return Plan(tuple(axes), seed)
@@ -267,7 +369,16 @@ class Ensemble:
             resume=resume, retry_failed=retry_failed,
         )
         study = Study(self._adapter, self.plan, self._seed, self._perturbs)
-        return run_study(study, analysis, options)
+        results = run_study(study, analysis, options)
+        for number, axis in enumerate(self._axes):
+            if isinstance(axis, Design):  # record the design beside the results
+                annotate(results.to_xarray(), axis, axis.draw(sampling_rng(results.seed, number))[1])
+        return results
+
+
+def _check_count(n: Any, what: str) -> None:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InvalidValuesError(f"{what} needs a positive whole number, got {n!r}")
 
 
 def _check_seed(seed: Any) -> int | None:

@@ -15,6 +15,7 @@ __all__ = (
     "BackendUnavailable",
     "ModelSourceError",
     "JobError",
+    "IncompleteDesignError",
     "Failure",
     "WORKER_CRASHED",
 )
@@ -49,6 +50,18 @@ class JobError(KatParallelError):
     The first failed job's :class:`Failure`, with its traceback in the
     worker, is chained as ``__cause__``.
     """
+
+
+class IncompleteDesignError(KatParallelError, ValueError):
+    """Rows of a sensitivity design failed, and its estimator needs every row.
+
+    ``rows`` lists the failed rows (job indices); the message names them and
+    the given-data methods that can use the rows that ran.
+    """
+
+    def __init__(self, message: str, rows: list[int]):
+        super().__init__(message)
+        self.rows = rows
 
 
 #: ``Failure.type`` of a task whose process died (killed, segfault, out of memory).

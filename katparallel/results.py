@@ -278,6 +278,67 @@ class Results:
             )
         return ax
 
+    # Uncertainty analysis: the statistics live in katparallel.sensitivity and
+    # katparallel.stats; these methods hand them the labelled results.
+
+    def sensitivity(
+        self, output: str | xr.DataArray, method: str = "sobol", confidence: float = 0.95,
+        n_resamples: int | None = None,
+    ) -> xr.Dataset:
+        """Sensitivity indices of ``output`` to the sampled parameters.
+
+        ``method="sobol"`` (first-order ``S1``, total ``ST``, and ``S2`` of a
+        second-order design) needs :meth:`Ensemble.sobol`; ``"morris"`` needs
+        :meth:`Ensemble.morris`; ``"delta"`` and ``"pawn"`` (SALib's given-data
+        methods) take any sampled study. ``output`` is an output name or an
+        array over ``sample`` made from outputs (``abs(res["a"])``). Returns
+        an :class:`xarray.Dataset` over ``param`` and the output's own
+        dimensions, with ``*_low``/``*_high`` bootstrap bounds at
+        ``confidence``; see :func:`katparallel.sensitivity.sensitivity`.
+
+        Raises
+        ------
+        IncompleteDesignError
+            If jobs of a Sobol' or Morris design failed (it names the rows).
+        """
+        from .sensitivity import sensitivity
+
+        return sensitivity(self._dataset, output, method, confidence, n_resamples, self.failures)
+
+    def plot_sensitivity(
+        self, output: str | xr.DataArray, method: str = "sobol", ax=None, **kwargs
+    ):
+        """Bar chart of :meth:`sensitivity` with its bounds as error bars; returns the Axes."""
+        from .sensitivity import plot_indices
+
+        return plot_indices(self.sensitivity(output, method, **kwargs), ax=ax)
+
+    def yield_(self, spec, confidence: float = 0.95):
+        """The fraction of jobs meeting ``spec``, with a Clopper-Pearson interval.
+
+        ``spec`` is ``{output: (low, high)}`` (``None`` for an open side) or a
+        function of the results dataset returning one bool per job. Failed
+        jobs count as failing and are reported (:class:`~katparallel.stats.YieldResult`).
+        """
+        from .stats import yield_fraction
+
+        return yield_fraction(self._dataset, self.failures, spec, confidence)
+
+    def quantiles(
+        self, q, outputs: str | Sequence[str] | None = None, confidence: float = 0.95,
+        n_resamples: int = 999,
+    ) -> xr.Dataset:
+        """Quantiles ``q`` of the outputs over ``sample``, with bootstrap bounds."""
+        from .stats import quantiles
+
+        return quantiles(self._dataset, q, outputs, confidence, n_resamples)
+
+    def rank(self, output: str | xr.DataArray) -> xr.Dataset:
+        """Spearman correlation of each sampled parameter with ``output``."""
+        from .stats import rank
+
+        return rank(self._dataset, output)
+
 
 def load(path: str | os.PathLike) -> Results:
     """Read results written by :meth:`Results.save`."""

@@ -36,13 +36,22 @@ SAMPLING_KEY = 2**32 - 1
 class Distribution:
     """A distribution to draw parameter values from.
 
-    Subclasses implement :meth:`draw`; any callable ``(rng, n) -> array`` can
-    be used in its place (see :func:`as_distribution`).
+    Subclasses implement :meth:`draw`, and :meth:`ppf` (the inverse CDF) to
+    be usable in quasi-random and sensitivity designs; any callable
+    ``(rng, n) -> array`` can be used in its place (see :func:`as_distribution`).
     """
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """Return ``n`` draws as a float array."""
         raise NotImplementedError
+
+    def ppf(self, q: np.ndarray) -> np.ndarray:
+        """The inverse CDF: the values below which a fraction ``q`` of draws lie."""
+        raise NotImplementedError(
+            f"{self!r} has no inverse CDF (ppf), which quasi-random and sensitivity "
+            "designs map their points through; use Normal, Uniform or LogNormal, give "
+            "the distribution a ppf(q) method, or sample it with method='mc'."
+        )
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,11 @@ class Normal(Distribution):
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.normal(self.mu, self.sigma, n)
+
+    def ppf(self, q: np.ndarray) -> np.ndarray:
+        from scipy.special import ndtri
+
+        return self.mu + self.sigma * ndtri(np.asarray(q, dtype=float))
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,9 @@ class Uniform(Distribution):
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.uniform(self.low, self.high, n)
+
+    def ppf(self, q: np.ndarray) -> np.ndarray:
+        return self.low + (self.high - self.low) * np.asarray(q, dtype=float)
 
 
 @dataclass(frozen=True)
@@ -95,6 +112,11 @@ class LogNormal(Distribution):
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.lognormal(self.mu, self.sigma, n)
 
+    def ppf(self, q: np.ndarray) -> np.ndarray:
+        from scipy.special import ndtri
+
+        return np.exp(self.mu + self.sigma * ndtri(np.asarray(q, dtype=float)))
+
 
 @dataclass(frozen=True)
 class _CallableDistribution(Distribution):
@@ -102,6 +124,14 @@ class _CallableDistribution(Distribution):
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return np.asarray(self.fn(rng, n), dtype=float)
+
+    def ppf(self, q: np.ndarray) -> np.ndarray:
+        raise NotImplementedError(
+            f"the callable {getattr(self.fn, '__qualname__', self.fn)!r} draws values but "
+            "has no inverse CDF, which quasi-random and sensitivity designs map their "
+            "points through; use Normal, Uniform, LogNormal (or a Distribution with a "
+            "ppf(q) method) for it, or sample with method='mc'."
+        )
 
 
 def as_distribution(obj: Distribution | Callable) -> Distribution:
