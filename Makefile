@@ -25,7 +25,7 @@ demo: $(VENV)/.installed
 	$(PY) examples/mirror_transmission_sweep.py --backend multiprocessing --workers 2 --out out
 	$(PY) examples/laser_power_jitter.py --backend multiprocessing --workers 2 --out out
 	$(PY) examples/aligo_tolerance.py --draws 500 --locked 8 --out out
-	$(PY) examples/aligo_sensitivity.py --n 64 --out out
+	$(PY) examples/aligo_sobol.py --n 64 --out out
 	$(PY) examples/aligo_yield.py --draws 1000
 	$(PY) examples/robust_mode_matching.py
 

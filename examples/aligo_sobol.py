@@ -6,11 +6,11 @@ arm test masses' radii of curvature and the X-arm losses -- are drawn by
 Saltelli's design (``n (d + 2)`` points), every point stepped inside one built
 simulation per worker. The tolerances are then ranked by their total Sobol'
 index on the power-recycling gain ``PRG`` and the X-arm gain ``AGX``, with
-bootstrap intervals, and plotted to ``out/aligo_sensitivity.png``.
+bootstrap intervals, and plotted to ``out/aligo_sobol.png``.
 
 Run::
 
-    python examples/aligo_sensitivity.py --n 64 --backend multiprocessing --workers 2
+    python examples/aligo_sobol.py --n 64 --backend multiprocessing --workers 2
 """
 
 import argparse
@@ -60,10 +60,10 @@ def main() -> None:
                   f"{row['ST_high'].item():6.3f}]   S1 {row['S1'].item():6.3f}")
         res.plot_sensitivity(output, ax=ax)
     fig.tight_layout()
-    png = args.out / "aligo_sensitivity.png"
+    png = args.out / "aligo_sobol.png"
     fig.savefig(png, dpi=80)
-    res.save(args.out / "aligo_sensitivity.nc")
-    print(f"wrote {png} and {args.out / 'aligo_sensitivity.nc'} "
+    res.save(args.out / "aligo_sobol.nc")
+    print(f"wrote {png} and {args.out / 'aligo_sobol.nc'} "
           f"(katparallel.load(...).sensitivity('PRG') gives the same indices); "
           f"{time.perf_counter() - started:.1f} s in all")
 
