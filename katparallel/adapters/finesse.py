@@ -47,7 +47,7 @@ from . import modelcache
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ("FinesseAdapter", "Outputs", "as_array")
+__all__ = ("FinesseAdapter", "Outputs", "as_array", "detector_values")
 
 #: Most entries of each kind (parsed models, factories, analyses) kept per thread.
 _CACHE_SIZE = 4
@@ -98,6 +98,25 @@ def as_array(value: Any) -> np.ndarray:
     array = np.asarray(value)
     if array.dtype == object:
         array = np.asarray(array.tolist())
+    return array
+
+
+def detector_values(sol, name: str) -> np.ndarray:
+    """Output ``name`` of a Finesse ``ArraySolution`` as an array of its natural dtype.
+
+    Power and noise detectors are real, amplitude detectors and demodulations
+    at ``fsig`` (transfer functions) complex, math detectors as computed.
+    Finesse 3.0.2 stores quantum-noise detectors with ``nsr=True`` (``qnoised``,
+    ``qshot``) as complex numbers whose imaginary parts are all zero: those are
+    given as their real part (a noise-to-signal ratio is real).
+    """
+    from finesse.detectors.general import NoiseDetector
+
+    array = as_array(sol[name])
+    kind = sol.trace_info.get(name, {}).get("detector_type")
+    if np.iscomplexobj(array) and isinstance(kind, type) and issubclass(kind, NoiseDetector):
+        if not array.imag.any():
+            array = np.ascontiguousarray(array.real)
     return array
 
 
@@ -471,12 +490,22 @@ class FinesseAdapter:
         return entry.read_seconds if entry is not None else 0.0
 
     def batch_reason(self, paths: tuple[str, ...], analysis: Any, forced: bool) -> str | None:
-        """Why jobs varying ``paths`` cannot be stepped in one simulation (None if they can)."""
+        """Why jobs varying ``paths`` cannot be stepped in one simulation (None if they can).
+
+        ``forced`` (``run(batch=True)``) changes nothing here: whether an
+        analysis with its own axis is worth stepping is measured by the runner.
+        """
         if self.is_factory:
             return "a factory builds a new model for every job"
         from .stepping import batch_reason
 
-        return batch_reason(self.probe(), paths, self.action(self.probe(), analysis), forced)
+        return batch_reason(self.probe(), paths, self.action(self.probe(), analysis))
+
+    def nested_points(self, analysis: Any) -> int:
+        """Points of the analysis axis a stepped job runs whole (0: none, e.g. ``Noxaxis``)."""
+        from .stepping import nested_points
+
+        return 0 if self.is_factory else nested_points(self.probe(), self.action(self.probe(), analysis))
 
     def expected_outputs(self, analysis: Any) -> dict[str, tuple]:
         """Output names and axes a job would give, read from the model without running it."""
@@ -573,13 +602,20 @@ class FinesseAdapter:
                 self.discard()
 
     def outputs(self, solution) -> Outputs:
-        """Reduce a Finesse solution (or tree of them) to arrays."""
+        """Reduce a Finesse solution (or tree of them) to arrays.
+
+        An ``ArraySolution`` gives one array per detector (dtypes as
+        :func:`detector_values` says), with its swept parameters as axes. A
+        ``FrequencyResponse`` gives one complex array named after the action,
+        with axes ``fsig.f``, ``output`` and ``input`` (node names).
+        """
+        from finesse.analysis.actions.lti import FrequencyResponseSolution
         from finesse.solutions import ArraySolution
 
         found = []
 
         def visit(node, prefix):
-            if isinstance(node, ArraySolution):
+            if isinstance(node, (ArraySolution, FrequencyResponseSolution)):
                 found.append((prefix, node))
             for child in getattr(node, "children", ()) or ():
                 visit(child, prefix + (child.name,))
@@ -587,13 +623,22 @@ class FinesseAdapter:
         visit(solution, ())
         values, axes = {}, {}
         for prefix, sol in found:
+            if isinstance(sol, FrequencyResponseSolution):
+                key = ".".join(prefix) if len(found) > 1 and prefix else sol.name
+                values[key] = np.asarray(sol.out)
+                axes[key] = (
+                    ("fsig.f", np.asarray(sol.f, dtype=float)),
+                    ("output", np.asarray(sol.outputs, dtype=str)),
+                    ("input", np.asarray(sol.inputs, dtype=str)),
+                )
+                continue
             dims = tuple(
                 (str(name), np.asarray(x, dtype=float))
                 for name, x in zip(sol.params or (), sol.x or ())
             )
             for name in sol.outputs:
                 key = ".".join(prefix + (name,)) if len(found) > 1 else name
-                values[key] = as_array(sol[name])
+                values[key] = detector_values(sol, name)
                 axes[key] = dims
         return Outputs(values, axes)
 
