@@ -25,6 +25,7 @@ demo: $(VENV)/.installed
 	$(PY) examples/mirror_transmission_sweep.py --backend multiprocessing --workers 2 --out out
 	$(PY) examples/laser_power_jitter.py --backend multiprocessing --workers 2 --out out
 	$(PY) examples/aligo_tolerance.py --draws 500 --locked 8 --out out
+	$(PY) examples/aligo_sensitivity.py --draws 64 --out out
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
