@@ -110,13 +110,16 @@ def detector_values(sol, name: str) -> np.ndarray:
     ``qshot``) as complex numbers whose imaginary parts are all zero: those are
     given as their real part (a noise-to-signal ratio is real).
     """
+    from finesse.detectors import quantum_noise_detector as quantum
     from finesse.detectors.general import NoiseDetector
 
     array = as_array(sol[name])
     kind = sol.trace_info.get(name, {}).get("detector_type")
-    if np.iscomplexobj(array) and isinstance(kind, type) and issubclass(kind, NoiseDetector):
-        if not array.imag.any():
-            array = np.ascontiguousarray(array.real)
+    noise = isinstance(kind, type) and (
+        issubclass(kind, NoiseDetector) or kind.__module__ == quantum.__name__  # qshot is no NoiseDetector
+    )
+    if noise and np.iscomplexobj(array) and not array.imag.any():
+        array = np.ascontiguousarray(array.real)
     return array
 
 
