@@ -24,7 +24,7 @@ SIGNAL_CAVITY = CAVITY_KATSCRIPT + """
 fsig(1)
 sgen sg m2.mech.z
 qnoised NSR m1.p1.o nsr=True
-qshot QS m1.p1.o
+qshot QS m1.p1.o nsr=True
 pd1 TF m1.p1.o f=fsig
 ad AD m1.p1.o f=fsig
 """
