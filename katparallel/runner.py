@@ -7,8 +7,10 @@
 
 :class:`~katparallel.Ensemble` describes a study; :func:`run_study` runs it:
 it opens the checkpoint store, decides whether jobs are stepped inside one
-simulation, lets ``auto`` time the first jobs, cuts the rest into chunks and
-collects what comes back. A chunk whose worker died is split into single jobs
+simulation (timing the first two jobs, one stepped and one on its own, when
+each job runs an analysis axis of its own: :mod:`katparallel.nesting`), lets
+``auto`` time the first jobs, cuts the rest into chunks and collects what
+comes back. A chunk whose worker died is split into single jobs
 and each is tried once more; a job that kills its worker twice is recorded as
 a failure and the rest of the study goes on.
 """
