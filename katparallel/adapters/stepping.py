@@ -21,9 +21,9 @@ analysis with its own axis (an ``xaxis``, over ``fsig.f`` too, or a
 ``FrequencyResponse``) runs whole at every point, after the locks of
 ``Series(RunLocks(...), analysis)`` if any. Whether that pays is measured, not
 assumed (:mod:`katparallel.nesting`): one build per chunk wins when the build
-is a large part of a job (a sensitivity curve of the aLIGO model), and loses
-when a parameter made tunable slows every step of a long axis (with
-``maxtem 4`` stepping ``m.T`` cost 66–124 µs a point against 27 µs).
+is a large part of a job (a sensitivity curve of the aLIGO model), and
+gains nothing when a long axis dwarfs the build, where a parameter made
+tunable may also slow every step.
 
 A varied parameter that is symbolic (``ITMX.L = Xloss/2``) is given a number
 before the build, so it can change during the simulation: it takes each job's
