@@ -57,6 +57,9 @@ MAX_CHUNKS_PER_WORKER = 16
 #: Jobs in the in-process probe that sizes an ``auto`` run when batched (one
 #: batched job costs microseconds, so one alone would say nothing).
 PROBE_BATCHED_JOBS = 64
+#: The same when each batched job runs an analysis axis of its own (a curve
+#: of a big model can cost a second).
+PROBE_NESTED_JOBS = 2
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ def run_study(study: Study, analysis: Any, options: RunOptions) -> Results:
         plan, todo = _plan_and_todo(study, analysis, store, options)
         batched = decide_batch(options.batch, study, plan, action, options)
         # An analysis with its own axis is stepped only where measuring says it pays.
-        measure = batched and options.batch is None and study.adapter.nested_points(action) > 0
+        nested = batched and study.adapter.nested_points(action) > 0
         collector = Collector(plan, options.keep_solutions)
         on_result = collector.add if store is None else _recording(store, plan, collector)
         if store is not None:
@@ -126,7 +129,7 @@ def run_study(study: Study, analysis: Any, options: RunOptions) -> Results:
         chunks_of = _chunker(study, plan, action, options, batched)
         LOGGER.info("running %s on %s", plan.describe(), engine.name)
         started = time.perf_counter()
-        key = nesting.study_key(study.adapter, plan.paths, describe_analysis(action)) if measure else None
+        key = nesting.study_key(study.adapter, plan.paths, describe_analysis(action)) if nested else None
         engine = _dispatch(engine, plan, todo, chunks_of, on_result, options, batched, study.adapter, key)
         results = _finish(study, plan, action, engine, time.perf_counter() - started, collector, options)
     study.adapter.after_run()
@@ -197,20 +200,21 @@ def _dispatch(
 ) -> Backend:
     """Run the jobs ``todo`` with a progress bar; return the engine that ran them.
 
-    With a ``nesting_key``, whether to step the jobs (each running its whole
-    analysis axis in one simulation per chunk) is decided from costs measured
-    here first (:mod:`katparallel.nesting`).
+    With a ``nesting_key`` (each job runs an analysis axis of its own) and
+    unless ``run(batch=True)`` forced it, whether to step the jobs is decided
+    from costs measured here first (:mod:`katparallel.nesting`).
     """
     done = plan.n_jobs - len(todo)
     with progress_bar(plan.n_jobs, engine.name, options.progress, initial=done) as bar:
         costs = None
-        if nesting_key is not None:
+        if nesting_key is not None and options.batch is None:
             costs, todo, batched = _measure_nesting(nesting_key, todo, chunks_of, on_result, engine.n_workers)
             bar.update(plan.n_jobs - done - len(todo))
         if isinstance(engine, AutoBackend):
             before = len(todo)
             engine, todo = _probe_and_choose(
-                engine, todo, batched, chunks_of, on_result, adapter.read_seconds(), costs
+                engine, todo, batched, chunks_of, on_result, adapter.read_seconds(), costs,
+                PROBE_NESTED_JOBS if nesting_key else PROBE_BATCHED_JOBS,
             )
             bar.update(before - len(todo))
             bar.set_description(engine.name)
@@ -262,6 +266,7 @@ def _measure_nesting(
 def _probe_and_choose(
     auto: AutoBackend, todo: np.ndarray, batched: bool, chunks_of: Callable, on_result: Callable,
     read_seconds: float, costs: nesting.NestingCosts | None = None,
+    batched_probe: int = PROBE_BATCHED_JOBS,
 ) -> tuple[Backend, np.ndarray]:
     """Run the first job(s) here, time them, and let ``auto`` pick the engine for the rest.
 
@@ -270,6 +275,7 @@ def _probe_and_choose(
     Returns the chosen backend and the jobs still to run. With a timeout nothing
     runs here: only a pool can stop a job that runs too long. With ``costs``
     measured already (jobs with an analysis axis), nothing more runs here.
+    Batched, ``batched_probe`` jobs run here (one alone if not batched).
     """
     if auto.timeout is not None:
         return auto.choose(len(todo)), todo
@@ -277,7 +283,7 @@ def _probe_and_choose(
         if not batched:
             return auto.choose(len(todo), costs.job_seconds, 0.0, read_seconds), todo
         return auto.choose(len(todo), costs.stepped_seconds, costs.build_seconds, read_seconds), todo
-    probe, rest = np.split(todo, [PROBE_BATCHED_JOBS if batched else 1])
+    probe, rest = np.split(todo, [batched_probe if batched else 1])
     if len(rest) == 0:
         return SerialBackend(), todo
     setup = []
