@@ -31,7 +31,7 @@ value in place of its expression, as on the per-job path. Parameters whose
 expressions refer to a varied one follow it inside the simulation.
 
 This module imports Finesse; :mod:`katparallel.adapters.finesse` imports it
-only when a chunk is batched.
+only when a chunk is batched. Both use :mod:`katparallel.adapters.support`.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from finesse.solutions import ArraySolution
 
 from ..errors import Failure
 from ..jobs import Chunk, ChunkResult, merge_results
-from .finesse import detector_values, quiet
+from .support import detector_values, quiet
 
 LOGGER = logging.getLogger(__name__)
 
