@@ -28,6 +28,7 @@ demo: $(VENV)/.installed
 	$(PY) examples/aligo_sobol.py --n 64 --out out
 	$(PY) examples/aligo_yield.py --draws 1000
 	$(PY) examples/robust_mode_matching.py
+	$(PY) examples/aligo_sensitivity.py --draws 64 --out out
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -227,3 +227,100 @@ def _step_draws_class() -> type:
                 self.out[:, j] = np.real(np.asarray(sol[name], dtype=complex))
 
     return StepDraws
+
+
+#: Appended to the model text for sensitivity curves (W6, W6L): no
+#: higher-order modes, a DARM strain signal, the quantum-noise-to-signal ratio
+#: and the DARM transfer function at the output mode cleaner.
+SIGNALS = """
+modes(off)
+fsig(1)
+sgen darm STRAIN.AC.i
+qnoised NSR OMC_OC.p3.o nsr=True
+pd1 DARMTF OMC_OC.p3.o f=fsig
+"""
+
+
+def w6_distributions() -> dict:
+    """W6 draws: arm losses (model variables) and the signal-recycling mirror's T."""
+    from katparallel import Normal
+
+    return {"Xloss": Normal(60e-6, 10e-6), "Yloss": Normal(60e-6, 10e-6), "SRM.T": Normal(0.32, 0.01)}
+
+
+def curve_axis():
+    """W6's analysis: 100 signal frequencies from 5 Hz to 5 kHz."""
+    from finesse.analysis.actions import Xaxis
+
+    return Xaxis("fsig.f", "log", 5, 5000, 99)
+
+
+def lock_then_curve():
+    """W6L's analysis: ``Series(RunLocks(method="newton"), Xaxis(fsig.f, ...))``."""
+    from finesse.analysis.actions import RunLocks, Series
+
+    return Series(RunLocks(method="newton"), curve_axis())
+
+
+def curve_row(solution, names) -> np.ndarray:
+    """The curves ``names`` of a solution (for a ``Series``, its last child) as
+    one float row: real and imaginary parts of each, side by side."""
+    while getattr(solution, "children", None):
+        solution = solution.children[-1]
+    return np.concatenate([complex_columns(np.asarray(solution[name])) for name in names])
+
+
+def complex_columns(values: np.ndarray) -> np.ndarray:
+    """``values`` (any numeric dtype) as float: real parts, then imaginary parts."""
+    values = np.asarray(values, dtype=complex)
+    return np.concatenate([values.real, values.imag], axis=-1)
+
+
+def per_draw_curves(model, paths, table, names, action_factory) -> np.ndarray:
+    """The hand-written loop for curves: per draw set values, run, restore everything."""
+    base = snapshot(model)
+    rows = []
+    for row in table:
+        try:
+            set_values(model, paths, row)
+            rows.append(curve_row(model.run(action_factory()), names))
+        finally:
+            restore(base)
+    return np.array(rows)
+
+
+def step_curves(model, paths, table, names) -> tuple[np.ndarray, float]:
+    """Every draw's curve inside ONE built simulation (the in-process one-build bound).
+
+    Returns the outputs (rows as :func:`curve_row`) and the seconds spent
+    (build included, parse excluded). The model's values are restored afterwards.
+    """
+    from finesse.analysis.actions.base import Action
+
+    class StepCurves(Action):
+        """Set each draw's values in the built simulation and run the curve's xaxis there."""
+
+        def __init__(self):
+            super().__init__("step_curves")
+            self.axis = curve_axis()
+            self.rows = []
+
+        def _requests(self, model, memo, first=True):
+            memo["changing_parameters"].extend(paths)
+            self.axis._requests(model, memo)
+
+        def _do(self, state):
+            params = tuple(state.model.get(p) for p in paths)
+            for row in np.asarray(table).tolist():
+                set_params(params, row)
+                self.rows.append(curve_row(state.apply(self.axis), names))
+
+    base = snapshot(model)
+    make_numeric(model, paths)
+    action = StepCurves()
+    start = time.perf_counter()
+    try:
+        model.run(action)
+    finally:
+        restore(base)
+    return np.array(action.rows), time.perf_counter() - start

@@ -6,6 +6,11 @@ W4  tolerance Monte Carlo (``--w4-draws``, 2,000 by default) of test-mass
     model's real-valued detectors (power and math detectors).
 W5  lock per draw (``--w5-draws``, 64): ``Series(RunLocks(method="newton"),
     Noxaxis())`` on small loss and RoC jitter (:func:`_aligo.w5_distributions`).
+W6  sensitivity curves (``--w6-draws``, 64): ``modes(off)``, a DARM signal, the
+    quantum-noise-to-signal ratio ``NSR`` (real) and the DARM transfer function
+    ``DARMTF`` (complex) over ``xaxis(fsig.f, log, 5, 5000, 99)``, on draws of
+    ``Xloss``, ``Yloss`` and ``SRM.T`` (:func:`_aligo.w6_distributions`).
+W6L the same curves, each after ``RunLocks(method="newton")``.
 
 Every timed figure is the best of ``--repeat`` runs (default 1). Methods
 slower than the time budget (``--budget`` seconds) run a prefix of the draws: prefixes grow until the next would overrun the budget, and the last
@@ -13,7 +18,7 @@ one is the row (compared by throughput; its note says so). A prefix of a
 katparallel study is a zipped ``vary`` of the same values as the first draws
 of ``sample``.
 
-References. W4: every draw stepped inside ONE built simulation (the
+References. W4 and W6: every draw stepped inside ONE built simulation (the
 in-process bound), itself checked against the hand-written per-draw loop on
 the draws the loop ran. W5: the per-draw loop, which restores every parameter
 of the model after each draw (RunLocks leaves its converged tunings in the
@@ -59,8 +64,9 @@ class Study:
     seed: int
     paths: tuple[str, ...]
     table: np.ndarray  # (n, len(paths)): the draws of Ensemble.sample
-    names: list[str]  # real-valued detectors compared
+    names: list[str]  # real-valued detectors compared (W6: curves, complex ones too)
     analysis: Callable  # () -> a fresh Finesse action
+    dtypes: dict | None = None  # name -> the dtype katparallel must give (default float64)
 
     @property
     def n(self) -> int:
@@ -88,9 +94,12 @@ class Study:
             except KeyError:  # no job produced it (every job failed)
                 missing.append(name)
                 values = np.full(k, np.nan)
-            if values.dtype != np.float64:
+            if values.dtype != (self.dtypes or {}).get(name, np.float64):
                 odd.append(f"{name}:{values.dtype}")
-            columns.append(np.asarray(values, dtype=float))
+            if self.dtypes is None:
+                columns.append(np.asarray(values, dtype=float))
+            else:  # curves: one row of real and imaginary parts per draw
+                columns.append(_aligo.complex_columns(values.reshape(len(values), -1)))
         if missing:
             notes.append(f"no output {','.join(missing[:3])}")
         if odd:
@@ -388,3 +397,57 @@ def check_loop_against_copies(bench, study: Study, ref: np.ndarray, count: int =
     LOGGER.info("%s per-draw loop vs untouched deep copies (first %d draws): max rel diff %.1e",
                 study.name, count, diff)
     bench.checks[f"{study.name} loop vs untouched copies, {count} draws"] = diff
+
+
+# ------------------------------------------------------------ W6 and W6L
+def w6_study(n: int, locked: bool) -> Study:
+    """W6's (seed 6) or W6L's (seed 16) draws of sensitivity curves."""
+    from katparallel import Ensemble
+
+    text = _aligo.aligo_text().replace(_aligo.MODES, "") + _aligo.SIGNALS
+    spec, seed = _aligo.w6_distributions(), 16 if locked else 6
+    plan = Ensemble(text).sample(n, spec, seed=seed).plan()
+    analysis = _aligo.lock_then_curve if locked else _aligo.curve_axis
+    return Study("W6L" if locked else "W6", text, spec, seed, plan.paths, plan.values_for(np.arange(n)),
+                 ["NSR", "DARMTF"], analysis, {"NSR": np.float64, "DARMTF": np.complex128})
+
+
+def one_build_bound(bench, study: Study) -> np.ndarray:
+    """Every draw's curve in ONE built simulation in this process (best of ``bench.repeat``)."""
+    model = _aligo.parse(study.text)
+    out, secs = _aligo.step_curves(model, study.paths, study.table, study.names)
+    for _ in range(bench.repeat - 1):
+        secs = min(secs, _aligo.step_curves(model, study.paths, study.table, study.names)[1])
+    bench.add(study.name, "in-process one-build bound", study.n, secs,
+              note="reference; model parsed, one build, every draw's curve in it")
+    return out
+
+
+def per_draw_curve_loop(bench, study: Study, ref: np.ndarray | None) -> np.ndarray:
+    """The hand-written serial loop over one parsed model, one curve per draw."""
+    model = _aligo.parse(study.text)
+
+    def run(k):
+        return _aligo.per_draw_curves(model, study.paths, study.table[:k], study.names, study.analysis)
+
+    k, out, secs = grow(run, study.n, bench.budget, bench.repeat)
+    note = _join("reference" if ref is None else "", _prefix_note(k, study.n),
+                 "every parameter restored after each draw")
+    bench.add(study.name, "serial loop over one parsed model", k, secs,
+              None if ref is None else out, None if ref is None else ref[:k], note=note)
+    return out
+
+
+def w6(bench, n: int) -> None:
+    """W6: 64 unlocked curves; the one-build bound as reference."""
+    study = w6_study(n, locked=False)
+    ref = one_build_bound(bench, study)
+    per_draw_curve_loop(bench, study, ref)
+    katparallel_rows(bench, study, ref, analysis=study.analysis())
+
+
+def w6l(bench, n: int) -> None:
+    """W6L: a lock before every curve; the per-draw loop as reference."""
+    study = w6_study(n, locked=True)
+    ref = per_draw_curve_loop(bench, study, None)
+    katparallel_rows(bench, study, ref, analysis=study.analysis())

@@ -11,6 +11,8 @@ W3  zipped Monte Carlo of three parameters: laser power, mirror T with
     R = 1 - T - loss, and a space length (``--n`` draws).
 W4  aLIGO tolerance Monte Carlo and W5 aLIGO lock per draw: see
     ``_real_models.py`` (references, time budget, fresh-pool start-up).
+W6  aLIGO sensitivity curves (100-point ``fsig.f`` axis) and W6L, the same
+    with a lock before each curve: see ``_real_models.py``.
 
 This script imports finesse at its top, as a typical user script does: the
 forkserver then imports it (and Finesse's libgomp) before any worker can pin
@@ -53,7 +55,7 @@ import _bench_jobs as jobs_mod  # noqa: E402
 import _real_models  # noqa: E402
 
 LOGGER = logging.getLogger("compare_backends")
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W6L")
 
 W1_KAT = """
 l L0 1 0 n0
@@ -346,6 +348,12 @@ class Bench:
     def w5(self):
         _real_models.w5(self, self.args.w5_draws)
 
+    def w6(self):
+        _real_models.w6(self, self.args.w6_draws)
+
+    def w6l(self):
+        _real_models.w6l(self, self.args.w6_draws)
+
     def thread_report(self) -> None:
         """``omp_get_max_threads()`` as jobs see it, in every kind of worker."""
         from katparallel.backends import get_backend_class
@@ -446,6 +454,14 @@ def real_model_targets(rows) -> list[tuple[str, str, bool | None]]:
          _real_models.CEILING, lambda r: None, lambda r: f"{r:.0%} of its speed"),
         ("W5 warm pool >= 1.7x serial loop", "W5", warm,
          "serial loop over one parsed model", lambda r: r >= 1.7, lambda r: f"{r:.2f}x faster"),
+        ("W6 warm pool >= 4x serial loop", "W6", warm,
+         "serial loop over one parsed model", lambda r: r >= 4, lambda r: f"{r:.2f}x faster"),
+        ("W6 warm pool within 1.25x of half the one-build time", "W6", warm,
+         "in-process one-build bound", lambda r: 2 / r <= 1.25, lambda r: f"{2 / r:.2f}x half its time"),
+        ("W6 warm pool vs katparallel serial", "W6", warm,
+         "katparallel serial", lambda r: None, lambda r: f"{r:.2f}x faster"),
+        ("W6L warm pool >= 3x serial loop with locks", "W6L", warm,
+         "serial loop over one parsed model", lambda r: r >= 3, lambda r: f"{r:.2f}x faster"),
     ]
     out = []
     for name, w, mine, theirs, meets, show in goals:
@@ -477,7 +493,8 @@ def print_table(rows, goals) -> None:
               f"{ratio:7.2f} {diff:>12}  {row.note}")
     print("\n(x ref: throughput relative to the reference row of the same workload:"
           " W1 serial loop, W2 one Sweep, W3 katparallel multiprocessing per-job,"
-          " W4 in-process stepping, W5 serial loop over one parsed model)")
+          " W4 in-process stepping, W5 and W6L serial loop over one parsed model,"
+          " W6 in-process one-build bound)")
     print("\nTargets:")
     for name, measured, met in goals:
         mark = "info" if met is None else ("MET" if met else "NOT MET")
@@ -527,6 +544,7 @@ def main(argv=None) -> int:
     parser.add_argument("--png", help="write a bar chart here")
     parser.add_argument("--w4-draws", type=int, default=2000, help="W4 aLIGO tolerance draws")
     parser.add_argument("--w5-draws", type=int, default=64, help="W5 aLIGO lock-per-draw draws")
+    parser.add_argument("--w6-draws", type=int, default=64, help="W6/W6L aLIGO sensitivity curves")
     parser.add_argument("--budget", type=float, default=60.0,
                         help="seconds a slow W4/W5 method may take; it then runs a prefix of the draws")
     parser.add_argument("--repeat", type=int, default=1,
@@ -544,6 +562,7 @@ def main(argv=None) -> int:
     if args.quick:
         args.xsteps, args.n = min(args.xsteps, 1000), min(args.n, 2000)
         args.w4_draws, args.w5_draws = min(args.w4_draws, 40), min(args.w5_draws, 8)
+        args.w6_draws = min(args.w6_draws, 8)
         args.budget = min(args.budget, 15.0)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     LOGGER.setLevel(logging.INFO)

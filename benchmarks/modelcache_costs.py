@@ -45,11 +45,11 @@ def needed_limit(fn) -> int:
 def main() -> None:
     import dill
 
-    from katparallel._testing import aligo_katscript
+    from katparallel.models import aligo
     from katparallel.adapters import finesse as finesse_adapter
     from katparallel.adapters import modelcache
 
-    text = aligo_katscript() + "\nmodes(maxtem=1)\n"
+    text = aligo() + "\nmodes(maxtem=1)\n"
     key = modelcache.entry_key(text, "katscript")
     started = time.perf_counter()
     model = finesse_adapter._parse(text, "katscript")

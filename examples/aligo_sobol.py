@@ -23,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from katparallel import Ensemble, Normal  # noqa: E402
-from katparallel._testing import aligo_katscript  # noqa: E402
+from katparallel.models import aligo  # noqa: E402
 
 TOLERANCES = {
     "ITMX.Rcx": Normal(-1934, 5), "ETMX.Rcx": Normal(2245, 5),
@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
 
     started = time.perf_counter()
-    study = Ensemble(aligo_katscript() + "\nmodes(maxtem=2)\n").sobol(TOLERANCES, n=args.n, seed=args.seed)
+    study = Ensemble(aligo() + "\nmodes(maxtem=2)\n").sobol(TOLERANCES, n=args.n, seed=args.seed)
     res = study.run(backend=args.backend, workers=args.workers)
     ran = time.perf_counter() - started
     print(f"{res.to_xarray().sizes['sample']} points ({len(res.failures)} failed) in {ran:.1f} s "

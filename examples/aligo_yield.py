@@ -17,7 +17,7 @@ import argparse
 import time
 
 from katparallel import Ensemble, Normal
-from katparallel._testing import aligo_katscript
+from katparallel.models import aligo
 
 TOLERANCES = {
     "ITMX.Rcx": Normal(-1934, 5), "ITMX.Rcy": Normal(-1934, 5),
@@ -37,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
 
     started = time.perf_counter()
-    design = Ensemble(aligo_katscript() + "\nmodes(maxtem=2)\n")
+    design = Ensemble(aligo() + "\nmodes(maxtem=2)\n")
     nominal = design.run(backend="serial", progress=False)
     prg0, agx0 = nominal["PRG"].item(), nominal["AGX"].item()
     res = design.sample(args.draws, TOLERANCES, seed=args.seed).run(

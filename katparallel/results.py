@@ -247,9 +247,13 @@ class Results:
         table.to_dataframe().to_csv(path)
         return scalars
 
-    def plot(self, name: str, ax=None, **kwargs):
+    def plot(self, name: str, ax=None, draw: int | None = None, **kwargs):
         """Plot output ``name``: a line for 1-D, an image for 2-D, a histogram for samples.
 
+        Sampled curves (a ``sample`` dimension and one axis of the output's
+        own, e.g. ``fsig.f``) are drawn as a band: the median over the draws
+        and the 5-95% quantiles, on log-log axes for a frequency axis (log y
+        only if every value is positive). ``draw=k`` plots draw ``k`` alone.
         Complex outputs are plotted as magnitudes. Extra keyword arguments go
         to the matplotlib call. Returns the matplotlib Axes.
         """
@@ -258,6 +262,13 @@ class Results:
         data = self[name]
         if np.iscomplexobj(data):
             data = abs(data).rename(f"|{name}|")
+        if draw is not None:
+            if "sample" not in data.dims:
+                raise ValueError(
+                    f"draw= picks one draw of a sampled study, but {name!r} has dimensions "
+                    f"{data.dims}; select with res[{name!r}].sel(...).plot() instead."
+                )
+            data = data.isel(sample=draw)
         data = data.squeeze(drop=True)
         if ax is None:
             _, ax = plt.subplots()
@@ -267,8 +278,11 @@ class Results:
             ax.set_xlabel(data.name)
             ax.set_ylabel("count")
             ax.set_title(f"{name}: {values.size} samples, mean {values.mean():.6g}, std {values.std():.3g}")
+        elif data.ndim == 2 and data.dims[0] == "sample":
+            _plot_band(data, ax, **kwargs)
         elif data.ndim == 1:
             data.plot.line(ax=ax, marker="." if data.size < 50 else None, **kwargs)
+            _log_scales(ax, data)
         elif data.ndim == 2:
             data.plot(ax=ax, **kwargs)
         else:
@@ -338,6 +352,36 @@ class Results:
         from .stats import rank
 
         return rank(self._dataset, output)
+
+
+def _is_frequency(dim: str) -> bool:
+    """A frequency axis: ``fsig.f`` (an xaxis over it, a FrequencyResponse) or any ``*.f``."""
+    return dim == "f" or dim.endswith(".f")
+
+
+def _log_scales(ax, data: xr.DataArray) -> None:
+    """Log-log axes for a curve over a positive frequency axis (log y only if y > 0)."""
+    x = np.asarray(data[data.dims[-1]].values)
+    if _is_frequency(data.dims[-1]) and x.dtype.kind == "f" and (x > 0).all():
+        ax.set_xscale("log")
+        if (np.asarray(data.values)[np.isfinite(data.values)] > 0).all():
+            ax.set_yscale("log")
+
+
+def _plot_band(data: xr.DataArray, ax, **kwargs) -> None:
+    """The median of sampled curves and their 5-95% quantiles over the draws."""
+    dim = data.dims[1]
+    x = data[dim].values
+    finite = np.isfinite(data.values).all(axis=1)
+    low, mid, high = np.quantile(data.values[finite], [0.05, 0.5, 0.95], axis=0)
+    color = kwargs.pop("color", "C0")
+    ax.fill_between(x, low, high, color=color, alpha=0.3, linewidth=0, label="5-95% of draws")
+    ax.plot(x, mid, color=color, label="median", **kwargs)
+    ax.set_xlabel(dim)
+    ax.set_ylabel(data.name)
+    ax.set_title(f"{data.name}: {int(finite.sum())} draws")
+    ax.legend()
+    _log_scales(ax, data)
 
 
 def load(path: str | os.PathLike) -> Results:

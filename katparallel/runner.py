@@ -7,8 +7,10 @@
 
 :class:`~katparallel.Ensemble` describes a study; :func:`run_study` runs it:
 it opens the checkpoint store, decides whether jobs are stepped inside one
-simulation, lets ``auto`` time the first jobs, cuts the rest into chunks and
-collects what comes back. A chunk whose worker died is split into single jobs
+simulation (timing the first two jobs, one stepped and one on its own, when
+each job runs an analysis axis of its own: :mod:`katparallel.nesting`), lets
+``auto`` time the first jobs, cuts the rest into chunks and collects what
+comes back. A chunk whose worker died is split into single jobs
 and each is tried once more; a job that kills its worker twice is recorded as
 a failure and the rest of the study goes on.
 """
@@ -28,7 +30,7 @@ from typing import Any
 import dill
 import numpy as np
 
-from . import __version__
+from . import __version__, nesting
 from .backends import make_backend
 from .backends.auto import AutoBackend
 from .backends.base import Backend
@@ -55,6 +57,9 @@ MAX_CHUNKS_PER_WORKER = 16
 #: Jobs in the in-process probe that sizes an ``auto`` run when batched (one
 #: batched job costs microseconds, so one alone would say nothing).
 PROBE_BATCHED_JOBS = 64
+#: The same when each batched job runs an analysis axis of its own (a curve
+#: of a big model can cost a second).
+PROBE_NESTED_JOBS = 2
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,8 @@ def run_study(study: Study, analysis: Any, options: RunOptions) -> Results:
     with _checkpoint(options.store) as store:
         plan, todo = _plan_and_todo(study, analysis, store, options)
         batched = decide_batch(options.batch, study, plan, action, options)
+        # An analysis with its own axis is stepped only where measuring says it pays.
+        nested = batched and study.adapter.nested_points(action) > 0
         collector = Collector(plan, options.keep_solutions)
         on_result = collector.add if store is None else _recording(store, plan, collector)
         if store is not None:
@@ -122,7 +129,8 @@ def run_study(study: Study, analysis: Any, options: RunOptions) -> Results:
         chunks_of = _chunker(study, plan, action, options, batched)
         LOGGER.info("running %s on %s", plan.describe(), engine.name)
         started = time.perf_counter()
-        engine = _dispatch(engine, plan, todo, chunks_of, on_result, options, batched, study.adapter)
+        key = nesting.study_key(study.adapter, plan.paths, describe_analysis(action)) if nested else None
+        engine = _dispatch(engine, plan, todo, chunks_of, on_result, options, batched, study.adapter, key)
         results = _finish(study, plan, action, engine, time.perf_counter() - started, collector, options)
     study.adapter.after_run()
     return results
@@ -174,29 +182,41 @@ def _batch_reason(study: Study, plan: Plan, action: Any, options: RunOptions, fo
 
 
 def _chunker(study: Study, plan: Plan, action: Any, options: RunOptions, batched: bool) -> Callable:
-    """``chunks_of(indices, size)`` for this study."""
+    """``chunks_of(indices, size, batch=batched)`` for this study."""
     perturbs = dill.dumps(study.perturbs, recurse=True) if study.perturbs else None
 
-    def chunks_of(indices: np.ndarray, size: int) -> list[Chunk]:
+    def chunks_of(indices: np.ndarray, size: int, batch: bool = batched) -> list[Chunk]:
         return make_chunks(
             plan, indices, size, adapter=study.adapter, analysis=action, perturbs=perturbs,
-            keep_solutions=options.keep_solutions, batch=batched,
+            keep_solutions=options.keep_solutions, batch=batch,
         )
 
     return chunks_of
 
 
 def _dispatch(
-    engine, plan, todo, chunks_of, on_result, options: RunOptions, batched: bool, adapter: Any
+    engine, plan, todo, chunks_of, on_result, options: RunOptions, batched: bool, adapter: Any,
+    nesting_key: tuple | None = None,
 ) -> Backend:
-    """Run the jobs ``todo`` with a progress bar; return the engine that ran them."""
+    """Run the jobs ``todo`` with a progress bar; return the engine that ran them.
+
+    With a ``nesting_key`` (each job runs an analysis axis of its own) and
+    unless ``run(batch=True)`` forced it, whether to step the jobs is decided
+    from costs measured here first (:mod:`katparallel.nesting`).
+    """
     done = plan.n_jobs - len(todo)
     with progress_bar(plan.n_jobs, engine.name, options.progress, initial=done) as bar:
-        if isinstance(engine, AutoBackend):
-            engine, todo = _probe_and_choose(
-                engine, todo, batched, chunks_of, on_result, adapter.read_seconds()
-            )
+        costs = None
+        if nesting_key is not None and options.batch is None:
+            costs, todo, batched = _measure_nesting(nesting_key, todo, chunks_of, on_result, engine.n_workers)
             bar.update(plan.n_jobs - done - len(todo))
+        if isinstance(engine, AutoBackend):
+            before = len(todo)
+            engine, todo = _probe_and_choose(
+                engine, todo, batched, chunks_of, on_result, adapter.read_seconds(), costs,
+                PROBE_NESTED_JOBS if nesting_key else PROBE_BATCHED_JOBS,
+            )
+            bar.update(before - len(todo))
             bar.set_description(engine.name)
         adapter.before_dispatch(engine.inherits_memory)
         if batched:
@@ -205,24 +225,65 @@ def _dispatch(
             size = 1
         else:
             size = chunk_size_for(len(todo), engine.n_workers, engine.remote)
-        execute(chunks_of(todo, size), engine, on_result, bar.update)
+        execute(chunks_of(todo, size, batch=batched), engine, on_result, bar.update)
     return engine
+
+
+def _measure_nesting(
+    key: tuple, todo: np.ndarray, chunks_of: Callable, on_result: Callable, n_workers: int
+) -> tuple[nesting.NestingCosts | None, np.ndarray, bool]:
+    """``(costs, jobs still to run, step them?)`` for jobs with an analysis axis of their own.
+
+    Costs not known yet are measured on the first two jobs, run here: one
+    stepped in a chunk of its own, one on its own (see :mod:`katparallel.nesting`).
+    """
+    costs = nesting.known(key)
+    if costs is None and len(todo) < 3:  # too few jobs to measure: one build per job either way
+        return None, todo, False
+    if costs is None:
+        probe, todo = np.split(todo, [2])
+        stepped, alone = chunks_of(probe[:1], 1, batch=True), chunks_of(probe[1:], 1, batch=False)
+        results: list[ChunkResult] = []
+
+        def keep(result: ChunkResult) -> None:
+            results.append(result)
+            on_result(result)
+
+        seconds = []
+        for chunk in (stepped, alone):
+            started = time.perf_counter()
+            execute(chunk, SerialBackend(), keep)
+            seconds.append(time.perf_counter() - started)
+        build = results[0].setup_seconds
+        costs = nesting.NestingCosts(build, max(seconds[0] - build, 0.0), seconds[1])
+        if not any(r.failures for r in results):  # a failed job is no measure of the others
+            nesting.remember(key, costs)
+    nest = costs.pays(batch_chunk_size(len(todo), n_workers))
+    LOGGER.info("%s: %s", "stepping jobs" if nest else "running jobs on their own", costs.describe())
+    return costs, todo, nest
 
 
 def _probe_and_choose(
     auto: AutoBackend, todo: np.ndarray, batched: bool, chunks_of: Callable, on_result: Callable,
-    read_seconds: float,
+    read_seconds: float, costs: nesting.NestingCosts | None = None,
+    batched_probe: int = PROBE_BATCHED_JOBS,
 ) -> tuple[Backend, np.ndarray]:
     """Run the first job(s) here, time them, and let ``auto`` pick the engine for the rest.
 
     The probe's set-up (building a batched chunk's simulation) is told apart
     from the jobs' own cost: a worker pays it again, with reading the model.
     Returns the chosen backend and the jobs still to run. With a timeout nothing
-    runs here: only a pool can stop a job that runs too long.
+    runs here: only a pool can stop a job that runs too long. With ``costs``
+    measured already (jobs with an analysis axis), nothing more runs here.
+    Batched, ``batched_probe`` jobs run here (one alone if not batched).
     """
     if auto.timeout is not None:
         return auto.choose(len(todo)), todo
-    probe, rest = np.split(todo, [PROBE_BATCHED_JOBS if batched else 1])
+    if costs is not None:
+        if not batched:
+            return auto.choose(len(todo), costs.job_seconds, 0.0, read_seconds), todo
+        return auto.choose(len(todo), costs.stepped_seconds, costs.build_seconds, read_seconds), todo
+    probe, rest = np.split(todo, [batched_probe if batched else 1])
     if len(rest) == 0:
         return SerialBackend(), todo
     setup = []

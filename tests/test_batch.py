@@ -113,10 +113,12 @@ def test_auto_decision():
     plan = ens.plan()
     study, options = Study(ens._adapter, ens.plan, None), RunOptions()
     perturbed = Study(ens._adapter, ens.plan, None, (lambda model, rng: None,))
-    long_axis = ens._adapter.parse_analysis("xaxis(L0.P, lin, 1, 10, 1000)")
+    long_axis = ens._adapter.parse_analysis("xaxis(cav.L, lin, 1, 2, 1000)")
     assert decide_batch(None, study, plan, None, options)
     assert not decide_batch(None, perturbed, plan, None, options)
-    assert not decide_batch(None, study, plan, long_axis, options)
+    assert decide_batch(None, study, plan, long_axis, options)  # the runner measures whether to step
+    own_axis = ens._adapter.parse_analysis("xaxis(L0.P, lin, 1, 10, 1000)")
+    assert not decide_batch(None, study, plan, own_axis, options)  # sweeps what the plan varies
     assert not decide_batch(False, study, plan, None, options)
 
     def factory(values, rng):

@@ -44,10 +44,11 @@ import numpy as np
 from ..errors import ModelSourceError, UnknownParameterError
 from ..finesse2.convert import exact_model
 from . import modelcache
+from .support import as_array, detector_values, quiet
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ("FinesseAdapter", "Outputs", "as_array")
+__all__ = ("FinesseAdapter", "Outputs", "as_array", "detector_values")
 
 #: Most entries of each kind (parsed models, factories, analyses) kept per thread.
 _CACHE_SIZE = 4
@@ -91,14 +92,6 @@ class Outputs:
 
     values: dict[str, np.ndarray]
     axes: dict[str, tuple[tuple[str, np.ndarray], ...]]
-
-
-def as_array(value: Any) -> np.ndarray:
-    """``value`` as a numeric array: Finesse returns math detectors as objects."""
-    array = np.asarray(value)
-    if array.dtype == object:
-        array = np.asarray(array.tolist())
-    return array
 
 
 class BaseModel:
@@ -201,35 +194,6 @@ def _load_or_parse(text: str, syntax: str, save: bool) -> BaseModel:
     if save and seconds > modelcache.MIN_PARSE_SECONDS:
         unsaved = modelcache.unsaved(key, model, notes, _parameter_state)
     return BaseModel(model, seconds, unsaved)
-
-
-class _QuietThread(logging.Filter):
-    """Drops a logger's records in the threads that asked for quiet."""
-
-    def __init__(self):
-        super().__init__()
-        self.local = threading.local()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(self.local, "depth", 0)
-
-
-_QUIET = _QuietThread()
-
-
-@contextlib.contextmanager
-def quiet(logger: str) -> Iterator[None]:
-    """Drop the records of ``logger`` that this thread logs inside the block.
-
-    A filter, not a level change, so threads running jobs side by side never
-    leave a logger silenced for good.
-    """
-    logging.getLogger(logger).addFilter(_QUIET)  # once: a filter is added only once
-    _QUIET.local.depth = getattr(_QUIET.local, "depth", 0) + 1
-    try:
-        yield
-    finally:
-        _QUIET.local.depth -= 1
 
 
 def unparse(model) -> str:
@@ -473,12 +437,22 @@ class FinesseAdapter:
         return entry.read_seconds if entry is not None else 0.0
 
     def batch_reason(self, paths: tuple[str, ...], analysis: Any, forced: bool) -> str | None:
-        """Why jobs varying ``paths`` cannot be stepped in one simulation (None if they can)."""
+        """Why jobs varying ``paths`` cannot be stepped in one simulation (None if they can).
+
+        ``forced`` (``run(batch=True)``) changes nothing here: whether an
+        analysis with its own axis is worth stepping is measured by the runner.
+        """
         if self.is_factory:
             return "a factory builds a new model for every job"
         from .stepping import batch_reason
 
-        return batch_reason(self.probe(), paths, self.action(self.probe(), analysis), forced)
+        return batch_reason(self.probe(), paths, self.action(self.probe(), analysis))
+
+    def nested_points(self, analysis: Any) -> int:
+        """Points of the analysis axis a stepped job runs whole (0: none, e.g. ``Noxaxis``)."""
+        from .stepping import nested_points
+
+        return 0 if self.is_factory else nested_points(self.probe(), self.action(self.probe(), analysis))
 
     def expected_outputs(self, analysis: Any) -> dict[str, tuple]:
         """Output names and axes a job would give, read from the model without running it."""
@@ -575,13 +549,20 @@ class FinesseAdapter:
                 self.discard()
 
     def outputs(self, solution) -> Outputs:
-        """Reduce a Finesse solution (or tree of them) to arrays."""
+        """Reduce a Finesse solution (or tree of them) to arrays.
+
+        An ``ArraySolution`` gives one array per detector (dtypes as
+        :func:`detector_values` says), with its swept parameters as axes. A
+        ``FrequencyResponse`` gives one complex array named after the action,
+        with axes ``fsig.f``, ``output`` and ``input`` (node names).
+        """
+        from finesse.analysis.actions.lti import FrequencyResponseSolution
         from finesse.solutions import ArraySolution
 
         found = []
 
         def visit(node, prefix):
-            if isinstance(node, ArraySolution):
+            if isinstance(node, (ArraySolution, FrequencyResponseSolution)):
                 found.append((prefix, node))
             for child in getattr(node, "children", ()) or ():
                 visit(child, prefix + (child.name,))
@@ -589,13 +570,22 @@ class FinesseAdapter:
         visit(solution, ())
         values, axes = {}, {}
         for prefix, sol in found:
+            if isinstance(sol, FrequencyResponseSolution):
+                key = ".".join(prefix) if len(found) > 1 and prefix else sol.name
+                values[key] = np.asarray(sol.out)
+                axes[key] = (
+                    ("fsig.f", np.asarray(sol.f, dtype=float)),
+                    ("output", np.asarray(sol.outputs, dtype=str)),
+                    ("input", np.asarray(sol.inputs, dtype=str)),
+                )
+                continue
             dims = tuple(
                 (str(name), np.asarray(x, dtype=float))
                 for name, x in zip(sol.params or (), sol.x or ())
             )
             for name in sol.outputs:
                 key = ".".join(prefix + (name,)) if len(found) > 1 else name
-                values[key] = as_array(sol[name])
+                values[key] = detector_values(sol, name)
                 axes[key] = dims
         return Outputs(values, axes)
 

@@ -17,10 +17,13 @@ One parameter and no axis of the analysis: Finesse's own C loop
 (``run_axes_scan``, as :class:`~finesse.analysis.actions.Sweep` uses).
 Several parameters: a Python loop that sets each changed parameter (values
 that decrease first, as the per-job path does) and solves the carrier. An
-analysis with its own axis (``xaxis``) is nested per job only when the axis is
-short; for long axes the simulation build is negligible, and a parameter
-made tunable slows every step (with ``maxtem 4`` stepping ``m.T`` cost 66–124 µs
-a point against 27 µs), so plain job parallelism is faster.
+analysis with its own axis (an ``xaxis``, over ``fsig.f`` too, or a
+``FrequencyResponse``) runs whole at every point, after the locks of
+``Series(RunLocks(...), analysis)`` if any. Whether that pays is measured, not
+assumed (:mod:`katparallel.nesting`): one build per chunk wins when the build
+is a large part of a job (a sensitivity curve of the aLIGO model), and
+gains nothing when a long axis dwarfs the build, where a parameter made
+tunable may also slow every step.
 
 A varied parameter that is symbolic (``ITMX.L = Xloss/2``) is given a number
 before the build, so it can change during the simulation: it takes each job's
@@ -28,7 +31,7 @@ value in place of its expression, as on the per-job path. Parameters whose
 expressions refer to a varied one follow it inside the simulation.
 
 This module imports Finesse; :mod:`katparallel.adapters.finesse` imports it
-only when a chunk is batched.
+only when a chunk is batched. Both use :mod:`katparallel.adapters.support`.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from finesse.analysis.actions import Noxaxis, RunLocks, Series, Sweep
+from finesse.analysis.actions import FrequencyResponse, Noxaxis, RunLocks, Series, Sweep
 from finesse.analysis.actions.base import Action, convert_str_to_parameter
 from finesse.exceptions import LostLock
 from finesse.analysis.runners import run_axes_scan
@@ -49,36 +52,53 @@ from finesse.solutions import ArraySolution
 
 from ..errors import Failure
 from ..jobs import Chunk, ChunkResult, merge_results
-from .finesse import as_array, quiet
+from .support import detector_values, quiet
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ("StepValues", "batch_reason", "expected_outputs", "step_chunk")
-
-#: Longest analysis axis (points per job) that is nested inside the batched
-#: simulation; longer axes run job by job (see the module docstring).
-NEST_MAX_POINTS = 64
+__all__ = ("StepValues", "batch_reason", "expected_outputs", "nested_points", "step_chunk")
 
 
 def _split_action(action: Any) -> tuple[Any, Any, str | None]:
     """``(locks, inner, reason)`` for a job's action.
 
-    ``locks`` is the ``RunLocks`` of ``Series(RunLocks(...), Noxaxis())`` (run
-    at every stepped point), else None; ``inner`` the Sweep to nest per job
-    (None for Noxaxis); ``reason`` why the action cannot be stepped, or None.
+    ``locks`` is the ``RunLocks`` of ``Series(RunLocks(...), analysis)`` (run
+    at every stepped point), else None; ``inner`` the analysis to run whole at
+    every point (a Sweep such as an ``Xaxis``, or a ``FrequencyResponse``;
+    None for ``Noxaxis``); ``reason`` why the action cannot be stepped, or None.
     """
     locks = None
     if isinstance(action, Series) and len(action.actions) == 2 and isinstance(action.actions[0], RunLocks):
         locks, action = action.actions
-        if type(action) is not Noxaxis or locks.pre_step is not None:
-            return None, None, "only Series(RunLocks(...), Noxaxis()) runs locks on the fast path"
+        if locks.pre_step is not None:
+            return None, None, "the RunLocks has a pre_step action"
+    if type(action) is FrequencyResponse:
+        return locks, action, None
     if not isinstance(action, Sweep):
         return None, None, f"the analysis {type(action).__name__} is not a sweep of parameters"
     if action.pre_step is not None or action.post_step is not None:
         return None, None, "the analysis has pre_step/post_step actions"
     if type(action) is Noxaxis:
         return locks, None, None
-    return None, action, None
+    return locks, action, None
+
+
+def _inner_parameters(inner: Any) -> tuple[str, ...]:
+    """Full names of the parameters the inner analysis changes."""
+    if isinstance(inner, FrequencyResponse):
+        return ("fsig.f",)
+    return tuple(str(p) for p in inner.parameters)
+
+
+def nested_points(model, action: Any) -> int:
+    """Points of the analysis axis each job runs (0 for ``Noxaxis`` or an action
+    the fast path cannot step)."""
+    _, inner, reason = _split_action(action)
+    if reason or inner is None:
+        return 0
+    if isinstance(inner, FrequencyResponse):
+        return int(np.size(inner.f))
+    return math.prod(inner.out_shape)
 
 
 def _dependents(model, paths: tuple[str, ...]) -> list[Parameter]:
@@ -102,7 +122,7 @@ def _dependents(model, paths: tuple[str, ...]) -> list[Parameter]:
     return found
 
 
-def batch_reason(model, paths: tuple[str, ...], action: Any, forced: bool) -> str | None:
+def batch_reason(model, paths: tuple[str, ...], action: Any) -> str | None:
     """Why jobs varying ``paths`` of ``model`` cannot be stepped inside one simulation.
 
     Parameters
@@ -113,13 +133,13 @@ def batch_reason(model, paths: tuple[str, ...], action: Any, forced: bool) -> st
         Full names of the varied parameters.
     action : finesse action
         What each job runs.
-    forced : bool
-        ``run(batch=True)``: nest an analysis axis of any length.
 
     Returns
     -------
     str or None
-        The reason, or None if they can be stepped.
+        The reason, or None if they can be stepped. Whether stepping an
+        analysis with its own axis pays is decided from measured costs
+        (:mod:`katparallel.nesting`), not here.
     """
     if not paths:
         return "no parameter is varied"
@@ -135,15 +155,8 @@ def batch_reason(model, paths: tuple[str, ...], action: Any, forced: bool) -> st
     for param in _dependents(model, paths):
         if not param.changeable_during_simulation:
             return f"{param.full_name} follows a varied parameter but cannot change inside a built simulation"
-    if inner is not None:
-        if set(inner.parameters) & set(paths):
-            return "the analysis sweeps a parameter the ensemble varies"
-        points = math.prod(inner.out_shape)
-        if points > NEST_MAX_POINTS and not forced:
-            return (
-                f"the analysis has its own axis of {points} points; with more than "
-                f"{NEST_MAX_POINTS} the simulation build is negligible and jobs run faster one by one"
-            )
+    if inner is not None and set(_inner_parameters(inner)) & set(paths):
+        return "the analysis sweeps a parameter the ensemble varies"
     return None
 
 
@@ -154,7 +167,7 @@ def expected_outputs(model, action: Any) -> dict[str, tuple]:
     own ``xaxis``); empty for other analyses.
     """
     _, inner, reason = _split_action(action)
-    if reason:
+    if reason or isinstance(inner, FrequencyResponse):
         return {}
     dims = () if inner is None else tuple(
         (str(p), np.asarray(x, dtype=float)) for p, x in zip(inner.parameters, inner.axes)
@@ -177,13 +190,14 @@ class StepValues(Action):
         Parameter full names.
     values : ndarray, shape (n, len(paths))
         One row of values per point.
-    inner : finesse.analysis.actions.Sweep or None
-        An analysis axis to run at every point (e.g. an ``Xaxis``).
+    inner : finesse action or None
+        An analysis to run at every point: a Sweep (e.g. an ``Xaxis``) or a
+        ``FrequencyResponse``.
     reduce : callable
         Reduces a nested solution to :class:`~katparallel.adapters.finesse.Outputs`.
     locks : finesse.analysis.actions.RunLocks, optional
-        Locks to run at every point, each time from ``feedback`` (the base
-        model's tunings), as a job of its own would.
+        Locks to run at every point (before ``inner``, if any), each time from
+        ``feedback`` (the base model's tunings), as a job of its own would.
     feedback : dict, optional
         Full name -> base value of the locks' feedback parameters.
     """
@@ -231,7 +245,7 @@ class StepValues(Action):
         sol.enable_update(state.sim.detector_workspaces)
         if self.locks is not None or not (len(params) == 1 and self._c_loop(state, params[0], sol)):
             self._python_loop(params, self._carrier_solver(state, sol))
-        self.outputs = {name: as_array(sol.data[name])[self.ran] for name in sol.outputs}
+        self.outputs = {name: detector_values(sol, name)[self.ran] for name in sol.outputs}
         self.axes = {name: () for name in sol.outputs}
 
     def _c_loop(self, state, param, sol) -> bool:
@@ -256,16 +270,26 @@ class StepValues(Action):
         self.ran[:] = True
         return True
 
+    def _relocker(self, state) -> Callable[[], None]:
+        """Run the locks (if any) from the base model's tunings, as a job of its own would."""
+        if self.locks is None:
+            return lambda: None
+        feedback = [(convert_str_to_parameter(state.model, p), v) for p, v in self.feedback.items()]
+
+        def relock() -> None:
+            for param, value in feedback:
+                param.value = value
+            state.apply(self.locks)  # LostLock: the per-job path reports it
+
+        return relock
+
     def _carrier_solver(self, state, sol) -> Callable[[int, bool], bool]:
         """Solve point ``k`` (locks first if any, then the carrier and signals) into ``sol``."""
         sim = state.sim
-        feedback = [(convert_str_to_parameter(state.model, p), v) for p, v in self.feedback.items()]
+        relock = self._relocker(state)
 
         def solve(k: int, first: bool) -> bool:
-            if self.locks is not None:
-                for param, value in feedback:
-                    param.value = value
-                state.apply(self.locks)  # LostLock: the per-job path reports it
+            relock()
             if not sim.run_carrier(force=first):
                 return False
             if sim.signal is not None:
@@ -276,11 +300,29 @@ class StepValues(Action):
         return solve
 
     def _nested_solver(self, state, rows: list) -> Callable[[int, bool], bool]:
-        """Run the inner analysis axis at point ``k``, as a Sweep would, into ``rows``."""
+        """Run the inner analysis at point ``k`` (after the locks, if any) into ``rows``."""
+        relock = self._relocker(state)
+        if isinstance(self.inner, FrequencyResponse):
+            run_inner = self._frequency_response(state)
+        else:
+            run_inner = self._sweep(state)
+
+        def solve(k: int, first: bool) -> bool:
+            relock()
+            sol = run_inner()
+            if sol is None:
+                return False
+            rows.append(self.reduce(sol))
+            return True
+
+        return solve
+
+    def _sweep(self, state) -> Callable[[], Any]:
+        """Run the inner Sweep's axis as the Sweep itself would; None if a point was masked."""
         inner = self.inner
         inner_params = tuple(convert_str_to_parameter(state.model, p) for p in inner.parameters)
 
-        def solve(k: int, first: bool) -> bool:
+        def run():
             initial = {p: float(p.value) for p in inner_params}
             start = np.array([initial[p] for p in inner_params])
             offsets = np.where(inner.fractional_offset != 0, start * inner.fractional_offset, 0.0)
@@ -293,12 +335,22 @@ class StepValues(Action):
                 )
             finally:
                 state.set_parameter_values(initial)
-            if sol.masked:
-                return False
-            rows.append(self.reduce(sol))
-            return True
+            return None if sol.masked else sol
 
-        return solve
+        return run
+
+    def _frequency_response(self, state) -> Callable[[], Any]:
+        """Run the inner FrequencyResponse, then put ``fsig.f`` back."""
+        fsig = state.model.fsig.f
+
+        def run():
+            initial = float(fsig.value)
+            try:
+                return state.apply(self.inner)
+            finally:
+                state.set_parameter_values({fsig: initial})
+
+        return run
 
     def _python_loop(self, params, solve: Callable[[int, bool], bool]) -> None:
         """Set each row (changed values only, decreasing ones first) and ``solve`` it."""
