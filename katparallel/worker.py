@@ -33,7 +33,7 @@ import dill
 import numpy as np
 
 from .errors import Failure
-from .jobs import Chunk, ChunkResult, merge_results, outputs_differ, stack_outputs
+from .jobs import Chunk, ChunkResult, merge_results, stack_outputs
 from .sampling import job_rng
 
 LOGGER = logging.getLogger(__name__)
@@ -112,31 +112,51 @@ def _run(chunk: Chunk) -> ChunkResult:
 
 
 class _Rows:
-    """Outputs of a chunk's jobs, checked to have the same names and shapes."""
+    """Outputs of a chunk's jobs, grouped by their names and shapes.
+
+    Jobs whose outputs differ from the chunk's first success's are not failed
+    here: which jobs fail depends on the whole study (job 0's outputs are the
+    study's), so they travel back in :attr:`ChunkResult.others`.
+    """
 
     def __init__(self, keep_solutions: bool):
-        self.indices: list[int] = []
-        self.rows: list[dict[str, np.ndarray]] = []
-        self.axes: dict[str, tuple] = {}
+        self.keep_solutions = keep_solutions
+        self.groups: dict[tuple, _Group] = {}
         self.failures: list[Failure] = []
-        self.solutions: list | None = [] if keep_solutions else None
 
     def add(self, index: int, outputs: Any, solution: Any) -> None:
-        """Keep a job's outputs; raise ValueError if they differ from the first job's."""
-        if self.rows:
-            problem = outputs_differ(_shapes(outputs.values), _shapes(self.rows[0]))
-            if problem:
-                raise ValueError(problem)
-        self.indices.append(index)
-        self.rows.append(outputs.values)
-        self.axes = self.axes or outputs.axes
-        if self.solutions is not None:
-            self.solutions.append(solution)
+        """Keep a job's outputs with the jobs whose outputs have the same names and shapes."""
+        key = tuple(_shapes(outputs.values).items())
+        group = self.groups.get(key)
+        if group is None:
+            group = self.groups[key] = _Group(outputs.axes, self.keep_solutions)
+        group.indices.append(index)
+        group.rows.append(outputs.values)
+        if group.solutions is not None:
+            group.solutions.append(solution)
+
+    def result(self) -> ChunkResult:
+        parts = [group.result() for group in self.groups.values()]
+        if not parts:
+            return ChunkResult(np.empty(0, dtype=np.int64), {}, {}, self.failures)
+        first = parts[0]
+        first.failures, first.others = self.failures, parts[1:]
+        return first
+
+
+class _Group:
+    """The jobs of a chunk with the same outputs."""
+
+    def __init__(self, axes: dict[str, tuple], keep_solutions: bool):
+        self.axes = axes
+        self.indices: list[int] = []
+        self.rows: list[dict[str, np.ndarray]] = []
+        self.solutions: list | None = [] if keep_solutions else None
 
     def result(self) -> ChunkResult:
         return ChunkResult(
             np.asarray(self.indices, dtype=np.int64), stack_outputs(self.rows), self.axes,
-            self.failures, self.solutions,
+            solutions=self.solutions,
         )
 
 

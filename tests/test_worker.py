@@ -69,14 +69,15 @@ def _factory(values, rng):
     return model
 
 
-def test_jobs_whose_outputs_differ_fail_with_a_traceback_instead_of_dropping_outputs():
+def test_jobs_whose_outputs_differ_come_back_apart_and_fail_in_the_collector():
     ens = Ensemble(_factory).vary("x", [0.0, 1.0, 2.0])
     result = run_chunk(_chunk(ens))
     assert result.indices.tolist() == [0] and set(result.outputs) == {"P", "Pm"}
-    assert [f.index for f in result.failures] == [1, 2]
-    assert "differ" in result.failures[0].message and "Traceback" in result.failures[0].traceback
-    res = ens.run(backend="serial", progress=False)  # one job per chunk: the collector checks
+    assert not result.failures and len(result.others) == 1
+    assert result.others[0].indices.tolist() == [1, 2] and set(result.others[0].outputs) == {"P", "Pm", "Pr"}
+    res = ens.run(backend="serial", progress=False)
     assert [f.index for f in res.failures] == [1, 2] and np.isfinite(res["P"].values[0])
+    assert "extra output(s) ['Pr']" in res.failures[0].message
 
 
 def test_an_all_failed_study_has_nan_outputs_of_the_right_shape():
