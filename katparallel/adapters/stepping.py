@@ -183,7 +183,8 @@ class StepValues(Action):
         Reduces a nested solution to :class:`~katparallel.adapters.finesse.Outputs`.
     locks : finesse.analysis.actions.RunLocks, optional
         Locks to run at every point, each time from ``feedback`` (the base
-        model's tunings), as a job of its own would.
+        model's tunings) or, for a feedback parameter the jobs vary, from the
+        point's value, as a job of its own would.
     feedback : dict, optional
         Full name -> base value of the locks' feedback parameters.
     """
@@ -257,14 +258,20 @@ class StepValues(Action):
         return True
 
     def _carrier_solver(self, state, sol) -> Callable[[int, bool], bool]:
-        """Solve point ``k`` (locks first if any, then the carrier and signals) into ``sol``."""
+        """Solve point ``k`` (locks first if any, then the carrier and signals) into ``sol``.
+
+        Locks start from the point's own value of each feedback parameter the
+        jobs vary, and from the base value of the others, as a job of its own does.
+        """
         sim = state.sim
-        feedback = [(convert_str_to_parameter(state.model, p), v) for p, v in self.feedback.items()]
+        varied = {convert_str_to_parameter(state.model, p).full_name: j for j, p in enumerate(self.paths)}
+        feedback = [(convert_str_to_parameter(state.model, p), v, varied.get(p))
+                    for p, v in self.feedback.items()]
 
         def solve(k: int, first: bool) -> bool:
             if self.locks is not None:
-                for param, value in feedback:
-                    param.value = value
+                for param, base, column in feedback:
+                    param.value = base if column is None else self.values[k, column]
                 state.apply(self.locks)  # LostLock: the per-job path reports it
             if not sim.run_carrier(force=first):
                 return False
