@@ -31,6 +31,7 @@ class Chunk:
     perturbs: bytes | None = None  # dill bytes of a tuple of fn(model, rng)
     keep_solutions: bool = False
     batch: bool = False  # step the values inside one simulation (the adapter's fast path)
+    warning_filters: tuple | None = None  # the user's warnings.filters where the study ran
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -174,13 +175,19 @@ def _batch_reason(study: Study, plan: Plan, action: Any, options: RunOptions, fo
 
 
 def _chunker(study: Study, plan: Plan, action: Any, options: RunOptions, batched: bool) -> Callable:
-    """``chunks_of(indices, size)`` for this study."""
+    """``chunks_of(indices, size)`` for this study.
+
+    Chunks carry the warning filters in force here, so a user's ``error`` or
+    ``ignore`` acts on every backend as in a plain loop (filters whose category
+    is defined in ``__main__`` stay behind: a worker may not be able to load it).
+    """
     perturbs = dill.dumps(study.perturbs, recurse=True) if study.perturbs else None
+    filters = tuple(f for f in warnings.filters if getattr(f[2], "__module__", "") != "__main__")
 
     def chunks_of(indices: np.ndarray, size: int) -> list[Chunk]:
         return make_chunks(
             plan, indices, size, adapter=study.adapter, analysis=action, perturbs=perturbs,
-            keep_solutions=options.keep_solutions, batch=batched,
+            keep_solutions=options.keep_solutions, batch=batched, warning_filters=filters,
         )
 
     return chunks_of
@@ -241,7 +248,7 @@ def _finish(study, plan, action, engine, elapsed, collector: Collector, options)
     """Report failures and warnings once, then label the results."""
     failures = sorted(collector.failures, key=lambda f: f.index)
     for warning, count in collector.warnings.most_common():
-        LOGGER.warning("raised %d times in this study: %s", count, warning)
+        LOGGER.warning("raised in %d of %d jobs: %s", count, plan.n_jobs, warning)
     if failures:
         LOGGER.warning(
             "%d of %d jobs failed; see Results.failures. First: %s",

@@ -14,8 +14,9 @@ the adapter puts back afterwards), (3) sets the job's values, (4) runs the
 analysis, (5) reduces the solution. Chunks marked ``batch`` go to the
 adapter's fast path first; the jobs it hands back run here one by one.
 
-Warnings raised while a chunk runs are counted, not shown, and travel back
-with its result, so a study reports each distinct warning once.
+Warnings raised while a chunk runs are counted, once per job that raised
+them, not shown, and travel back with its result, so a study reports each
+distinct warning once, with the number of jobs that raised it.
 """
 
 from __future__ import annotations
@@ -41,7 +42,25 @@ LOGGER = logging.getLogger(__name__)
 __all__ = ("run_chunk", "run_jobs")
 
 
-_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+# A number, not digits inside a name: "g = 1.21" folds, "m1" and "ITM2" stay.
+_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+#: Ours, ahead of the user's filters: tqdm.auto in an ipyparallel engine without
+#: ipywidgets, about Finesse's progress bars, which are off in workers.
+_OWN_FILTERS = (("ignore", re.compile("IProgress not found", re.I), Warning, None, 0),)
+
+
+class WarningScope:
+    """The distinct warnings raised inside one ``with`` block of :meth:`_WarningCounter.scope`.
+
+    When the block ends, each is counted :attr:`times` times: once for a job
+    (the default), once per job for a simulation build that ``times`` jobs
+    shared, or not at all (``times = 0``) for work that is done again elsewhere.
+    """
+
+    def __init__(self):
+        self.seen: set[str] = set()
+        self.times = 1
 
 
 class _WarningCounter:
@@ -50,6 +69,11 @@ class _WarningCounter:
     ``warnings.catch_warnings`` is not thread-safe: chunks running on threads
     side by side could leave it installed for good. Instead one dispatcher is
     installed while any chunk runs, and each thread counts into its own Counter.
+    A warning counts once per job that raised it (see :meth:`scope`), however
+    often the job raised it and whether or not jobs were batched. The filters
+    in force are the user's (those where the study was run, shipped with the
+    chunk), so ``error`` and ``ignore`` act as in a plain loop; a warning no
+    filter decides is counted every time rather than once per code location.
     """
 
     def __init__(self):
@@ -64,28 +88,50 @@ class _WarningCounter:
             self.saved[0](message, category, filename, lineno, file, line)
             return
         # Numbers become "#": "unstable with g = 1.21" and "g = 1.44" count as one.
-        counts[f"{category.__name__}: {_NUMBER.sub('#', str(message).strip())}"] += 1
+        key = f"{category.__name__}: {_NUMBER.sub('#', str(message).strip())}"
+        if self.local.scopes:
+            self.local.scopes[-1].seen.add(key)
+        else:
+            counts[key] += 1
 
     @contextlib.contextmanager
-    def counting(self) -> Iterator[Counter]:
+    def scope(self) -> Iterator[WarningScope]:
+        """Collect the warnings raised inside as one job's (nested scopes take theirs)."""
+        scope = WarningScope()
+        scopes = getattr(self.local, "scopes", None)
+        if scopes is None:  # not inside a chunk: nothing to count into
+            yield scope
+            return
+        scopes.append(scope)
+        try:
+            yield scope
+        finally:
+            scopes.pop()
+            for key in scope.seen:
+                self.local.counts[key] += scope.times
+
+    @contextlib.contextmanager
+    def counting(self, filters: tuple | None = None) -> Iterator[Counter]:
+        """Count the warnings of the chunk run inside, under ``filters`` (default: this process's)."""
         with self.lock:
             if not self.active:
                 self.saved = (warnings.showwarning, warnings.filters[:])
+                user = list(self.saved[1] if filters is None else filters)
+                warnings.filters[:] = [*_OWN_FILTERS, *user, ("always", None, Warning, None, 0)]
+                warnings._filters_mutated()
                 warnings.showwarning = self.show
-                warnings.simplefilter("always")
-                # tqdm.auto in an ipyparallel engine without ipywidgets, about
-                # Finesse's progress bars, which are off in workers.
-                warnings.filterwarnings("ignore", message="IProgress not found")
             self.active += 1
         self.local.counts = counts = Counter()
+        self.local.scopes = []
         try:
             yield counts
         finally:
-            self.local.counts = None
+            self.local.counts = self.local.scopes = None
             with self.lock:
                 self.active -= 1
                 if not self.active:
                     warnings.showwarning, warnings.filters[:] = self.saved
+                    warnings._filters_mutated()
 
 
 _WARNINGS = _WarningCounter()
@@ -93,7 +139,7 @@ _WARNINGS = _WarningCounter()
 
 def run_chunk(chunk: Chunk) -> ChunkResult:
     """Run every job of ``chunk`` (batched or job by job); never raises."""
-    with _WARNINGS.counting() as counts:
+    with _WARNINGS.counting(chunk.warning_filters) as counts:
         try:
             result = _run(chunk)
         except Exception as exc:  # noqa: BLE001 - the contract: failures are data
@@ -105,7 +151,7 @@ def run_chunk(chunk: Chunk) -> ChunkResult:
 def _run(chunk: Chunk) -> ChunkResult:
     if not chunk.batch:
         return run_jobs(chunk)
-    stepped, per_job = chunk.adapter.step(chunk)
+    stepped, per_job = chunk.adapter.step(chunk, _WARNINGS.scope)
     if not per_job:
         return stepped
     return merge_results([stepped, run_jobs(chunk.subset(sorted(per_job)))])
@@ -173,13 +219,14 @@ def run_jobs(chunk: Chunk) -> ChunkResult:
     for position, index in enumerate(chunk.indices.tolist()):
         values = chunk.job_values(position)
         try:
-            rng = job_rng(chunk.seed, index) if user_code else None
-            with adapter.job_model(values, rng, fresh=bool(perturbs)) as model:
-                for fn in perturbs:
-                    fn(model, rng)
-                adapter.apply(model, values)
-                solution = adapter.run(model, chunk.analysis)
-                outputs = adapter.outputs(solution)
+            with _WARNINGS.scope():
+                rng = job_rng(chunk.seed, index) if user_code else None
+                with adapter.job_model(values, rng, fresh=bool(perturbs)) as model:
+                    for fn in perturbs:
+                        fn(model, rng)
+                    adapter.apply(model, values)
+                    solution = adapter.run(model, chunk.analysis)
+                    outputs = adapter.outputs(solution)
             rows.add(index, outputs, solution)
         except Exception as exc:  # noqa: BLE001 - recorded, the other jobs go on
             rows.failures.append(Failure.capture(exc, index, values))

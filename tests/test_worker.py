@@ -99,7 +99,7 @@ def test_a_finesse_warning_is_reported_once_per_study_with_a_count(caplog):
     with caplog.at_level(logging.INFO):
         ens.run(backend="serial", batch=True, progress=False)
     messages = [r.getMessage() for r in caplog.records]
-    reports = [m for m in messages if "times in this study" in m and "is unstable with g =" in m]
+    reports = [m for m in messages if "jobs: " in m and "is unstable with g =" in m]
     assert len(reports) == 1 and "CavityUnstableWarning: Cavity 'FP' is unstable with g = #" in reports[0]
     assert not [m for m in messages if "Masking simulation outputs" in m]
 
@@ -118,8 +118,8 @@ def test_warnings_from_jobs_are_counted_across_workers(backend, caplog):
     ens = Ensemble(factory).vary("x", [0.0, 2.0, 3.0, 4.0])
     with caplog.at_level(logging.WARNING, logger="katparallel"):
         ens.run(backend=backend, workers=2, progress=False)
-    reports = [r.getMessage() for r in caplog.records if "times in this study" in r.getMessage()]
-    assert reports == ["raised 3 times in this study: UserWarning: x = # is large"]
+    reports = [r.getMessage() for r in caplog.records if "jobs: " in r.getMessage()]
+    assert reports == ["raised in 3 of 4 jobs: UserWarning: x = # is large"]
 
 
 def test_unparse_notes_are_not_shown(caplog):

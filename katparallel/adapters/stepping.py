@@ -33,10 +33,11 @@ only when a chunk is batched.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -187,9 +188,17 @@ class StepValues(Action):
         point's value, as a job of its own would.
     feedback : dict, optional
         Full name -> base value of the locks' feedback parameters.
+    warning_scope : callable, optional
+        ``warning_scope()`` opens a context counting the warnings raised
+        inside for as many jobs as its ``times`` says: each point is one such
+        context, counted once if the point ran here and not if it goes to the
+        per-job path (which counts its own).
     """
 
-    def __init__(self, paths, values: np.ndarray, inner, reduce: Callable, locks=None, feedback=None):
+    def __init__(
+        self, paths, values: np.ndarray, inner, reduce: Callable, locks=None, feedback=None,
+        warning_scope: Callable | None = None,
+    ):
         super().__init__("katparallel_step")
         self.paths = tuple(paths)
         self.values = np.ascontiguousarray(values, dtype=np.float64)
@@ -197,6 +206,7 @@ class StepValues(Action):
         self.reduce = reduce
         self.locks = locks
         self.feedback = dict(feedback or {})
+        self.warning_scope = warning_scope or _uncounted
         self.per_job: list[int] = []
         self.lost: dict[int, Failure] = {}  # position -> the point's LostLock
         self.stopped: int | None = None
@@ -243,16 +253,18 @@ class StepValues(Action):
         """
         original = float(param.value)
         try:
-            run_axes_scan(
-                state, (self.values[:, 0].copy(),), (param,), np.zeros(1),
-                (len(self.values),), sol, None, None, False, "",
-            )
+            with self.warning_scope() as trial:
+                trial.times = 0  # a warning here cannot be told to a point: redo point by point
+                run_axes_scan(
+                    state, (self.values[:, 0].copy(),), (param,), np.zeros(1),
+                    (len(self.values),), sol, None, None, False, "",
+                )
         except Exception as exc:  # noqa: BLE001 - the Python loop finds the culprit
             LOGGER.debug("stepping %s point by point: %s", param.full_name, exc)
             return False
         finally:
             param.value = original
-        if sol.masked:
+        if sol.masked or trial.seen:
             return False
         self.ran[:] = True
         return True
@@ -312,25 +324,29 @@ class StepValues(Action):
         current = [float(p.value) for p in params]
         first = True
         for k, row in enumerate(self.values.tolist()):
-            if not self._set_row(params, row, current):
-                self.per_job.append(k)
-                continue
-            try:
-                valid = solve(k, first)
-            except LostLock as exc:
-                # RunLocks put its tunings back: the simulation goes on. Running the
-                # point again per job would only lose the lock a second time.
-                self.lost[k] = Failure.capture(exc)
-                continue
-            except Exception as exc:  # noqa: BLE001 - the per-job path reports it
-                LOGGER.debug("solving point %d raised %s; restarting after it", k, exc)
-                self.stopped = k
-                return
-            first = False
-            if valid:
-                self.ran[k] = True
-            else:
-                self.per_job.append(k)
+            with self.warning_scope() as point:
+                point.times = 0  # counted for a point that ends here, not one run again per job
+                if not self._set_row(params, row, current):
+                    self.per_job.append(k)
+                    continue
+                try:
+                    valid = solve(k, first)
+                except LostLock as exc:
+                    # RunLocks put its tunings back: the simulation goes on. Running the
+                    # point again per job would only lose the lock a second time.
+                    self.lost[k] = Failure.capture(exc)
+                    point.times = 1
+                    continue
+                except Exception as exc:  # noqa: BLE001 - the per-job path reports it
+                    LOGGER.debug("solving point %d raised %s; restarting after it", k, exc)
+                    self.stopped = k
+                    return
+                first = False
+                if valid:
+                    self.ran[k] = True
+                    point.times = 1
+                else:
+                    self.per_job.append(k)
 
     @staticmethod
     def _set_row(params, row: list[float], current: list[float]) -> bool:
@@ -345,6 +361,19 @@ class StepValues(Action):
                 return False
             current[j] = row[j]
         return True
+
+
+class _Uncounted:
+    """A warning scope outside any chunk: nothing is counted."""
+
+    def __init__(self):
+        self.seen: set[str] = set()
+        self.times = 1
+
+
+@contextlib.contextmanager
+def _uncounted() -> Iterator[_Uncounted]:
+    yield _Uncounted()
 
 
 def _feedback_values(model, locks) -> dict[str, Any]:
@@ -365,28 +394,37 @@ def _make_numeric(model, paths: tuple[str, ...]) -> None:
             param.value = float(param.value.eval())
 
 
-def step_chunk(model, chunk: Chunk, adapter: Any) -> tuple[ChunkResult, list[int]]:
+def step_chunk(
+    model, chunk: Chunk, adapter: Any, warning_scope: Callable | None = None
+) -> tuple[ChunkResult, list[int]]:
     """Step the jobs of ``chunk`` inside one simulation of ``model``.
 
     Returns the stepped jobs' results and the positions (in ``chunk``) of the
     jobs to run job by job: values Finesse rejected, points it could not
     solve, and all of them if the simulation cannot be built. The caller puts
-    the model back in its base state afterwards.
+    the model back in its base state afterwards. A warning raised while the
+    simulation is built counts once for each job whose result came from it
+    (as if each job had built its own), one raised at a point once for that job.
     """
+    warning_scope = warning_scope or _uncounted
     locks, inner, _ = _split_action(adapter.action(model, chunk.analysis))
     feedback = _feedback_values(model, locks)
     parts: list[ChunkResult] = []
     per_job: list[int] = []
     start, n = 0, len(chunk)
     while start < n:
-        step = StepValues(chunk.paths, chunk.values[start:], inner, adapter.outputs, locks, feedback)
+        step = StepValues(chunk.paths, chunk.values[start:], inner, adapter.outputs, locks, feedback,
+                          warning_scope)
         started = time.perf_counter()
         try:
-            _make_numeric(model, chunk.paths)
-            # A masked point runs again on the per-job path, which reports it as
-            # that job's failure: Finesse's "Masking simulation outputs" lines are noise.
-            with quiet("finesse.analysis.runners"):
-                model.run(step)
+            with warning_scope() as build:
+                build.times = 0
+                _make_numeric(model, chunk.paths)
+                # A masked point runs again on the per-job path, which reports it as
+                # that job's failure: Finesse's "Masking simulation outputs" lines are noise.
+                with quiet("finesse.analysis.runners"):
+                    model.run(step)
+                build.times = int(step.ran.sum()) + len(step.lost)
         except Exception as exc:  # noqa: BLE001 - the per-job path runs them instead
             LOGGER.warning("batched path failed (%s); running the rest job by job", exc)
             per_job.extend(range(start, n))
