@@ -53,9 +53,12 @@ CHUNKS_PER_WORKER = 8
 MIN_BATCH = 4000
 #: Most batched chunks per worker (load balance and progress granularity).
 MAX_CHUNKS_PER_WORKER = 16
-#: Jobs in the in-process probe that sizes an ``auto`` run when batched (one
-#: batched job costs microseconds, so one alone would say nothing).
+#: Most jobs in the in-process probe that sizes an ``auto`` run when batched
+#: (one batched job may cost microseconds, so one alone would say little).
 PROBE_BATCHED_JOBS = 64
+#: The probe takes at most this share of the jobs per worker, so a small study
+#: of slow jobs (8 locked aLIGO draws) leaves most of them for a pool.
+PROBE_SHARE = 4
 
 
 @dataclass(frozen=True)
@@ -223,13 +226,15 @@ def _probe_and_choose(
     """Run the first job(s) here, time them, and let ``auto`` pick the engine for the rest.
 
     The probe's set-up (building a batched chunk's simulation) is told apart
-    from the jobs' own cost: a worker pays it again, with reading the model.
+    from the jobs' own cost, and left out of the comparison: the rest pays it
+    again either way, here for its chunk or in each worker side by side.
     Returns the chosen backend and the jobs still to run. With a timeout nothing
     runs here: only a pool can stop a job that runs too long.
     """
     if auto.timeout is not None:
         return auto.choose(len(todo)), todo
-    probe, rest = np.split(todo, [PROBE_BATCHED_JOBS if batched else 1])
+    size = min(PROBE_BATCHED_JOBS, len(todo) // (PROBE_SHARE * auto.workers)) if batched else 1
+    probe, rest = np.split(todo, [max(1, size)])
     if len(rest) == 0:
         return SerialBackend(), todo
     setup = []
@@ -241,7 +246,7 @@ def _probe_and_choose(
     started = time.perf_counter()
     execute(chunks_of(probe, len(probe)), SerialBackend(), timed)
     seconds_per_job = max(time.perf_counter() - started - sum(setup), 0.0) / len(probe)
-    return auto.choose(len(rest), seconds_per_job, sum(setup), read_seconds), rest
+    return auto.choose(len(rest), seconds_per_job, read_seconds=read_seconds), rest
 
 
 def _finish(study, plan, action, engine, elapsed, collector: Collector, options) -> Results:
