@@ -22,6 +22,7 @@ import math
 import os
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -206,8 +207,7 @@ def _dispatch(
             engine, todo = _probe_and_choose(
                 engine, todo, batched, chunks_of, on_result, adapter.read_seconds()
             )
-            bar.update(plan.n_jobs - done - len(todo))
-            bar.set_description(engine.name)
+            bar.update(plan.n_jobs - done - len(todo))  # the label stays "auto": one bar, one name
         adapter.before_dispatch(engine.inherits_memory)
         if batched:
             size = batch_chunk_size(len(todo), engine.n_workers)
@@ -291,12 +291,33 @@ def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0) 
     """A notebook-aware tqdm bar counting jobs (a silent one when not ``enabled``).
 
     The finished bar stays on screen with its count, rate and time, in a
-    terminal and in Jupyter (tqdm's ``leave=True``).
+    terminal and in Jupyter (tqdm's ``leave=True``). A worker forked while it
+    is open gets a copy, silenced there (:func:`_silence_inherited_bars`).
     """
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, unit="job", desc=desc, disable=not enabled,
-                leave=True)
+    bar = tqdm(total=total, initial=initial, unit="job", desc=desc, disable=not enabled,
+               leave=True)
+    _OPEN_BARS.add(bar)
+    return bar
+
+
+#: The bars of this process's runs. A worker forked during a run inherits a
+#: copy of its bar, frozen where the run was; tqdm in the worker would draw it
+#: again on the shared terminal (its monitor thread every 10 s, ``tqdm.write``).
+_OPEN_BARS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _silence_inherited_bars() -> None:
+    """In a forked child: the parent's bars are not ours to draw."""
+    for bar in list(_OPEN_BARS):
+        bar.disable = True
+        getattr(bar, "_instances", set()).discard(bar)
+    _OPEN_BARS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_silence_inherited_bars)
 
 
 def make_chunks(plan: Plan, indices: np.ndarray, size: int, **fields) -> list[Chunk]:
