@@ -27,7 +27,7 @@ import re
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 import dill
@@ -51,16 +51,49 @@ _OWN_FILTERS = (("ignore", re.compile("IProgress not found", re.I), Warning, Non
 
 
 class WarningScope:
-    """The distinct warnings raised inside one ``with`` block of :meth:`_WarningCounter.scope`.
+    """The distinct warnings raised inside one ``with`` block (see :meth:`_WarningCounter.scope`).
 
-    When the block ends, each is counted :attr:`times` times: once for a job
-    (the default), once per job for a simulation build that ``times`` jobs
-    shared, or not at all (``times = 0``) for work that is done again elsewhere.
+    When the block ends, each warning raised while :attr:`point` was None is
+    counted :attr:`times` times: once for a job (the default), once per job
+    for a simulation build that ``times`` jobs shared, not at all (0) for work
+    done again elsewhere. The fast path sets :attr:`point` to the position of
+    the point it solves (one attribute store a point, no context of its own):
+    a warning raised there counts once for that point, if it is in
+    :attr:`points` (the points whose results came from here; None: all).
     """
 
-    def __init__(self):
+    __slots__ = ("seen", "times", "point", "at", "points", "_local")
+
+    def __init__(self, local: threading.local | None = None):
         self.seen: set[str] = set()
         self.times = 1
+        self.point: int | None = None
+        self.at: dict[int, set[str]] = {}
+        self.points: Collection[int] | None = None
+        self._local = local
+
+    def add(self, key: str) -> None:
+        """Record warning ``key`` as raised now."""
+        if self.point is None:
+            self.seen.add(key)
+        else:
+            self.at.setdefault(self.point, set()).add(key)
+
+    def __enter__(self) -> "WarningScope":
+        if self._local is not None:
+            self._local.scopes.append(self)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._local is None:
+            return
+        self._local.scopes.pop()
+        counts = self._local.counts
+        for key in self.seen if self.times else ():
+            counts[key] += self.times
+        for point, keys in self.at.items():
+            if self.points is None or point in self.points:
+                counts.update(keys)
 
 
 class _WarningCounter:
@@ -90,25 +123,14 @@ class _WarningCounter:
         # Numbers become "#": "unstable with g = 1.21" and "g = 1.44" count as one.
         key = f"{category.__name__}: {_NUMBER.sub('#', str(message).strip())}"
         if self.local.scopes:
-            self.local.scopes[-1].seen.add(key)
+            self.local.scopes[-1].add(key)
         else:
             counts[key] += 1
 
-    @contextlib.contextmanager
-    def scope(self) -> Iterator[WarningScope]:
-        """Collect the warnings raised inside as one job's (nested scopes take theirs)."""
-        scope = WarningScope()
-        scopes = getattr(self.local, "scopes", None)
-        if scopes is None:  # not inside a chunk: nothing to count into
-            yield scope
-            return
-        scopes.append(scope)
-        try:
-            yield scope
-        finally:
-            scopes.pop()
-            for key in scope.seen:
-                self.local.counts[key] += scope.times
+    def scope(self) -> WarningScope:
+        """A context collecting the warnings raised inside as one job's (nested scopes take theirs)."""
+        counting = getattr(self.local, "scopes", None) is not None
+        return WarningScope(self.local if counting else None)
 
     @contextlib.contextmanager
     def counting(self, filters: tuple | None = None) -> Iterator[Counter]:
@@ -149,6 +171,12 @@ def run_chunk(chunk: Chunk) -> ChunkResult:
 
 
 def _run(chunk: Chunk) -> ChunkResult:
+    if not getattr(chunk.adapter, "is_factory", False):
+        with _WARNINGS.scope() as reading:
+            # Read (or find) the model first: what reading it warns, the parent showed
+            # when it read the model; workers that read it too must not count it again.
+            reading.times = 0
+            chunk.adapter.base_model()
     if not chunk.batch:
         return run_jobs(chunk)
     stepped, per_job = chunk.adapter.step(chunk, _WARNINGS.scope)

@@ -51,6 +51,23 @@ def test_a_build_time_warning_counts_once_per_job_on_every_path(build_warns, bac
     ]
 
 
+@pytest.mark.parametrize("batch", [True, False])
+def test_workers_that_read_the_model_do_not_count_what_reading_it_warns(batch, caplog):
+    # A pool started before the model below exists: its workers read the model,
+    # which warns (as the parent's own reading did, once) that the cavity is unstable.
+    Ensemble(CAVITY_KATSCRIPT).vary("L0.P", [1.0, 2.0]).run(
+        backend="multiprocessing", workers=2, progress=False
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ens = Ensemble(BUILD_WARNS + f"# read by the workers ({batch})\n")
+    ens = ens.vary("L0.P", np.linspace(1, 2, N_JOBS))
+    with caplog.at_level(logging.WARNING, logger="katparallel"):
+        ens.run(backend="multiprocessing", workers=2, batch=batch, progress=False)
+    assert [r for r in _reports(caplog) if "added to the model" in r] == []
+    assert len(_reports(caplog)) == 1 and f"raised in {N_JOBS} of {N_JOBS} jobs" in _reports(caplog)[0]
+
+
 def _names_factory(values, rng):
     import warnings
 

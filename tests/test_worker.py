@@ -95,12 +95,17 @@ UNSTABLE = CAVITY.replace("m1 R=0.99 T=0.01", "m1 R=0.99 T=0.01 Rc=-10").replace
 
 
 def test_a_finesse_warning_is_reported_once_per_study_with_a_count(caplog):
-    ens = Ensemble(UNSTABLE).vary("cav.L", [1.0, 21.0, 2.0, 22.0])
+    lengths = [1.0, 21.0, 2.0, 22.0]  # the cavity is unstable at 21 and 22
+    traced = Ensemble(UNSTABLE + "gauss g1 L0.p1.o w0=1e-3 z=0\n").vary("cav.L", lengths)
+    untraced = Ensemble(UNSTABLE).vary("cav.L", lengths)  # unstable jobs fail: no beam
     with caplog.at_level(logging.INFO):
-        ens.run(backend="serial", batch=True, progress=False)
+        traced.run(backend="serial", batch=True, progress=False)
+        assert len(untraced.run(backend="serial", batch=True, progress=False).failures) == 2
     messages = [r.getMessage() for r in caplog.records]
     reports = [m for m in messages if "jobs: " in m and "is unstable with g =" in m]
-    assert len(reports) == 1 and "CavityUnstableWarning: Cavity 'FP' is unstable with g = #" in reports[0]
+    # The failed jobs' points ran again job by job (which fails without the warning):
+    # only the traced study's two jobs count.
+    assert reports == ["raised in 2 of 4 jobs: CavityUnstableWarning: Cavity 'FP' is unstable with g = #"]
     assert not [m for m in messages if "Masking simulation outputs" in m]
 
 

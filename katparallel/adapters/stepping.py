@@ -33,11 +33,10 @@ only when a chunk is batched.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -188,16 +187,14 @@ class StepValues(Action):
         point's value, as a job of its own would.
     feedback : dict, optional
         Full name -> base value of the locks' feedback parameters.
-    warning_scope : callable, optional
-        ``warning_scope()`` opens a context counting the warnings raised
-        inside for as many jobs as its ``times`` says: each point is one such
-        context, counted once if the point ran here and not if it goes to the
-        per-job path (which counts its own).
+    warnings : WarningScope-like, optional
+        Where warnings are being counted (:func:`step_chunk`): its ``point``
+        is set to each point's position while the point is set and solved.
     """
 
     def __init__(
         self, paths, values: np.ndarray, inner, reduce: Callable, locks=None, feedback=None,
-        warning_scope: Callable | None = None,
+        warnings: Any = None,
     ):
         super().__init__("katparallel_step")
         self.paths = tuple(paths)
@@ -206,7 +203,7 @@ class StepValues(Action):
         self.reduce = reduce
         self.locks = locks
         self.feedback = dict(feedback or {})
-        self.warning_scope = warning_scope or _uncounted
+        self.warnings = warnings if warnings is not None else _Uncounted()
         self.per_job: list[int] = []
         self.lost: dict[int, Failure] = {}  # position -> the point's LostLock
         self.stopped: int | None = None
@@ -252,19 +249,20 @@ class StepValues(Action):
         redoes the chunk and finds out which.
         """
         original = float(param.value)
+        self.warnings.point = _C_LOOP
         try:
-            with self.warning_scope() as trial:
-                trial.times = 0  # a warning here cannot be told to a point: redo point by point
-                run_axes_scan(
-                    state, (self.values[:, 0].copy(),), (param,), np.zeros(1),
-                    (len(self.values),), sol, None, None, False, "",
-                )
+            run_axes_scan(
+                state, (self.values[:, 0].copy(),), (param,), np.zeros(1),
+                (len(self.values),), sol, None, None, False, "",
+            )
         except Exception as exc:  # noqa: BLE001 - the Python loop finds the culprit
             LOGGER.debug("stepping %s point by point: %s", param.full_name, exc)
             return False
         finally:
             param.value = original
-        if sol.masked or trial.seen:
+            self.warnings.point = None
+        # A warning raised in the C loop cannot be told to its point: redo point by point.
+        if sol.masked or self.warnings.at.pop(_C_LOOP, None):
             return False
         self.ran[:] = True
         return True
@@ -323,9 +321,9 @@ class StepValues(Action):
         """Set each row (changed values only, decreasing ones first) and ``solve`` it."""
         current = [float(p.value) for p in params]
         first = True
-        for k, row in enumerate(self.values.tolist()):
-            with self.warning_scope() as point:
-                point.times = 0  # counted for a point that ends here, not one run again per job
+        try:
+            for k, row in enumerate(self.values.tolist()):
+                self.warnings.point = k
                 if not self._set_row(params, row, current):
                     self.per_job.append(k)
                     continue
@@ -335,7 +333,6 @@ class StepValues(Action):
                     # RunLocks put its tunings back: the simulation goes on. Running the
                     # point again per job would only lose the lock a second time.
                     self.lost[k] = Failure.capture(exc)
-                    point.times = 1
                     continue
                 except Exception as exc:  # noqa: BLE001 - the per-job path reports it
                     LOGGER.debug("solving point %d raised %s; restarting after it", k, exc)
@@ -344,9 +341,10 @@ class StepValues(Action):
                 first = False
                 if valid:
                     self.ran[k] = True
-                    point.times = 1
                 else:
                     self.per_job.append(k)
+        finally:
+            self.warnings.point = None
 
     @staticmethod
     def _set_row(params, row: list[float], current: list[float]) -> bool:
@@ -363,17 +361,21 @@ class StepValues(Action):
         return True
 
 
+#: ``warnings.point`` while Finesse's C loop runs: no point can be told apart.
+_C_LOOP = -1
+
+
 class _Uncounted:
-    """A warning scope outside any chunk: nothing is counted."""
+    """Where warnings go when nobody counts them (outside a worker's chunk)."""
 
     def __init__(self):
-        self.seen: set[str] = set()
-        self.times = 1
+        self.times, self.point, self.points, self.at = 1, None, None, {}
 
+    def __enter__(self) -> "_Uncounted":
+        return self
 
-@contextlib.contextmanager
-def _uncounted() -> Iterator[_Uncounted]:
-    yield _Uncounted()
+    def __exit__(self, *exc_info) -> None:
+        return None
 
 
 def _feedback_values(model, locks) -> dict[str, Any]:
@@ -402,29 +404,32 @@ def step_chunk(
     Returns the stepped jobs' results and the positions (in ``chunk``) of the
     jobs to run job by job: values Finesse rejected, points it could not
     solve, and all of them if the simulation cannot be built. The caller puts
-    the model back in its base state afterwards. A warning raised while the
-    simulation is built counts once for each job whose result came from it
-    (as if each job had built its own), one raised at a point once for that job.
+    the model back in its base state afterwards. ``warning_scope()`` opens
+    a context that counts warnings (:class:`katparallel.worker.WarningScope`):
+    one raised while the simulation is built counts once for each job whose
+    result came from it (as if each job had built its own), one raised at a
+    point once for that job, and none for the jobs handed to the per-job path.
     """
-    warning_scope = warning_scope or _uncounted
+    warning_scope = warning_scope or _Uncounted
     locks, inner, _ = _split_action(adapter.action(model, chunk.analysis))
     feedback = _feedback_values(model, locks)
     parts: list[ChunkResult] = []
     per_job: list[int] = []
     start, n = 0, len(chunk)
     while start < n:
-        step = StepValues(chunk.paths, chunk.values[start:], inner, adapter.outputs, locks, feedback,
-                          warning_scope)
         started = time.perf_counter()
         try:
             with warning_scope() as build:
-                build.times = 0
+                build.times, build.points = 0, ()
+                step = StepValues(chunk.paths, chunk.values[start:], inner, adapter.outputs, locks,
+                                  feedback, build)
                 _make_numeric(model, chunk.paths)
                 # A masked point runs again on the per-job path, which reports it as
                 # that job's failure: Finesse's "Masking simulation outputs" lines are noise.
                 with quiet("finesse.analysis.runners"):
                     model.run(step)
-                build.times = int(step.ran.sum()) + len(step.lost)
+                build.points = {*np.flatnonzero(step.ran).tolist(), *step.lost}
+                build.times = len(build.points)
         except Exception as exc:  # noqa: BLE001 - the per-job path runs them instead
             LOGGER.warning("batched path failed (%s); running the rest job by job", exc)
             per_job.extend(range(start, n))
