@@ -13,12 +13,11 @@ import logging
 import time
 
 import numpy as np
-import pytest
 
 from katparallel import Ensemble
 from katparallel._testing import HOM_KATSCRIPT, noop
 from katparallel.backends.auto import FORK_START, AutoBackend, pool_is_faster
-from katparallel.backends.multiprocess import MultiprocessingBackend
+from katparallel.backends.procpool import ProcessPool, _stop_idle_threads, can_fork
 
 
 def test_whole_tasks_and_start_up_decide():
@@ -32,19 +31,20 @@ def test_whole_tasks_and_start_up_decide():
 
 
 def _forked_pool_start_up() -> float:
-    """Seconds from asking a forked pool for two trivial tasks to having both answers."""
-    pool = MultiprocessingBackend(workers=2)
-    if not pool.inherits_memory:
-        pytest.skip("no forked pool here (not Linux, or threads running)")
+    """Seconds from starting a fresh two-worker pool, forked from this process,
+    to both answers of two trivial tasks (as a run's first pool pays)."""
     started = time.perf_counter()
+    pool = ProcessPool(2, threads=1)
     try:
-        list(pool.map_unordered(noop, [0, 1]))
+        assert sorted(result for _, result in pool.map_unordered(noop, [0, 1])) == [0, 1]
         return time.perf_counter() - started
     finally:
-        pool.close()
+        pool.shutdown()
 
 
 def test_the_aligo_locked_draws_go_to_a_forked_pool():
+    _stop_idle_threads()
+    assert can_fork(1)  # Linux, main thread: the pool below forks
     measured = _forked_pool_start_up()
     # examples/aligo_tolerance.py: 8 locked draws, 1.9 s each; one ran as the probe.
     assert pool_is_faster(7, 1.9, 2, measured)
