@@ -223,6 +223,7 @@ class StepValues(Action):
         try:
             self._step(state)
         finally:
+            self.warnings.point = None
             self.stepping_seconds = time.perf_counter() - started
 
     def _step(self, state) -> None:
@@ -321,30 +322,28 @@ class StepValues(Action):
         """Set each row (changed values only, decreasing ones first) and ``solve`` it."""
         current = [float(p.value) for p in params]
         first = True
-        try:
-            for k, row in enumerate(self.values.tolist()):
-                self.warnings.point = k
-                if not self._set_row(params, row, current):
-                    self.per_job.append(k)
-                    continue
-                try:
-                    valid = solve(k, first)
-                except LostLock as exc:
-                    # RunLocks put its tunings back: the simulation goes on. Running the
-                    # point again per job would only lose the lock a second time.
-                    self.lost[k] = Failure.capture(exc)
-                    continue
-                except Exception as exc:  # noqa: BLE001 - the per-job path reports it
-                    LOGGER.debug("solving point %d raised %s; restarting after it", k, exc)
-                    self.stopped = k
-                    return
-                first = False
-                if valid:
-                    self.ran[k] = True
-                else:
-                    self.per_job.append(k)
-        finally:
-            self.warnings.point = None
+        for k, row in enumerate(self.values.tolist()):
+            self.warnings.point = k  # what warns from here on counts for this point
+            if not self._set_row(params, row, current):
+                self.per_job.append(k)
+                continue
+            try:
+                valid = solve(k, first)
+            except LostLock as exc:
+                # RunLocks put its tunings back: the simulation goes on. Running the
+                # point again per job would only lose the lock a second time.
+                self.lost[k] = Failure.capture(exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - the per-job path reports it
+                LOGGER.debug("solving point %d raised %s; restarting after it", k, exc)
+                self.stopped = k
+                return
+            first = False
+            if valid:
+                self.ran[k] = True
+            else:
+                self.per_job.append(k)
+        self.warnings.point = None
 
     @staticmethod
     def _set_row(params, row: list[float], current: list[float]) -> bool:
