@@ -326,9 +326,9 @@ class Ensemble:
         backend : str or Backend
             ``"serial"``, ``"multiprocessing"``, ``"pathos"``, ``"ipyparallel"``,
             ``"mpi"``, ``"auto"`` (the default: the first job runs here and
-            is timed; a study whose expected work is under half a second
-            stays here, anything bigger goes to a process pool with one
-            worker per core), or a :class:`Backend` instance.
+            is timed; the rest go to a process pool with one worker per
+            core whenever it would finish sooner, its start-up included,
+            else run here), or a :class:`Backend` instance.
         workers : int, optional
             Parallel workers (default: one per core).
         progress : bool

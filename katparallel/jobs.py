@@ -31,6 +31,7 @@ class Chunk:
     perturbs: bytes | None = None  # dill bytes of a tuple of fn(model, rng)
     keep_solutions: bool = False
     batch: bool = False  # step the values inside one simulation (the adapter's fast path)
+    warning_filters: tuple | None = None  # the user's warnings.filters where the study ran
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -64,6 +65,9 @@ class ChunkResult:
     each distinct ``"Category: message"`` raised while the chunk ran;
     ``setup_seconds`` is the time spent readying shared work (building the one
     simulation of a batched chunk) rather than on the jobs themselves.
+    ``others`` holds the chunk's jobs whose outputs differ (names or shapes)
+    from those above, one result per kind of outputs: the collector, which
+    sees every job, decides which of them fail.
     """
 
     indices: np.ndarray
@@ -73,20 +77,32 @@ class ChunkResult:
     solutions: list | None = None
     warnings: Counter = field(default_factory=Counter)
     setup_seconds: float = 0.0
+    others: list["ChunkResult"] = field(default_factory=list)
+
+    def parts(self) -> list["ChunkResult"]:
+        """This result and :attr:`others`: each part's jobs give the same outputs."""
+        return [self, *self.others]
+
+    def shapes(self) -> dict[str, tuple]:
+        """Each output's shape for one job."""
+        return {name: values.shape[1:] for name, values in self.outputs.items()}
 
 
 def outputs_differ(got: dict[str, tuple], have: dict[str, tuple]) -> str | None:
-    """Why outputs shaped ``got`` cannot join outputs shaped ``have`` (None if they can).
+    """How outputs shaped ``got`` differ from outputs shaped ``have`` (None if they do not).
 
-    Both map output names to the shape of one job's value.
+    Both map output names to the shape of one job's value. The answer names
+    the extra outputs, the missing ones and those of another shape.
     """
     if got == have:
         return None
-    return (
-        f"these outputs {got} differ from the other jobs' {have} (names and shapes); "
-        "every job of a study must give the same outputs: a factory must build "
-        "models with the same detectors and axes."
-    )
+    extra = sorted(set(got) - set(have))
+    missing = sorted(set(have) - set(got))
+    reshaped = sorted(n for n in set(got) & set(have) if got[n] != have[n])
+    problems = [f"extra output(s) {extra}"] if extra else []
+    problems += [f"missing output(s) {missing}"] if missing else []
+    problems += [f"{n!r} shaped {got[n]} instead of {have[n]}" for n in reshaped]
+    return "; ".join(problems)
 
 
 def stack_outputs(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -99,8 +115,8 @@ def stack_outputs(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 def merge_results(parts: list[ChunkResult]) -> ChunkResult:
     """One :class:`ChunkResult` holding the jobs of ``parts`` (no solutions kept).
 
-    Parts must have the same outputs (names and shapes), as the jobs of one
-    chunk do.
+    Parts must have the same outputs (names and shapes), as the stepped and
+    per-job parts of one batched chunk do; their :attr:`ChunkResult.others` are kept.
     """
     parts = [p for p in parts if len(p.indices) or p.failures or p.warnings]
     if len(parts) == 1:
@@ -118,4 +134,5 @@ def merge_results(parts: list[ChunkResult]) -> ChunkResult:
         [f for p in parts for f in p.failures],
         warnings=sum((p.warnings for p in parts), Counter()),
         setup_seconds=sum(p.setup_seconds for p in parts),
+        others=[other for p in parts for other in p.others],
     )

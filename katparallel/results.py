@@ -36,52 +36,83 @@ _PLAN_DIMS = "plan_dims"  # JSON list: the dimensions jobs span
 class Collector:
     """Accumulate chunk results into arrays shaped like the plan.
 
-    The first result to arrive fixes each output's shape and axes; a later
-    chunk whose outputs differ (a factory that builds different detectors for
-    different jobs) has its jobs recorded as failures, not merged.
+    The study's outputs are those of job 0, by index, not by arrival: if job 0
+    failed, of the lowest-index job that succeeded. Every job whose outputs
+    differ from those (a factory that builds different detectors for
+    different jobs) is a failure naming the extra, missing or reshaped
+    outputs; no other job fails for it. The rule depends only on which jobs
+    are collected, so every backend, worker count, chunking and arrival order
+    gives the same failures, and a study resumed from a store the same ones
+    as an uninterrupted run. Until the lowest-index success arrives, jobs
+    with other outputs are held (their values, in their own chunk results).
     """
 
     def __init__(self, plan: Plan, keep_solutions: bool = False):
         self.plan = plan
         self.arrays: dict[str, np.ndarray] = {}
         self.axes: dict[str, tuple] = {}
-        self.failures: list[Failure] = []
         self.warnings: Counter = Counter()
         self.done = np.zeros(plan.n_jobs, dtype=bool)
         self.solutions: list | None = [None] * plan.n_jobs if keep_solutions else None
+        self._failed: list[Failure] = []
+        self._lead = _Lead()  # the jobs in ``arrays``: their outputs and lowest index
+        self._held: dict[tuple, list[ChunkResult]] = {}  # other outputs -> their jobs
 
     def add(self, result: ChunkResult) -> None:
         """Store one chunk's outputs, failures and warnings."""
         self.warnings.update(result.warnings)
-        self._fail(result.failures)
-        if len(result.indices) == 0:
-            return
-        mismatch = self._mismatch(result.outputs)
-        if mismatch:
-            self._fail([
-                Failure(i, self.plan.point(i), "ValueError", mismatch)
-                for i in result.indices.tolist()
-            ])
-            return
-        for name, values in result.outputs.items():
-            self._target(name, values, result.axes.get(name, ()))[result.indices] = values
-        self.done[result.indices] = True
-        if self.solutions is not None and result.solutions is not None:
-            for i, solution in zip(result.indices.tolist(), result.solutions):
+        self._failed.extend(result.failures)
+        self.done[[f.index for f in result.failures]] = True
+        for part in result.parts():
+            if len(part.indices):
+                self._add_part(part)
+
+    def _add_part(self, part: ChunkResult) -> None:
+        self.done[part.indices] = True
+        if self.solutions is not None and part.solutions is not None:
+            for i, solution in zip(part.indices.tolist(), part.solutions):
                 self.solutions[i] = solution
+        key = tuple(part.shapes().items())
+        if not self.arrays or key == self._lead.key:
+            self._write(part, key)
+            return
+        self._held.setdefault(key, []).append(part)
+        if int(part.indices.min()) < self._lead.first:  # a lower job leads: swap
+            leaving = self._lead.key, self._lead_result()
+            self.arrays, self.axes, self._lead = {}, {}, _Lead()
+            for held in self._held.pop(key):
+                self._write(held, key)
+            self._held.setdefault(leaving[0], []).append(leaving[1])
 
-    def _fail(self, failures: list[Failure]) -> None:
-        self.failures.extend(failures)
-        self.done[[f.index for f in failures]] = True
+    def _write(self, part: ChunkResult, key: tuple) -> None:
+        for name, values in part.outputs.items():
+            self._target(name, values, part.axes.get(name, ()))[part.indices] = values
+        self._lead.key = key
+        self._lead.first = min(self._lead.first, int(part.indices.min()))
+        self._lead.indices.append(part.indices)
 
-    def _mismatch(self, outputs: dict[str, np.ndarray]) -> str | None:
-        """Why ``outputs`` cannot join the arrays collected so far (None if they can)."""
-        if not self.arrays:
-            return None
-        return outputs_differ(
-            {name: values.shape[1:] for name, values in outputs.items()},
-            {name: array.shape[1:] for name, array in self.arrays.items()},
-        )
+    def _lead_result(self) -> ChunkResult:
+        """The jobs written into ``arrays``, as one chunk result."""
+        indices = np.concatenate(self._lead.indices)
+        outputs = {name: array[indices] for name, array in self.arrays.items()}
+        return ChunkResult(indices, outputs, dict(self.axes))
+
+    @property
+    def failures(self) -> list[Failure]:
+        """The failed jobs: those that raised, then those whose outputs differ."""
+        found = list(self._failed)
+        lead = f"job {self._lead.first}" if self.arrays else ""
+        for key, parts in self._held.items():
+            problem = outputs_differ(dict(key), dict(self._lead.key))
+            message = (
+                f"its outputs differ from {lead}'s, which are the study's (job 0's, or the "
+                f"lowest-index job's that succeeded): {problem}. Every job of a study must "
+                "give the same outputs: a factory must build models with the same "
+                "detectors and axes."
+            )
+            found += [Failure(i, self.plan.point(i), "ValueError", message)
+                      for part in parts for i in part.indices.tolist()]
+        return found
 
     def _target(self, name: str, values: np.ndarray, axes: tuple) -> np.ndarray:
         """The array collecting output ``name``, made (all NaN) on first use."""
@@ -132,6 +163,16 @@ class Collector:
         if self.warnings:
             attrs["warnings"] = json.dumps(dict(self.warnings))
         return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+class _Lead:
+    """Which jobs fill the collector's arrays: their outputs (names and shapes)
+    and the lowest index among them."""
+
+    def __init__(self):
+        self.key: tuple = ()
+        self.first = np.iinfo(np.int64).max
+        self.indices: list[np.ndarray] = []
 
 
 class Results:

@@ -23,6 +23,8 @@ import logging
 import math
 import os
 import time
+import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,12 +56,15 @@ CHUNKS_PER_WORKER = 8
 MIN_BATCH = 4000
 #: Most batched chunks per worker (load balance and progress granularity).
 MAX_CHUNKS_PER_WORKER = 16
-#: Jobs in the in-process probe that sizes an ``auto`` run when batched (one
-#: batched job costs microseconds, so one alone would say nothing).
+#: Most jobs in the in-process probe that sizes an ``auto`` run when batched
+#: (one batched job may cost microseconds, so one alone would say little).
 PROBE_BATCHED_JOBS = 64
 #: The same when each batched job runs an analysis axis of its own (a curve
 #: of a big model can cost a second).
 PROBE_NESTED_JOBS = 2
+#: The probe takes at most this share of the jobs per worker, so a small study
+#: of slow jobs (8 locked aLIGO draws) leaves most of them for a pool.
+PROBE_SHARE = 4
 
 
 @dataclass(frozen=True)
@@ -182,13 +187,19 @@ def _batch_reason(study: Study, plan: Plan, action: Any, options: RunOptions, fo
 
 
 def _chunker(study: Study, plan: Plan, action: Any, options: RunOptions, batched: bool) -> Callable:
-    """``chunks_of(indices, size, batch=batched)`` for this study."""
+    """``chunks_of(indices, size, batch=batched)`` for this study.
+
+    Chunks carry the warning filters in force here, so a user's ``error`` or
+    ``ignore`` acts on every backend as in a plain loop (filters whose category
+    is defined in ``__main__`` stay behind: a worker may not be able to load it).
+    """
     perturbs = dill.dumps(study.perturbs, recurse=True) if study.perturbs else None
+    filters = tuple(f for f in warnings.filters if getattr(f[2], "__module__", "") != "__main__")
 
     def chunks_of(indices: np.ndarray, size: int, batch: bool = batched) -> list[Chunk]:
         return make_chunks(
             plan, indices, size, adapter=study.adapter, analysis=action, perturbs=perturbs,
-            keep_solutions=options.keep_solutions, batch=batch,
+            keep_solutions=options.keep_solutions, batch=batch, warning_filters=filters,
         )
 
     return chunks_of
@@ -216,8 +227,7 @@ def _dispatch(
                 engine, todo, batched, chunks_of, on_result, adapter.read_seconds(), costs,
                 PROBE_NESTED_JOBS if nesting_key else PROBE_BATCHED_JOBS,
             )
-            bar.update(before - len(todo))
-            bar.set_description(engine.name)
+            bar.update(before - len(todo))  # the label stays "auto": one bar, one name
         adapter.before_dispatch(engine.inherits_memory)
         if batched:
             size = batch_chunk_size(len(todo), engine.n_workers)
@@ -271,7 +281,8 @@ def _probe_and_choose(
     """Run the first job(s) here, time them, and let ``auto`` pick the engine for the rest.
 
     The probe's set-up (building a batched chunk's simulation) is told apart
-    from the jobs' own cost: a worker pays it again, with reading the model.
+    from the jobs' own cost, and left out of the comparison: the rest pays it
+    again either way, here for its chunk or in each worker side by side.
     Returns the chosen backend and the jobs still to run. With a timeout nothing
     runs here: only a pool can stop a job that runs too long. With ``costs``
     measured already (jobs with an analysis axis), nothing more runs here.
@@ -279,11 +290,11 @@ def _probe_and_choose(
     """
     if auto.timeout is not None:
         return auto.choose(len(todo)), todo
-    if costs is not None:
-        if not batched:
-            return auto.choose(len(todo), costs.job_seconds, 0.0, read_seconds), todo
-        return auto.choose(len(todo), costs.stepped_seconds, costs.build_seconds, read_seconds), todo
-    probe, rest = np.split(todo, [batched_probe if batched else 1])
+    if costs is not None:  # a build is paid here and in each worker side by side alike
+        seconds = costs.stepped_seconds if batched else costs.job_seconds
+        return auto.choose(len(todo), seconds, read_seconds=read_seconds), todo
+    size = min(batched_probe, len(todo) // (PROBE_SHARE * auto.workers)) if batched else 1
+    probe, rest = np.split(todo, [max(1, size)])
     if len(rest) == 0:
         return SerialBackend(), todo
     setup = []
@@ -295,14 +306,14 @@ def _probe_and_choose(
     started = time.perf_counter()
     execute(chunks_of(probe, len(probe)), SerialBackend(), timed)
     seconds_per_job = max(time.perf_counter() - started - sum(setup), 0.0) / len(probe)
-    return auto.choose(len(rest), seconds_per_job, sum(setup), read_seconds), rest
+    return auto.choose(len(rest), seconds_per_job, read_seconds=read_seconds), rest
 
 
 def _finish(study, plan, action, engine, elapsed, collector: Collector, options) -> Results:
     """Report failures and warnings once, then label the results."""
     failures = sorted(collector.failures, key=lambda f: f.index)
     for warning, count in collector.warnings.most_common():
-        LOGGER.warning("raised %d times in this study: %s", count, warning)
+        LOGGER.warning("raised in %d of %d jobs: %s", count, plan.n_jobs, warning)
     if failures:
         LOGGER.warning(
             "%d of %d jobs failed; see Results.failures. First: %s",
@@ -340,12 +351,33 @@ def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0) 
     """A notebook-aware tqdm bar counting jobs (a silent one when not ``enabled``).
 
     The finished bar stays on screen with its count, rate and time, in a
-    terminal and in Jupyter (tqdm's ``leave=True``).
+    terminal and in Jupyter (tqdm's ``leave=True``). A worker forked while it
+    is open gets a copy, silenced there (:func:`_silence_inherited_bars`).
     """
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, unit="job", desc=desc, disable=not enabled,
-                leave=True)
+    bar = tqdm(total=total, initial=initial, unit="job", desc=desc, disable=not enabled,
+               leave=True)
+    _OPEN_BARS.add(bar)
+    return bar
+
+
+#: The bars of this process's runs. A worker forked during a run inherits a
+#: copy of its bar, frozen where the run was; tqdm in the worker would draw it
+#: again on the shared terminal (its monitor thread every 10 s, ``tqdm.write``).
+_OPEN_BARS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _silence_inherited_bars() -> None:
+    """In a forked child: the parent's bars are not ours to draw."""
+    for bar in list(_OPEN_BARS):
+        bar.disable = True
+        getattr(bar, "_instances", set()).discard(bar)
+    _OPEN_BARS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_silence_inherited_bars)
 
 
 def make_chunks(plan: Plan, indices: np.ndarray, size: int, **fields) -> list[Chunk]:

@@ -112,6 +112,10 @@ class StudyMismatch(StoreError):
 
 
 # --------------------------------------------------------------- definitions
+def _axes_shape(axes: tuple) -> tuple:
+    return tuple(len(values) for _, values in axes)
+
+
 def _to_npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
@@ -570,27 +574,15 @@ class Store:
 
     # ---------------------------------------------------------------- writing
     def add(self, result: ChunkResult, plan: Plan) -> None:
-        """Commit one chunk's outputs and failures in one transaction."""
+        """Commit one chunk's outputs and failures in one transaction.
+
+        Jobs whose outputs differ from the others' (:attr:`ChunkResult.others`)
+        are stored as they came: the collector decides which of them fail.
+        """
         with self._errors(), self._transaction():
-            if len(result.indices):
-                cursor = self._db.execute(
-                    "INSERT INTO chunks (n, indices, params) VALUES (?, ?, ?)",
-                    (len(result.indices), _to_npy(result.indices),
-                     _to_npy(plan.values_for(result.indices))),
-                )
-                chunk = cursor.lastrowid
-                self._db.executemany(
-                    "INSERT INTO outputs VALUES (?, ?, ?)",
-                    [(chunk, name, _to_npy(values)) for name, values in result.outputs.items()],
-                )
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO output_axes VALUES (?, ?, ?, ?)",
-                    [
-                        (name, position, dim, _to_npy(np.asarray(values)))
-                        for name, axes in result.axes.items()
-                        for position, (dim, values) in enumerate(axes)
-                    ],
-                )
+            for part in result.parts():
+                if len(part.indices):
+                    self._add_outputs(part, plan)
             self._db.executemany(
                 "INSERT INTO failures VALUES (?, ?, ?, ?, ?)",
                 [
@@ -598,6 +590,25 @@ class Store:
                     for f in result.failures
                 ],
             )
+
+    def _add_outputs(self, part: ChunkResult, plan: Plan) -> None:
+        cursor = self._db.execute(
+            "INSERT INTO chunks (n, indices, params) VALUES (?, ?, ?)",
+            (len(part.indices), _to_npy(part.indices), _to_npy(plan.values_for(part.indices))),
+        )
+        chunk = cursor.lastrowid
+        self._db.executemany(
+            "INSERT INTO outputs VALUES (?, ?, ?)",
+            [(chunk, name, _to_npy(values)) for name, values in part.outputs.items()],
+        )
+        self._db.executemany(
+            "INSERT OR IGNORE INTO output_axes VALUES (?, ?, ?, ?)",
+            [
+                (name, position, dim, _to_npy(np.asarray(values)))
+                for name, axes in part.axes.items()
+                for position, (dim, values) in enumerate(axes)
+            ],
+        )
 
     def forget_failures(self) -> np.ndarray:
         """Delete the recorded failures so that their jobs run again; return their indices."""
@@ -650,7 +661,11 @@ class Store:
                         "SELECT name, data FROM outputs WHERE chunk = ?", (chunk,)
                     )
                 }
-                yield ChunkResult(_from_npy(indices), outputs, axes)
+                # An output's axes are stored once, by name: a job whose output of
+                # that name has another shape gets none (it fails in the collector).
+                fitting = {name: axes[name] for name, values in outputs.items()
+                           if name in axes and _axes_shape(axes[name]) == values.shape[1:]}
+                yield ChunkResult(_from_npy(indices), outputs, fitting)
         failures = self.failures()
         if failures:
             yield ChunkResult(np.empty(0, dtype=np.int64), {}, {}, failures)

@@ -343,11 +343,11 @@ def test_pathos_recovers_after_idle_workers_are_killed():
 
 
 def test_auto_chooses_serial_only_for_tiny_studies():
-    from katparallel.backends.auto import SERIAL_BELOW, AutoBackend
+    from katparallel.backends.auto import AutoBackend
 
     auto = AutoBackend(workers=2)
     assert auto.choose(1).name == "serial"
-    assert auto.choose(100, SERIAL_BELOW / 1000).name == "serial"
+    assert auto.choose(100, 1e-5).name == "serial"  # a millisecond of work
     assert auto.choose(100, 0.1).name == "multiprocessing"
     assert auto.choose(100).name == "multiprocessing"  # unknown cost: a pool
     assert AutoBackend(workers=1).choose(100).name == "serial"

@@ -69,14 +69,15 @@ def _factory(values, rng):
     return model
 
 
-def test_jobs_whose_outputs_differ_fail_with_a_traceback_instead_of_dropping_outputs():
+def test_jobs_whose_outputs_differ_come_back_apart_and_fail_in_the_collector():
     ens = Ensemble(_factory).vary("x", [0.0, 1.0, 2.0])
     result = run_chunk(_chunk(ens))
     assert result.indices.tolist() == [0] and set(result.outputs) == {"P", "Pm"}
-    assert [f.index for f in result.failures] == [1, 2]
-    assert "differ" in result.failures[0].message and "Traceback" in result.failures[0].traceback
-    res = ens.run(backend="serial", progress=False)  # one job per chunk: the collector checks
+    assert not result.failures and len(result.others) == 1
+    assert result.others[0].indices.tolist() == [1, 2] and set(result.others[0].outputs) == {"P", "Pm", "Pr"}
+    res = ens.run(backend="serial", progress=False)
     assert [f.index for f in res.failures] == [1, 2] and np.isfinite(res["P"].values[0])
+    assert "extra output(s) ['Pr']" in res.failures[0].message
 
 
 def test_an_all_failed_study_has_nan_outputs_of_the_right_shape():
@@ -94,12 +95,17 @@ UNSTABLE = CAVITY.replace("m1 R=0.99 T=0.01", "m1 R=0.99 T=0.01 Rc=-10").replace
 
 
 def test_a_finesse_warning_is_reported_once_per_study_with_a_count(caplog):
-    ens = Ensemble(UNSTABLE).vary("cav.L", [1.0, 21.0, 2.0, 22.0])
+    lengths = [1.0, 21.0, 2.0, 22.0]  # the cavity is unstable at 21 and 22
+    traced = Ensemble(UNSTABLE + "gauss g1 L0.p1.o w0=1e-3 z=0\n").vary("cav.L", lengths)
+    untraced = Ensemble(UNSTABLE).vary("cav.L", lengths)  # unstable jobs fail: no beam
     with caplog.at_level(logging.INFO):
-        ens.run(backend="serial", batch=True, progress=False)
+        traced.run(backend="serial", batch=True, progress=False)
+        assert len(untraced.run(backend="serial", batch=True, progress=False).failures) == 2
     messages = [r.getMessage() for r in caplog.records]
-    reports = [m for m in messages if "times in this study" in m and "is unstable with g =" in m]
-    assert len(reports) == 1 and "CavityUnstableWarning: Cavity 'FP' is unstable with g = #" in reports[0]
+    reports = [m for m in messages if "jobs: " in m and "is unstable with g =" in m]
+    # The failed jobs' points ran again job by job (which fails without the warning):
+    # only the traced study's two jobs count.
+    assert reports == ["raised in 2 of 4 jobs: CavityUnstableWarning: Cavity 'FP' is unstable with g = #"]
     assert not [m for m in messages if "Masking simulation outputs" in m]
 
 
@@ -117,8 +123,8 @@ def test_warnings_from_jobs_are_counted_across_workers(backend, caplog):
     ens = Ensemble(factory).vary("x", [0.0, 2.0, 3.0, 4.0])
     with caplog.at_level(logging.WARNING, logger="katparallel"):
         ens.run(backend=backend, workers=2, progress=False)
-    reports = [r.getMessage() for r in caplog.records if "times in this study" in r.getMessage()]
-    assert reports == ["raised 3 times in this study: UserWarning: x = # is large"]
+    reports = [r.getMessage() for r in caplog.records if "jobs: " in r.getMessage()]
+    assert reports == ["raised in 3 of 4 jobs: UserWarning: x = # is large"]
 
 
 def test_unparse_notes_are_not_shown(caplog):

@@ -33,7 +33,7 @@ import os
 import pickle
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -536,13 +536,18 @@ class FinesseAdapter:
         """Run ``analysis`` (default: the model's own, else ``Noxaxis``)."""
         return model.run(self.action(model, analysis))
 
-    def step(self, chunk) -> tuple[Any, list[int]]:
-        """Run ``chunk`` on the fast path: ``(ChunkResult, positions to run job by job)``."""
+    def step(self, chunk, warning_scope: Callable | None = None) -> tuple[Any, list[int]]:
+        """Run ``chunk`` on the fast path: ``(ChunkResult, positions to run job by job)``.
+
+        ``warning_scope()`` opens a context that counts the warnings raised
+        inside for one job, or for as many jobs as it is told (see
+        :func:`~katparallel.adapters.stepping.step_chunk`).
+        """
         from .stepping import step_chunk
 
         base = self._base()
         try:
-            return step_chunk(base.model, chunk, self)
+            return step_chunk(base.model, chunk, self, warning_scope)
         finally:
             if not base.reset():
                 LOGGER.warning("could not restore the model after a batch; reparsing it")

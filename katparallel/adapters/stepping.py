@@ -197,12 +197,19 @@ class StepValues(Action):
         Reduces a nested solution to :class:`~katparallel.adapters.finesse.Outputs`.
     locks : finesse.analysis.actions.RunLocks, optional
         Locks to run at every point (before ``inner``, if any), each time from
-        ``feedback`` (the base model's tunings), as a job of its own would.
+        ``feedback`` (the base model's tunings) or, for a feedback parameter the
+        jobs vary, from the point's value, as a job of its own would.
     feedback : dict, optional
         Full name -> base value of the locks' feedback parameters.
+    warnings : WarningScope-like, optional
+        Where warnings are being counted (:func:`step_chunk`): its ``point``
+        is set to each point's position while the point is set and solved.
     """
 
-    def __init__(self, paths, values: np.ndarray, inner, reduce: Callable, locks=None, feedback=None):
+    def __init__(
+        self, paths, values: np.ndarray, inner, reduce: Callable, locks=None, feedback=None,
+        warnings: Any = None,
+    ):
         super().__init__("katparallel_step")
         self.paths = tuple(paths)
         self.values = np.ascontiguousarray(values, dtype=np.float64)
@@ -210,6 +217,7 @@ class StepValues(Action):
         self.reduce = reduce
         self.locks = locks
         self.feedback = dict(feedback or {})
+        self.warnings = warnings if warnings is not None else _Uncounted()
         self.per_job: list[int] = []
         self.lost: dict[int, Failure] = {}  # position -> the point's LostLock
         self.stopped: int | None = None
@@ -229,6 +237,7 @@ class StepValues(Action):
         try:
             self._step(state)
         finally:
+            self.warnings.point = None
             self.stepping_seconds = time.perf_counter() - started
 
     def _step(self, state) -> None:
@@ -255,6 +264,7 @@ class StepValues(Action):
         redoes the chunk and finds out which.
         """
         original = float(param.value)
+        self.warnings.point = _C_LOOP
         try:
             run_axes_scan(
                 state, (self.values[:, 0].copy(),), (param,), np.zeros(1),
@@ -265,20 +275,26 @@ class StepValues(Action):
             return False
         finally:
             param.value = original
-        if sol.masked:
+            self.warnings.point = None
+        # A warning raised in the C loop cannot be told to its point: redo point by point.
+        if sol.masked or self.warnings.at.pop(_C_LOOP, None):
             return False
         self.ran[:] = True
         return True
 
-    def _relocker(self, state) -> Callable[[], None]:
-        """Run the locks (if any) from the base model's tunings, as a job of its own would."""
+    def _relocker(self, state) -> Callable[[int], None]:
+        """Run the locks (if any) at point ``k`` as a job of its own would: from the
+        point's own value of each feedback parameter the jobs vary, and from the
+        base value of the others."""
         if self.locks is None:
-            return lambda: None
-        feedback = [(convert_str_to_parameter(state.model, p), v) for p, v in self.feedback.items()]
+            return lambda k: None
+        varied = {convert_str_to_parameter(state.model, p).full_name: j for j, p in enumerate(self.paths)}
+        feedback = [(convert_str_to_parameter(state.model, p), v, varied.get(p))
+                    for p, v in self.feedback.items()]
 
-        def relock() -> None:
-            for param, value in feedback:
-                param.value = value
+        def relock(k: int) -> None:
+            for param, base, column in feedback:
+                param.value = base if column is None else self.values[k, column]
             state.apply(self.locks)  # LostLock: the per-job path reports it
 
         return relock
@@ -289,7 +305,7 @@ class StepValues(Action):
         relock = self._relocker(state)
 
         def solve(k: int, first: bool) -> bool:
-            relock()
+            relock(k)
             if not sim.run_carrier(force=first):
                 return False
             if sim.signal is not None:
@@ -308,7 +324,7 @@ class StepValues(Action):
             run_inner = self._sweep(state)
 
         def solve(k: int, first: bool) -> bool:
-            relock()
+            relock(k)
             sol = run_inner()
             if sol is None:
                 return False
@@ -357,6 +373,7 @@ class StepValues(Action):
         current = [float(p.value) for p in params]
         first = True
         for k, row in enumerate(self.values.tolist()):
+            self.warnings.point = k  # what warns from here on counts for this point
             if not self._set_row(params, row, current):
                 self.per_job.append(k)
                 continue
@@ -376,6 +393,7 @@ class StepValues(Action):
                 self.ran[k] = True
             else:
                 self.per_job.append(k)
+        self.warnings.point = None
 
     @staticmethod
     def _set_row(params, row: list[float], current: list[float]) -> bool:
@@ -390,6 +408,23 @@ class StepValues(Action):
                 return False
             current[j] = row[j]
         return True
+
+
+#: ``warnings.point`` while Finesse's C loop runs: no point can be told apart.
+_C_LOOP = -1
+
+
+class _Uncounted:
+    """Where warnings go when nobody counts them (outside a worker's chunk)."""
+
+    def __init__(self):
+        self.times, self.point, self.points, self.at = 1, None, None, {}
+
+    def __enter__(self) -> "_Uncounted":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        return None
 
 
 def _feedback_values(model, locks) -> dict[str, Any]:
@@ -410,28 +445,40 @@ def _make_numeric(model, paths: tuple[str, ...]) -> None:
             param.value = float(param.value.eval())
 
 
-def step_chunk(model, chunk: Chunk, adapter: Any) -> tuple[ChunkResult, list[int]]:
+def step_chunk(
+    model, chunk: Chunk, adapter: Any, warning_scope: Callable | None = None
+) -> tuple[ChunkResult, list[int]]:
     """Step the jobs of ``chunk`` inside one simulation of ``model``.
 
     Returns the stepped jobs' results and the positions (in ``chunk``) of the
     jobs to run job by job: values Finesse rejected, points it could not
     solve, and all of them if the simulation cannot be built. The caller puts
-    the model back in its base state afterwards.
+    the model back in its base state afterwards. ``warning_scope()`` opens
+    a context that counts warnings (:class:`katparallel.worker.WarningScope`):
+    one raised while the simulation is built counts once for each job whose
+    result came from it (as if each job had built its own), one raised at a
+    point once for that job, and none for the jobs handed to the per-job path.
     """
+    warning_scope = warning_scope or _Uncounted
     locks, inner, _ = _split_action(adapter.action(model, chunk.analysis))
     feedback = _feedback_values(model, locks)
     parts: list[ChunkResult] = []
     per_job: list[int] = []
     start, n = 0, len(chunk)
     while start < n:
-        step = StepValues(chunk.paths, chunk.values[start:], inner, adapter.outputs, locks, feedback)
         started = time.perf_counter()
         try:
-            _make_numeric(model, chunk.paths)
-            # A masked point runs again on the per-job path, which reports it as
-            # that job's failure: Finesse's "Masking simulation outputs" lines are noise.
-            with quiet("finesse.analysis.runners"):
-                model.run(step)
+            with warning_scope() as build:
+                build.times, build.points = 0, ()
+                step = StepValues(chunk.paths, chunk.values[start:], inner, adapter.outputs, locks,
+                                  feedback, build)
+                _make_numeric(model, chunk.paths)
+                # A masked point runs again on the per-job path, which reports it as
+                # that job's failure: Finesse's "Masking simulation outputs" lines are noise.
+                with quiet("finesse.analysis.runners"):
+                    model.run(step)
+                build.points = {*np.flatnonzero(step.ran).tolist(), *step.lost}
+                build.times = len(build.points)
         except Exception as exc:  # noqa: BLE001 - the per-job path runs them instead
             LOGGER.warning("batched path failed (%s); running the rest job by job", exc)
             per_job.extend(range(start, n))

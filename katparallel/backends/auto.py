@@ -1,18 +1,18 @@
-"""Auto backend: serial for tiny studies, a process pool for everything else.
+"""Auto backend: a process pool whenever it would finish sooner, else this process.
 
-Starting worker processes and importing Finesse in them costs about a second,
-so a study whose whole expected work is below :data:`SERIAL_BELOW` seconds, or
-that has a single task, runs in this process. So does a study that a pool
-would not finish sooner: each worker first pays a start-up of its own
-(reading a big model, building its simulation) that this process has already
-paid. Anything bigger runs on the multiprocessing backend with one worker per
-core. The caller (the runner) supplies the estimates through
-:meth:`AutoBackend.choose`.
+A pool pays a start-up before its first task: forking workers from this
+process (:data:`FORK_START`), or starting them afresh and importing Finesse
+(:data:`POOL_START`) and reading the model, plus whatever each worker must
+ready that this process has already (building a batched simulation). Then
+it runs the tasks ``workers`` at a time, in whole tasks. :func:`pool_is_faster`
+weighs that against running every task here, one after the other; the caller
+(the runner) supplies the measured costs through :meth:`AutoBackend.choose`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -22,20 +22,52 @@ from .serial import SerialBackend
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ("AutoBackend", "SERIAL_BELOW")
+__all__ = ("AutoBackend", "pool_is_faster")
 
-#: Expected total work (seconds) under which running serially is faster than
-#: starting a pool (pool start-up plus ``import finesse`` in each worker ≈ 1-2 s;
-#: the margin keeps small studies snappy and debuggable).
-SERIAL_BELOW = 0.5
-#: Seconds to start a pool that is not running yet (forkserver, worker imports).
-POOL_START = 1.0
-#: Seconds to start a pool whose workers are forked from this process.
-FORK_START = 0.05
+#: Seconds to start a pool that is not running yet (forkserver, worker imports):
+#: ``import finesse`` alone is ≈ 1.6 s a process.
+POOL_START = 2.0
+#: Seconds to start a pool whose workers are forked from this process, until
+#: both have answered a first task: 0.08 s with Finesse imported, 0.23 s with
+#: the aLIGO model read and run (``python benchmarks/bench_fork_start.py``,
+#: 2026-12-06, the shared 2-core machine).
+FORK_START = 0.25
+#: Seconds a running pool takes to hand out tasks and send the first results
+#: back (4 trivial tasks on 2 warm workers: 0.003-0.024 s, same benchmark).
+ROUND_TRIP = 0.01
+
+
+def pool_is_faster(
+    n_tasks: int, seconds_per_task: float | None, workers: int, startup_seconds: float
+) -> bool:
+    """True if a pool of ``workers`` finishes ``n_tasks`` sooner than this process alone.
+
+    This process takes ``n_tasks * seconds_per_task``; the pool takes
+    ``startup_seconds`` plus ``ceil(n_tasks / workers)`` rounds of one task
+    each (tasks are whole: three tasks on two workers take two rounds).
+
+    Parameters
+    ----------
+    n_tasks : int
+        Tasks still to run.
+    seconds_per_task : float or None
+        Measured (or estimated) seconds per task; None (unknown) counts as
+        expensive, so the pool is faster whenever it has tasks to share.
+    workers : int
+        Workers of the pool.
+    startup_seconds : float
+        What the pool pays before its workers run their first task.
+    """
+    if n_tasks <= 1 or workers <= 1:
+        return False
+    if seconds_per_task is None:
+        return True
+    here = n_tasks * seconds_per_task
+    return startup_seconds + math.ceil(n_tasks / workers) * seconds_per_task < here
 
 
 class AutoBackend(Backend):
-    """Pick serial or multiprocessing from the size of the study.
+    """Pick serial or multiprocessing, whichever finishes the study sooner.
 
     Parameters
     ----------
@@ -81,7 +113,8 @@ class AutoBackend(Backend):
             construction; unknown counts as expensive).
         startup_seconds : float
             What each worker pays before its first task that this process
-            has paid already (building a simulation).
+            would not (the runner passes none: a batched simulation's build
+            is paid by the rest of the jobs here too).
         read_seconds : float
             What reading the model cost this process; a worker pays about as
             much, unless it is forked from this process.
@@ -89,11 +122,9 @@ class AutoBackend(Backend):
         Returns
         -------
         Backend
-            A :class:`SerialBackend` when ``n_tasks <= 1``, when there is one
-            worker, when ``n_tasks * seconds_per_task < SERIAL_BELOW``, or when
-            the pool would finish no sooner (its start-up included), unless a
-            timeout is set; otherwise a :class:`MultiprocessingBackend` with
-            ``workers`` processes.
+            A :class:`MultiprocessingBackend` with ``workers`` processes when
+            :func:`pool_is_faster` (its start-up included), or when a timeout
+            is set; otherwise a :class:`SerialBackend`.
         """
         if seconds_per_task is None:
             seconds_per_task = self.seconds_per_task
@@ -101,10 +132,9 @@ class AutoBackend(Backend):
         if pool.inherits_memory:  # a pool started now forks its workers from here
             startup_seconds += FORK_START
         else:
-            startup_seconds += read_seconds + (0.0 if pool.running else POOL_START)
-        serial = self.timeout is None and (
-            n_tasks <= 1 or self.workers == 1
-            or not self._pool_is_faster(n_tasks, seconds_per_task, startup_seconds)
+            startup_seconds += read_seconds + (ROUND_TRIP if pool.running else POOL_START)
+        serial = self.timeout is None and not pool_is_faster(
+            n_tasks, seconds_per_task, self.workers, startup_seconds
         )
         chosen: Backend = SerialBackend() if serial else pool
         cost = "unknown" if seconds_per_task is None else f"{seconds_per_task:.3g} s"
@@ -113,12 +143,6 @@ class AutoBackend(Backend):
             chosen.name, n_tasks, cost, startup_seconds,
         )
         return chosen
-
-    def _pool_is_faster(self, n_tasks: int, seconds_per_task, startup_seconds: float) -> bool:
-        if seconds_per_task is None:  # unknown counts as expensive
-            return True
-        here = n_tasks * seconds_per_task
-        return here >= SERIAL_BELOW and startup_seconds + here / self.workers < here
 
     def map_unordered(
         self, fn: Callable[[Any], Any], tasks: Sequence[Any]
