@@ -2,7 +2,7 @@
 
 With no connection given, katparallel starts a ``distributed.LocalCluster`` of
 ``workers`` single-threaded worker processes (spawned, never forked; OpenMP and
-BLAS pinned to ``threads``; no dashboard; no memory limit, so no nanny restarts
+BLAS pinned to ``threads``; its HTTP server on a free loopback port; no memory limit, so no nanny restarts
 a worker for its size), reuses it for the session and closes it at :meth:`DaskBackend.close`, at the
 end of a ``with`` block or at exit.
 Given ``client=``, ``address=`` or ``scheduler_file=`` it uses that running
@@ -100,7 +100,7 @@ def _start_local_cluster(workers: int, threads: int | None) -> tuple[Any, Any]:
         with dask.config.set(config):
             cluster = distributed.LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True,
-                dashboard_address=None, silence_logs=logging.CRITICAL, memory_limit=0,
+                dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL, memory_limit=0,
             )
     except RuntimeError as exc:  # "Nanny failed to start."
         raise BackendUnavailable(
