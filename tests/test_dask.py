@@ -85,7 +85,7 @@ class _Recording(DaskBackend):
 
 @pytest.mark.timeout(TIMEOUT)
 def test_a_study_sends_the_model_once_not_with_every_chunk(local, katscript):
-    big = katscript + "".join(f"# padding line {i:06d} of a big model\n" for i in range(1000))
+    big = katscript + "".join(f"# padding line {i:06d} of a big model\n" for i in range(400))
     ensemble = Ensemble(big, seed=3).sample(64, {"L0.P": Normal(1, 0.1)})
     recording = _Recording(workers=2)  # the module's cluster (same settings)
     got = ensemble.run(backend=recording, batch=False, progress=False)
