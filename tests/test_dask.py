@@ -272,3 +272,21 @@ def test_command_line_scheduler_mistakes_are_one_clear_error(args, problem, kats
         main(["run", "m.kat", "--vary", "L0.P=1,2", *args])
     assert exit_.value.code == 2
     assert problem in capsys.readouterr().err
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_a_user_cluster_is_made_adaptive_and_left_running(katscript):
+    """What katparallel does to a dask-jobqueue cluster, on a LocalCluster with no workers."""
+    import distributed
+
+    with distributed.LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
+                                  dashboard_address="127.0.0.1:0") as cluster:
+        assert not cluster.workers
+        ensemble = Ensemble(katscript, seed=6).sample(24, {"L0.P": Normal(1, 0.1)})
+        with DaskBackend(cluster=cluster, workers=2) as backend:
+            got = ensemble.run(backend=backend, batch=False, progress=False)
+            assert backend.n_workers == 2
+        assert_same_results(got, ensemble.run(backend="serial", batch=False, progress=False))
+        assert cluster._adaptive is not None  # adapt(minimum=0, maximum=2) was called
+        assert (cluster._adaptive.minimum, cluster._adaptive.maximum) == (0, 2)
+        assert cluster.status.name == "running"  # not closed by katparallel

@@ -255,7 +255,7 @@ class DaskBackend(Backend):
             return
         distributed = _import_distributed()
         client = self.client
-        if not self.owns_cluster and not self._cluster:
+        if not self.owns_cluster and not self._adapted:  # an adaptive cluster starts its own
             self.wait_for_workers()
         run = uuid.uuid4().hex
         threads, n = self._pinned_threads, len(tasks)
