@@ -140,7 +140,8 @@ def test_one_way_to_the_scheduler_at_a_time():
 def test_an_unreachable_scheduler_is_a_clear_error_after_the_connect_timeout():
     port = _free_port()
     backend = DaskBackend(address=f"tcp://127.0.0.1:{port}", connect_timeout=2)
-    with pytest.raises(ConnectionError, match=f"could not reach the Dask scheduler at tcp://127.0.0.1:{port} within 2 s"):
+    problem = f"could not reach the Dask scheduler at tcp://127.0.0.1:{port} within 2 s"
+    with pytest.raises(ConnectionError, match=problem):
         dict(backend.map_unordered(_testing.square, [1]))
 
 
@@ -205,7 +206,8 @@ def two_hosts(tmp_path_factory):
             workers = list(client.scheduler_info()["workers"])
         yield address, scheduler_file, workers
     finally:
-        for proc in reversed(procs):  # by pid: the worker (and its nanny's child), then the scheduler
+        # By pid: the worker (and its nanny's child), then the scheduler.
+        for proc in reversed(procs):
             with contextlib.suppress(psutil.NoSuchProcess):
                 for child in psutil.Process(proc.pid).children(recursive=True):
                     child.kill()
@@ -219,7 +221,8 @@ def test_scheduler_and_worker_on_other_addresses_give_the_serial_digest(two_host
     address, scheduler_file, workers = two_hosts
     assert address.startswith("tcp://127.0.0.2:")
     assert [w.split(":")[1] for w in workers] == ["//127.0.0.3"]
-    ensemble = Ensemble(katscript, seed=8).sample(40, {"L0.P": Normal(1, 0.1), "m.phi": Normal(0, 5)})
+    ensemble = Ensemble(katscript, seed=8).sample(
+        40, {"L0.P": Normal(1, 0.1), "m.phi": Normal(0, 5)})
     serial = ensemble.run(backend="serial", batch=False, progress=False)
     for backend in (DaskBackend(address=address), DaskBackend(scheduler_file=scheduler_file)):
         with backend:

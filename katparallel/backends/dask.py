@@ -250,7 +250,9 @@ class DaskBackend(Backend):
         (workers that join during the run included)."""
         return self._map(fn, shared, tasks)
 
-    def _map(self, fn: Callable[..., Any], shared: Any, tasks: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+    def _map(
+        self, fn: Callable[..., Any], shared: Any, tasks: Sequence[Any]
+    ) -> Iterator[tuple[int, Any]]:
         if not len(tasks):
             return
         distributed = _import_distributed()
@@ -267,7 +269,8 @@ class DaskBackend(Backend):
 
             plugin = f"katparallel-shared-{run}"
             client.register_plugin(SharedData(shared), name=plugin)
-            futures = client.map(call_shared, [fn] * n, [threads] * n, [plugin] * n, tasks, key=keys)
+            futures = client.map(call_shared, [fn] * n, [threads] * n, [plugin] * n, tasks,
+                                 key=keys)
         pending = {future: i for i, future in enumerate(futures)}
         del futures
         finished = distributed.as_completed(list(pending), loop=client.loop, with_results=True,
