@@ -95,6 +95,26 @@ def test_a_study_sends_the_model_once_not_with_every_chunk(local, katscript):
     assert_same_results(got, ensemble.run(backend="serial", batch=False, progress=False))
 
 
+def _katparallel_tasks(dask_scheduler) -> list[str]:
+    return [str(k) for k in dask_scheduler.tasks if str(k).startswith("katparallel-")]
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_stopping_early_cancels_the_tasks_not_yet_done(local):
+    dict(local.map_shared(_testing.unpickled_here, _testing.Counted(uuid.uuid4().hex, 10), [1]))
+    it = local.map_unordered(_testing.sleep_then, [(0.0, 0)] + [(0.5, i) for i in range(1, 60)])
+    next(it)
+    assert local.client.run_on_scheduler(_katparallel_tasks)  # still queued
+    it.close()
+    deadline = time.monotonic() + 30
+    while local.client.run_on_scheduler(_katparallel_tasks) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert local.client.run_on_scheduler(_katparallel_tasks) == []
+    plugins = local.client.run(lambda dask_worker: [p for p in dask_worker.plugins
+                                                    if p.startswith("katparallel-")])
+    assert set(map(tuple, plugins.values())) == {()}  # no run's shared data left on a worker
+
+
 # --- a study on Dask: crashes, stores ---------------------------------------------------
 
 
