@@ -12,12 +12,14 @@ on 127.0.0.2 and the workers on 127.0.0.3, as on two machines.
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from katparallel import Ensemble, Normal
+from katparallel import Ensemble, Normal, _testing
 from katparallel.backends.dask import DaskBackend
 
 SCRIPT = Path(__file__).parent / "cluster" / "htcondor.sh"
@@ -53,8 +55,9 @@ def condor_path():
         assert stopped.returncode == 0, stopped.stderr
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def cluster(condor_path):
+    """A fresh HTCondorCluster (its own scheduler), closed after the test: its jobs removed."""
     from dask_jobqueue import HTCondorCluster
 
     cluster = HTCondorCluster(
@@ -105,3 +108,57 @@ def test_a_study_on_htcondor_workers_gives_the_serial_results_to_the_bit(
         assert ad.get("Owner") == '"katp"', ad
         assert ad.get("AcctGroup") == f'"{ACCOUNTING["accounting_group"]}"', ad
         assert ad.get("AcctGroupUser") == f'"{ACCOUNTING["accounting_group_user"]}"', ad
+
+
+def _wait(predicate, what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} within {timeout:g} s")
+        time.sleep(0.1)
+
+
+def test_condor_rm_of_a_worker_job_mid_study_loses_nothing(cluster, condor_path):
+    # Two workers held from the start (adapt would release an idle one), so
+    # both run the study when one of their jobs is removed.
+    cluster.adapt(minimum=2, maximum=2)
+    backend = DaskBackend(cluster=cluster, connect_timeout=120)
+    client = backend.client
+    client.wait_for_workers(2, timeout=300)
+    ensemble = Ensemble(_testing.HOM_KATSCRIPT, seed=13).sample(160, {"m1.xbeta": Normal(0, 1e-6)})
+    got = {}
+
+    def run() -> None:
+        try:
+            got["results"] = ensemble.run(backend=backend, batch=False, progress=False)
+        except BaseException as exc:  # raised again below, in the test's thread
+            got["error"] = exc
+
+    study = threading.Thread(target=run)
+    study.start()
+
+    def both_workers_busy() -> bool:
+        if not study.is_alive():
+            raise AssertionError(f"the study ended before two HTCondor workers ran it: {got}")
+        busy = client.processing()
+        return len(busy) == 2 and all(busy.values())
+
+    _wait(both_workers_busy, "two HTCondor workers running the study")
+    victim = next(iter(client.processing()))
+    ad = _job_ads(client, Path(condor_path).parents[1])[victim]
+    job = f"{ad['ClusterId']}.{ad['ProcId']}"
+    subprocess.run(["condor_rm", job], check=True, capture_output=True)
+    _wait(lambda: victim not in client.scheduler_info(n_workers=-1)["workers"], "the worker leaving")
+    removed_mid_study = study.is_alive()
+    study.join(timeout=600)
+    backend.close()
+
+    if "error" in got:
+        raise got["error"]
+    assert removed_mid_study
+    history = subprocess.run(["condor_history", job, "-af", "JobStatus"], check=True,
+                             capture_output=True, text=True)
+    assert history.stdout.split() == ["3"]  # removed
+    assert got["results"].failures == []
+    serial = ensemble.run(backend="serial", batch=False, progress=False)
+    np.testing.assert_array_equal(got["results"]["P"].values, serial["P"].values)
