@@ -45,6 +45,8 @@ def condor_path():
     was_running = _pool_script("running").returncode == 0
     started = _pool_script("start", sys.executable)
     if started.returncode != 0:
+        if not was_running:
+            _pool_script("stop")  # what it mounted or started before failing
         raise RuntimeError(f"{SCRIPT} start failed:\n{started.stderr[-3000:]}")
     bin_dir = started.stdout.strip().splitlines()[-1]
     with pytest.MonkeyPatch.context() as patch:

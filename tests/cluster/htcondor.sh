@@ -52,15 +52,16 @@ build() {
         trixie "$partial" "$(mirror)" > "$partial.log" 2>&1 \
         || die "debootstrap failed; see $partial.log and $partial/debootstrap/debootstrap.log"
     mv "$partial" "$ROOT" && mv "$partial.log" "$ROOT/debootstrap.log"
-    configure
     mkdir -p "$STATE" && touch "$STATE/built"
 }
 
-configure() {
+configure() {  # every start: changes here reach an existing chroot
     cat > "$ROOT/etc/condor/config.d/99-katparallel" <<'EOF'
 # A chroot has no private mount namespace or cgroup delegation to give jobs.
 MOUNT_UNDER_SCRATCH =
 BASE_CGROUP =
+# Two one-core jobs at once on any machine (the tests run two Dask workers).
+NUM_CPUS = 2
 EOF
     chroot "$ROOT" id "$USER_NAME" >/dev/null 2>&1 \
         || chroot "$ROOT" useradd -m -u "$USER_ID" -U "$USER_NAME"
@@ -144,6 +145,7 @@ wait_for_slot() {
 start() {
     [[ $(id -u) == 0 ]] || die "must run as root (chroot, mount)"
     build
+    configure
     mount_all "${1:-$REPO/.venv/bin/python}"
     if ! running_pid >/dev/null; then
         grep -q "[[:space:]]$(hostname)\$" "$ROOT/etc/hosts" || echo "127.0.0.1 $(hostname)" >> "$ROOT/etc/hosts"
