@@ -11,7 +11,7 @@ export PRTE_ALLOW_RUN_AS_ROOT := 1
 export PRTE_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export PRTE_MCA_rmaps_default_mapping_policy := :oversubscribe
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install slurm clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,12 @@ demo: $(VENV)/.installed
 	$(PY) examples/laser_power_jitter.py --backend multiprocessing --workers 2 --out out
 	$(PY) examples/aligo_tolerance.py --draws 500 --locked 8 --out out
 
-test: $(VENV)/.installed
+# The tests marked `slurm` run on a real one-node Slurm that their fixture starts;
+# as root this installs Debian's packages for it when `sinfo` is missing.
+slurm:
+	tests/cluster/slurm.sh install
+
+test: $(VENV)/.installed slurm
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed
