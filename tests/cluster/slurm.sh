@@ -82,6 +82,8 @@ JobAcctGatherType=jobacct_gather/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
+# Seconds between SIGTERM and SIGKILL of a cancelled job (default 30).
+KillWait=5
 MpiDefault=none
 SchedulerType=sched/backfill
 StateSaveLocation=$SPOOL/ctld

@@ -1,0 +1,142 @@
+"""Studies through a real Slurm: the engines' own Slurm support, handed to katparallel.
+
+The ``slurm`` fixture (conftest.py) starts a one-node Slurm when none runs.
+Every batch job asks for one core; the node has as many as the machine. The
+controller or scheduler listens on 127.0.0.2, the workers on 127.0.0.3, so
+address options are exercised as on a real cluster. "Mid-study" is made
+deterministic with :class:`katparallel._testing.Gate`: jobs wait for a file
+while a test cancels the batch job running one of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import threading
+
+import pytest
+
+from katparallel import Ensemble, Normal, Uniform
+from katparallel._testing import Gate
+
+from slurmtools import DEADLINE, digest, wait_for
+
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(4 * DEADLINE)]
+
+KATSCRIPT = """
+l L0 P=1
+s s0 L0.p1 m.p1 L=1
+m m R=0.4 T=0.5
+pd P m.p2.o
+ad a m.p2.o f=0
+"""
+SCHEDULER_HOST = "127.0.0.2"
+WORKER_HOST = "127.0.0.3"
+
+
+def study(gate: Gate | None = None) -> Ensemble:
+    """Twelve seeded draws; with ``gate``, a perturb that holds jobs (results unchanged)."""
+    ens = Ensemble(KATSCRIPT, seed=2026).sample(
+        12, {"L0.P": Normal(1, 0.1), "m.T": Uniform(0.1, 0.5)}
+    )
+    return ens if gate is None else ens.perturb(gate)
+
+
+@pytest.fixture(scope="module")
+def reference() -> str:
+    """The study's digest, run serially in this process."""
+    res = study().run(backend="serial", progress=False)
+    assert len(set(res["P"].values.tolist())) == 12  # every job drew its own numbers
+    return digest(res)
+
+
+class Background:
+    """``study.run(backend=...)`` in a thread, so a test can act while it runs."""
+
+    def __init__(self, ensemble: Ensemble, backend):
+        self.results = self.error = None
+        self._thread = threading.Thread(target=self._run, args=(ensemble, backend), daemon=True)
+        self._thread.start()
+
+    def _run(self, ensemble, backend):
+        try:
+            self.results = ensemble.run(backend=backend, progress=False)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by join()
+            self.error = exc
+
+    def join(self):
+        self._thread.join(DEADLINE)
+        assert not self._thread.is_alive(), f"the study did not finish within {DEADLINE} s"
+        if self.error is not None:
+            raise self.error
+        return self.results
+
+
+def cancel_one_held_job(slurm, tmp_path) -> tuple[Gate, callable]:
+    """A gate for a study, and ``cancel()``: once two batch jobs hold a study job, scancel one."""
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    gate = Gate(calls, tmp_path / "open", deadline=DEADLINE)
+
+    def cancel() -> str:
+        wait_for(lambda: len(set(Gate.slurm_jobs(calls))) >= 2, "two batch jobs to hold a study job")
+        victim = sorted(set(Gate.slurm_jobs(calls)))[0]
+        subprocess.run(["scancel", victim], check=True)
+        slurm.wait_gone(victim)
+        gate.gate.touch()
+        return victim
+
+    return gate, cancel
+
+
+# --- ipyparallel.Cluster(engines="slurm") ----------------------------------------------
+
+
+@pytest.fixture
+def ipp_cluster(slurm, tmp_path, monkeypatch):
+    """The user's own Slurm cluster object, not started (ipyparallel writes its
+    batch script in the working directory)."""
+    import ipyparallel
+
+    monkeypatch.chdir(tmp_path)
+    cluster = ipyparallel.Cluster(
+        engines="slurm", n=2, controller_ip=SCHEDULER_HOST, log_level=logging.WARNING
+    )
+    yield cluster
+    cluster.stop_cluster_sync()
+
+
+def test_ipyparallel_over_slurm_matches_serial(ipp_cluster, reference, slurm):
+    from katparallel.backends.ipyparallel import IPyParallelBackend
+
+    with IPyParallelBackend(cluster=ipp_cluster, connect_timeout=DEADLINE) as backend:
+        res = study().run(backend=backend, progress=False)
+        engines = backend.client.ids
+    assert not res.failures
+    assert digest(res) == reference
+    assert len(engines) == 2
+    # Left as the user made it: controller and the engines' batch job still running.
+    (engine_set,) = ipp_cluster.engines.values()
+    assert slurm.jobs().get(engine_set.job_id) == "RUNNING"
+    assert ipp_cluster.controller is not None
+
+
+def test_ipyparallel_engine_job_cancelled_mid_study(ipp_cluster, reference, slurm, tmp_path):
+    """Two batch jobs of one engine each; one is cancelled while it runs a study job."""
+    from katparallel.backends.ipyparallel import IPyParallelBackend
+
+    # The controller notices a dead engine after missed heartbeats: 30 s by default.
+    ipp_cluster.controller_args = [
+        "--HeartMonitor.period=1000", "--HeartMonitor.max_heartmonitor_misses=3"
+    ]
+    ipp_cluster.start_controller_sync()
+    ipp_cluster.start_engines_sync(n=1)
+    ipp_cluster.start_engines_sync(n=1)
+    gate, cancel = cancel_one_held_job(slurm, tmp_path)
+    with IPyParallelBackend(cluster=ipp_cluster, connect_timeout=DEADLINE) as backend:
+        run = Background(study(gate), backend)
+        victim = cancel()
+        res = run.join()
+    assert victim not in slurm.jobs()
+    assert not res.failures
+    assert digest(res) == reference
