@@ -16,7 +16,8 @@ from pathlib import Path
 
 __all__ = (
     "square", "noop", "crash_on", "sleep_then", "pid_of", "omp_threads", "hom_power",
-    "MPI_ENV", "mpiexec_python", "aligo_katscript", "CAVITY_KATSCRIPT", "Gate",
+    "MPI_ENV", "mpiexec_python", "aligo_katscript", "CAVITY_KATSCRIPT",
+    "Counted", "unpickled_here", "KillOnce", "Gate",
 )
 
 #: ``crash_on`` kills its own process for this task value.
@@ -43,6 +44,50 @@ def crash_on(x: int) -> int:
         time.sleep(0.2)
         os.kill(os.getpid(), signal.SIGKILL)
     return x * x
+
+
+#: token -> how many times a :class:`Counted` with that token was unpickled here.
+UNPICKLED: dict[str, int] = {}
+
+
+class Counted:
+    """Bytes that count, per process, how many times they are unpickled.
+
+    A test hands one to :meth:`Backend.map_shared` and reads the counts back
+    with :func:`unpickled_here`: what an engine really sent to each worker.
+    """
+
+    def __init__(self, token: str, size: int):
+        self.token = token
+        self.payload = os.urandom(size)
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        UNPICKLED[self.token] = UNPICKLED.get(self.token, 0) + 1
+
+
+def unpickled_here(shared: Counted, task: object) -> tuple[int, int]:
+    """``(this process's id, times shared was unpickled in it so far)``."""
+    return os.getpid(), UNPICKLED.get(shared.token, 0)
+
+
+class KillOnce:
+    """A perturb function that SIGKILLs the first worker process to run it.
+
+    The first call creates ``marker`` and kills its own process; every later
+    call, anywhere, finds the file and leaves the model alone.
+    """
+
+    def __init__(self, marker: str | os.PathLike):
+        self.marker = str(marker)
+
+    def __call__(self, model: object, rng: object) -> None:
+        try:
+            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.close(fd)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def sleep_then(x: tuple[float, object]) -> object:

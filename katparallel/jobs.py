@@ -46,6 +46,20 @@ class Chunk:
             self, indices=self.indices[positions], values=self.values[positions], batch=False
         )
 
+    def shared(self) -> tuple[Any, Any, bytes | None]:
+        """What every chunk of a run has in common: the model's recipe, the
+        analysis and the perturb functions (the bulk of a chunk's bytes)."""
+        return (self.adapter, self.analysis, self.perturbs)
+
+    def without_shared(self) -> "Chunk":
+        """This chunk without :meth:`shared`, to travel beside it (see :meth:`with_shared`)."""
+        return replace(self, adapter=None, analysis=None, perturbs=None)
+
+    def with_shared(self, shared: tuple[Any, Any, bytes | None]) -> "Chunk":
+        """This chunk with what :meth:`shared` returned put back."""
+        adapter, analysis, perturbs = shared
+        return replace(self, adapter=adapter, analysis=analysis, perturbs=perturbs)
+
     def split(self) -> list["Chunk"]:
         """One chunk per job, run job by job (used to retry a chunk whose worker died)."""
         return [self.subset([i]) for i in range(len(self))]

@@ -2,7 +2,7 @@
 
 ::
 
-    Study ──plan──► Plan ──make_chunks──► [Chunk] ──backend.map_unordered(run_chunk)──►
+    Study ──plan──► Plan ──make_chunks──► [Chunk] ──backend.map_shared(run_shared_chunk)──►
         ChunkResult ──► Collector (+ store) ──► Results
 
 :class:`~katparallel.Ensemble` describes a study; :func:`run_study` runs it:
@@ -38,7 +38,7 @@ from .jobs import Chunk, ChunkResult
 from .plan import Plan
 from .results import Collector, Results
 from .store import Store, describe_analysis, installed_version, study_definition
-from .worker import run_chunk
+from .worker import run_chunk, run_shared_chunk
 
 LOGGER = logging.getLogger(__name__)
 
@@ -306,14 +306,16 @@ def execute(
 ) -> None:
     """Run ``chunks`` on ``backend``, passing each :class:`ChunkResult` to ``on_result``.
 
-    Chunks whose worker crashed are retried once, job by job; a chunk that
-    comes back as anything but a result fails each of its jobs.
+    What the chunks share (the model's recipe, the analysis) goes to the
+    backend once, beside them (:meth:`Backend.map_shared`). Chunks whose
+    worker crashed are retried once, job by job; a chunk that comes back as
+    anything but a result fails each of its jobs.
     """
     queue: Sequence[Chunk] = chunks
     retry = True
     while queue:
         crashed: list[Chunk] = []
-        for position, outcome in backend.map_unordered(run_chunk, queue):
+        for position, outcome in _map_chunks(backend, queue):
             chunk = queue[position]
             if isinstance(outcome, ChunkResult):
                 on_result(outcome)
@@ -326,6 +328,14 @@ def execute(
             if progress is not None:
                 progress(len(chunk))
         queue, retry = crashed, False
+
+
+def _map_chunks(backend: Backend, chunks: Sequence[Chunk]):
+    """``backend``'s outcomes of ``chunks``, what they share sent once if they all share it."""
+    shared = chunks[0].shared()
+    if any(any(a is not b for a, b in zip(c.shared(), shared)) for c in chunks):
+        return backend.map_unordered(run_chunk, chunks)
+    return backend.map_shared(run_shared_chunk, shared, [c.without_shared() for c in chunks])
 
 
 def _as_failure(outcome: Any) -> Failure:

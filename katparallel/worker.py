@@ -38,7 +38,7 @@ from .sampling import job_rng
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ("run_chunk", "run_jobs")
+__all__ = ("run_chunk", "run_shared_chunk", "run_jobs")
 
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
@@ -100,6 +100,12 @@ def run_chunk(chunk: Chunk) -> ChunkResult:
             result = chunk.failed(Failure.capture(exc))
     result.warnings.update(counts)
     return result
+
+
+def run_shared_chunk(shared: tuple, chunk: Chunk) -> ChunkResult:
+    """:func:`run_chunk` of a chunk sent without what every chunk shares
+    (:meth:`Chunk.without_shared`), given ``shared`` beside it."""
+    return run_chunk(chunk.with_shared(shared))
 
 
 def _run(chunk: Chunk) -> ChunkResult:

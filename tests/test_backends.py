@@ -31,11 +31,11 @@ if os.geteuid() == 0:
     for _key, _value in _testing.MPI_ENV.items():
         os.environ.setdefault(_key, _value)
 
-#: Every engine: all are installed by `make test` (`pip install -e .[mpi,test]`),
+#: Every engine: all are installed by `make test` (`pip install -e .[mpi,cluster,uq,test]`),
 #: so a missing one fails test_every_engine_is_available instead of skipping.
-BACKENDS = ["serial", "multiprocessing", "pathos", "ipyparallel", "mpi", "auto"]
+BACKENDS = ["serial", "multiprocessing", "pathos", "ipyparallel", "mpi", "dask", "auto"]
 #: Backends whose workers are processes this one starts from Python.
-POOLS = ["multiprocessing", "pathos", "auto"]
+POOLS = ["multiprocessing", "pathos", "dask", "auto"]
 #: Backends that run tasks in other processes.
 REMOTE = [n for n in BACKENDS if n != "serial"]
 #: Backends that can lose one worker and carry on. Under MPI a killed rank
@@ -242,7 +242,7 @@ def test_a_worker_count_must_be_a_whole_number(workers):
         make_backend("multiprocessing", workers=workers)
 
 
-@pytest.mark.parametrize("name", ["serial", "pathos", "ipyparallel", "mpi"])
+@pytest.mark.parametrize("name", ["serial", "pathos", "ipyparallel", "mpi", "dask"])
 def test_timeout_is_refused_where_it_cannot_be_enforced(name, katscript):
     """ipyparallel took it as its connection timeout and never stopped a job."""
     from katparallel import Ensemble

@@ -1,7 +1,7 @@
 """The same seeded studies give bit-identical results on every backend.
 
 Real engines: katparallel's pool, pathos, a local ipyparallel cluster that
-katparallel starts and stops, and MPI under ``mpiexec -n 3``.
+katparallel starts and stops, a Dask LocalCluster, and MPI under ``mpiexec -n 3``.
 """
 
 import importlib.util
@@ -20,7 +20,7 @@ _spec = importlib.util.spec_from_file_location("identical_study", SCRIPT)
 identical_study = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(identical_study)
 
-IN_PROCESS = ["multiprocessing", "pathos", "ipyparallel"]  # mpi below, under mpiexec
+IN_PROCESS = ["multiprocessing", "pathos", "ipyparallel", "dask"]  # mpi below, under mpiexec
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,8 @@ def _environment() -> dict[str, str]:
 
 
 @pytest.mark.timeout(TIMEOUT)
-@pytest.mark.parametrize("backend", ["multiprocessing", "pathos", "ipyparallel", "mpi", "auto"])
+@pytest.mark.parametrize(
+    "backend", ["multiprocessing", "pathos", "ipyparallel", "mpi", "dask", "auto"])
 def test_workers_are_pinned_when_the_script_imports_finesse(backend, tmp_path):
     script = tmp_path / "study.py"
     script.write_text(SCRIPT)

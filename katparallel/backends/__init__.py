@@ -26,6 +26,7 @@ BACKENDS: dict[str, str | Callable[..., Backend]] = {
     "pathos": "katparallel.backends.pathos:PathosBackend",
     "ipyparallel": "katparallel.backends.ipyparallel:IPyParallelBackend",
     "mpi": "katparallel.backends.mpi:MPIBackend",
+    "dask": "katparallel.backends.dask:DaskBackend",
     "auto": "katparallel.backends.auto:AutoBackend",
 }
 

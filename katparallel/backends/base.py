@@ -14,6 +14,7 @@ A task that did not return yields ``(i, Failure(...))`` instead of a result:
 from __future__ import annotations
 
 import abc
+import functools
 import numbers
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -100,6 +101,18 @@ class Backend(abc.ABC):
             The task's position in ``tasks`` and ``fn``'s return value, or a
             :class:`~katparallel.errors.Failure` if it raised or its process died.
         """
+
+    def map_shared(
+        self, fn: Callable[[Any, Any], Any], shared: Any, tasks: Sequence[Any]
+    ) -> Iterator[tuple[int, Any]]:
+        """Run ``fn(shared, task)`` on every task; yield as :meth:`map_unordered` does.
+
+        ``shared`` is the same for every task (for katparallel: the model's
+        recipe and the analysis). This default sends it along with every task;
+        an engine that can keep data on its workers overrides this to send it
+        once per worker.
+        """
+        return self.map_unordered(functools.partial(fn, shared), tasks)
 
     @property
     def inherits_memory(self) -> bool:
