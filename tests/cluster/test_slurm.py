@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import sys
 import threading
 
 import pytest
@@ -140,3 +141,52 @@ def test_ipyparallel_engine_job_cancelled_mid_study(ipp_cluster, reference, slur
     assert victim not in slurm.jobs()
     assert not res.failures
     assert digest(res) == reference
+    assert len(Gate.slurm_jobs(gate.calls)) > 12  # the lost study job ran again
+
+
+# --- dask_jobqueue.SLURMCluster -----------------------------------------------------------
+
+
+@pytest.fixture
+def slurm_cluster(slurm, tmp_path):
+    """The user's own SLURMCluster: one single-threaded worker per batch job, the
+    scheduler here on 127.0.0.2, the workers on 127.0.0.3."""
+    from dask_jobqueue import SLURMCluster
+
+    cluster = SLURMCluster(
+        cores=1, processes=1, memory="1GB", walltime="00:10:00", job_name="katparallel-test",
+        python=sys.executable, log_directory=str(tmp_path / "logs"),
+        scheduler_options={"host": SCHEDULER_HOST, "dashboard_address": f"{SCHEDULER_HOST}:0"},
+        worker_extra_args=["--host", WORKER_HOST],
+    )
+    yield cluster
+    cluster.close()
+
+
+def test_dask_over_slurm_matches_serial(slurm_cluster, reference, slurm):
+    from katparallel.backends.dask import DaskBackend
+
+    with DaskBackend(cluster=slurm_cluster, workers=2, connect_timeout=DEADLINE) as backend:
+        res = study().run(backend=backend, progress=False)
+        info = backend.client.scheduler_info(n_workers=-1)
+    assert not res.failures
+    assert digest(res) == reference
+    assert info["address"].startswith(f"tcp://{SCHEDULER_HOST}:")
+    assert info["workers"] and all(w.startswith(f"tcp://{WORKER_HOST}:") for w in info["workers"])
+    # Left as the user made it (but adaptive): the scheduler still runs.
+    assert slurm_cluster.status.name == "running"
+
+
+def test_dask_worker_job_cancelled_mid_study(slurm_cluster, reference, slurm, tmp_path):
+    from katparallel.backends.dask import DaskBackend
+
+    gate, cancel = cancel_one_held_job(slurm, tmp_path)
+    with DaskBackend(cluster=slurm_cluster, workers=2, connect_timeout=DEADLINE) as backend:
+        run = Background(study(gate), backend)
+        victim = cancel()
+        res = run.join()
+    assert not res.failures
+    assert digest(res) == reference
+    calls = Gate.slurm_jobs(gate.calls)
+    assert len(calls) > 12  # the cancelled job's study job ran again elsewhere
+    assert victim in calls
