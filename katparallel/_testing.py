@@ -153,6 +153,9 @@ class Gate:
         self.calls, self.gate = Path(calls), Path(gate)
         self.free, self.deadline = free, deadline
 
+    def __repr__(self) -> str:  # what a store records of a perturb: stable across runs
+        return f"Gate({str(self.calls)!r}, {str(self.gate)!r}, free={self.free})"
+
     def __call__(self, model: object, rng: object) -> None:
         name = f"{os.environ.get('SLURM_JOB_ID', 'none')}-{os.getpid()}-{time.time_ns()}"
         (self.calls / name).touch()

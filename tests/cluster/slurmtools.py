@@ -10,8 +10,27 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from katparallel import Ensemble, Normal, Uniform
+from katparallel._testing import Gate
+
 #: Seconds any wait on Slurm may take: only a deadlock or a broken daemon reaches it.
 DEADLINE = 120
+
+KATSCRIPT = """
+l L0 P=1
+s s0 L0.p1 m.p1 L=1
+m m R=0.4 T=0.5
+pd P m.p2.o
+ad a m.p2.o f=0
+"""
+
+
+def study(gate: Gate | None = None) -> Ensemble:
+    """Twelve seeded draws; with ``gate``, a perturb that holds jobs (results unchanged)."""
+    ens = Ensemble(KATSCRIPT, seed=2026).sample(
+        12, {"L0.P": Normal(1, 0.1), "m.T": Uniform(0.1, 0.5)}
+    )
+    return ens if gate is None else ens.perturb(gate)
 
 
 @dataclass

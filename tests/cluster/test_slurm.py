@@ -14,33 +14,21 @@ import logging
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
-from katparallel import Ensemble, Normal, Uniform
+import katparallel
+from katparallel import Ensemble
 from katparallel._testing import Gate
 
-from slurmtools import DEADLINE, digest, wait_for
+from slurmtools import DEADLINE, digest, study, wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(4 * DEADLINE)]
 
-KATSCRIPT = """
-l L0 P=1
-s s0 L0.p1 m.p1 L=1
-m m R=0.4 T=0.5
-pd P m.p2.o
-ad a m.p2.o f=0
-"""
+HERE = Path(__file__).parent
 SCHEDULER_HOST = "127.0.0.2"
 WORKER_HOST = "127.0.0.3"
-
-
-def study(gate: Gate | None = None) -> Ensemble:
-    """Twelve seeded draws; with ``gate``, a perturb that holds jobs (results unchanged)."""
-    ens = Ensemble(KATSCRIPT, seed=2026).sample(
-        12, {"L0.P": Normal(1, 0.1), "m.T": Uniform(0.1, 0.5)}
-    )
-    return ens if gate is None else ens.perturb(gate)
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +178,41 @@ def test_dask_worker_job_cancelled_mid_study(slurm_cluster, reference, slurm, tm
     calls = Gate.slurm_jobs(gate.calls)
     assert len(calls) > 12  # the cancelled job's study job ran again elsewhere
     assert victim in calls
+
+
+# --- a whole study in one batch job ------------------------------------------------------
+
+
+def sbatch(script: Path, *options: str) -> str:
+    """Submit ``script``; return its job id (``--wait``: once it has ended)."""
+    done = subprocess.run(["sbatch", "--parsable", *options, str(script)], capture_output=True,
+                          text=True, timeout=4 * DEADLINE)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().split(";")[0]
+
+
+def test_sbatch_study_cancelled_then_resubmitted_resumes_from_its_store(slurm, reference, tmp_path):
+    from katparallel.store import Store
+
+    calls, gate, store, out = tmp_path / "calls", tmp_path / "open", tmp_path / "study.db", tmp_path / "study.nc"
+    calls.mkdir()
+    script = tmp_path / "study.sbatch"
+    script.write_text(
+        "#!/bin/bash\n#SBATCH --job-name=katparallel-test\n#SBATCH --ntasks=1\n"
+        f"#SBATCH --output={tmp_path}/slurm-%j.out\n"
+        f"exec {sys.executable} {HERE / 'store_study.py'} {calls} {gate} {store} {out}\n"
+    )
+    first = sbatch(script)
+    wait_for(lambda: len(Gate.slurm_jobs(calls)) == 5, "the batch job to hold its fifth study job")
+    with Store(store) as stored:
+        assert stored.done_indices().tolist() == [0, 1, 2, 3]
+    subprocess.run(["scancel", first], check=True)
+    slurm.wait_gone(first)
+    assert not out.exists()
+    gate.touch()
+    second = sbatch(script, "--wait")
+    ran = Gate.slurm_jobs(calls)
+    assert ran.count(first) == 5 and ran.count(second) == 12 - 4
+    res = katparallel.load(out)
+    assert not res.failures
+    assert digest(res) == reference
