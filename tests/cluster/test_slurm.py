@@ -11,6 +11,7 @@ while a test cancels the batch job running one of them.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ import pytest
 
 import katparallel
 from katparallel import Ensemble
-from katparallel._testing import Gate
+from katparallel._testing import MPI_ENV, Gate, mpiexec_python
 
 from slurmtools import DEADLINE, digest, study, wait_for
 
@@ -183,12 +184,22 @@ def test_dask_worker_job_cancelled_mid_study(slurm_cluster, reference, slurm, tm
 # --- a whole study in one batch job ------------------------------------------------------
 
 
-def sbatch(script: Path, *options: str) -> str:
-    """Submit ``script``; return its job id (``--wait``: once it has ended)."""
-    done = subprocess.run(["sbatch", "--parsable", *options, str(script)], capture_output=True,
-                          text=True, timeout=4 * DEADLINE)
+def sbatch(script: Path, env: dict | None = None) -> str:
+    """Submit ``script`` (it gets this environment, and ``env``); return its job id."""
+    done = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=DEADLINE)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip().split(";")[0]
+
+
+def batch_script(path: Path, *lines: str, ntasks: int = 1) -> Path:
+    """Write a batch script running ``lines``; its output goes beside it."""
+    path.write_text(
+        "#!/bin/bash\n#SBATCH --job-name=katparallel-test\n"
+        f"#SBATCH --ntasks={ntasks}\n#SBATCH --output={path.parent}/slurm-%j.out\n"
+        + "\n".join(lines) + "\n"
+    )
+    return path
 
 
 def test_sbatch_study_cancelled_then_resubmitted_resumes_from_its_store(slurm, reference, tmp_path):
@@ -196,11 +207,9 @@ def test_sbatch_study_cancelled_then_resubmitted_resumes_from_its_store(slurm, r
 
     calls, gate, store, out = tmp_path / "calls", tmp_path / "open", tmp_path / "study.db", tmp_path / "study.nc"
     calls.mkdir()
-    script = tmp_path / "study.sbatch"
-    script.write_text(
-        "#!/bin/bash\n#SBATCH --job-name=katparallel-test\n#SBATCH --ntasks=1\n"
-        f"#SBATCH --output={tmp_path}/slurm-%j.out\n"
-        f"exec {sys.executable} {HERE / 'store_study.py'} {calls} {gate} {store} {out}\n"
+    script = batch_script(
+        tmp_path / "study.sbatch",
+        f"exec {sys.executable} {HERE / 'store_study.py'} {calls} {gate} {store} {out}",
     )
     first = sbatch(script)
     wait_for(lambda: len(Gate.slurm_jobs(calls)) == 5, "the batch job to hold its fifth study job")
@@ -210,9 +219,23 @@ def test_sbatch_study_cancelled_then_resubmitted_resumes_from_its_store(slurm, r
     slurm.wait_gone(first)
     assert not out.exists()
     gate.touch()
-    second = sbatch(script, "--wait")
+    second = sbatch(script)
+    slurm.wait_gone(second)
     ran = Gate.slurm_jobs(calls)
     assert ran.count(first) == 5 and ran.count(second) == 12 - 4
+    res = katparallel.load(out)
+    assert not res.failures
+    assert digest(res) == reference
+
+
+def test_mpiexec_under_sbatch_matches_serial(slurm, reference, tmp_path):
+    """Open MPI reads the allocation from Slurm (two slots); three ranks oversubscribe it."""
+    out = tmp_path / "mpi.nc"
+    command = " ".join(mpiexec_python(3, str(HERE / "mpi_study.py"), str(out)))
+    job = sbatch(batch_script(tmp_path / "mpi.sbatch", f"exec {command}", ntasks=2), env=MPI_ENV)
+    slurm.wait_gone(job)
+    log = (tmp_path / f"slurm-{job}.out").read_text()
+    assert out.exists(), log
     res = katparallel.load(out)
     assert not res.failures
     assert digest(res) == reference
