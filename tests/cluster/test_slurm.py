@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -239,3 +240,16 @@ def test_mpiexec_under_sbatch_matches_serial(slurm, reference, tmp_path):
     res = katparallel.load(out)
     assert not res.failures
     assert digest(res) == reference
+
+
+def test_slurm_example_gives_the_serial_digest(slurm, tmp_path):
+    """``examples/slurm_study.py`` as the README runs it, on this Slurm and serially."""
+    example = HERE.parents[1] / "examples" / "slurm_study.py"
+    digests = []
+    for argv in (["--backend", "serial"], ["--scheduler-host", SCHEDULER_HOST,
+                                          "--worker-host", WORKER_HOST, "--logs", str(tmp_path)]):
+        done = subprocess.run([sys.executable, str(example), "-n", "12", *argv], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=DEADLINE)
+        assert done.returncode == 0, done.stderr
+        digests += re.findall(r"^digest (\w+) on", done.stdout, flags=re.M)
+    assert len(digests) == 2 and digests[0] == digests[1]
