@@ -113,6 +113,11 @@ class IPyParallelBackend(Backend):
                 f"give either cluster= or {given[0]}=, not both: cluster= is the "
                 "ipyparallel.Cluster to run on, and katparallel connects to it itself"
             )
+        if cluster is not None and not isinstance(cluster, _import_ipyparallel().Cluster):
+            raise TypeError(
+                f"cluster= takes an ipyparallel.Cluster, got {type(cluster).__name__}; "
+                "give a connected ipyparallel.Client as client= instead"
+            )
         self.connect_timeout = connect_timeout
         self._cluster = cluster
         self._client = client
