@@ -25,6 +25,8 @@ _EXPORTS = {
     "Backend": ".backends",
     "register_backend": ".backends",
     "available": ".backends",
+    "DaskBackend": ".backends.dask",
+    "ExecutorBackend": ".backends.executor",
     "KatParallelError": ".errors",
     "UnknownParameterError": ".errors",
     "InvalidValuesError": ".errors",

@@ -44,6 +44,8 @@ examples:
   katparallel info
   mpiexec -n 3 python -m mpi4py.futures -m katparallel run cavity.kat \\
       --vary L0.P=1:10:100 --backend mpi --out sweep.nc
+  katparallel run cavity.kat --vary L0.P=1:10:100 --backend dask \\
+      --scheduler-file scheduler.json --store sweep.db --out sweep.nc
 
 run "katparallel COMMAND --help" for each command's options.
 """
@@ -206,11 +208,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help='what each job runs, e.g. "xaxis(L0.P, lin, 1, 10, 100)" '
                      "(default: the model's own analysis, else noxaxis)")
     run.add_argument("-b", "--backend", default="auto",
-                     help="serial, multiprocessing, pathos, ipyparallel, mpi or auto (default)")
+                     help="serial, multiprocessing, pathos, ipyparallel, mpi, dask or auto (default)")
     run.add_argument("-w", "--workers", type=_worker_count,
                      help="parallel workers, at least 1 (default: one per core)")
     run.add_argument("--timeout", type=_seconds, metavar="SECONDS",
                      help="stop a job after this long (multiprocessing and auto)")
+    scheduler = run.add_mutually_exclusive_group()
+    scheduler.add_argument("--scheduler", metavar="ADDRESS",
+                           help="with --backend dask: a running Dask scheduler, e.g. tcp://node1:8786")
+    scheduler.add_argument("--scheduler-file", metavar="FILE",
+                           help="with --backend dask: the file `dask scheduler --scheduler-file` wrote")
+    run.add_argument("--connect-timeout", type=_seconds, default=60.0, metavar="SECONDS",
+                     help="wait this long for the scheduler and a first worker (default 60)")
     run.add_argument("--store", metavar="FILE.db",
                      help="checkpoint every finished job here; rerun to resume")
     run.add_argument("--resume", action="store_true",
@@ -325,13 +334,37 @@ def _check_analysis(ensemble: Any, analysis: str | None) -> None:
 
 
 def _backend(args: argparse.Namespace) -> Any:
-    """The backend --backend, --workers and --timeout ask for (nothing starts yet)."""
+    """The backend --backend, --workers and --timeout ask for (nothing starts yet,
+    but a running scheduler named by --scheduler or --scheduler-file is reached now)."""
     from .backends import make_backend
 
     try:
+        if args.scheduler or args.scheduler_file:
+            return _dask_scheduler(args)
         return make_backend(args.backend, args.workers, args.timeout)
     except (ValueError, TypeError) as exc:
         raise _UsageError(str(exc)) from None
+
+
+def _dask_scheduler(args: argparse.Namespace) -> Any:
+    """The dask backend on the running scheduler --scheduler or --scheduler-file names."""
+    option = "--scheduler" if args.scheduler else "--scheduler-file"
+    if args.backend != "dask":
+        raise _UsageError(f"{option} connects to a running Dask scheduler: add --backend dask")
+    if args.workers is not None:
+        raise _UsageError(f"--workers cannot resize a running Dask scheduler's workers; drop "
+                          f"--workers with {option} (its workers are used as they are)")
+    from .backends import make_backend
+    from .backends.dask import DaskBackend
+
+    backend = DaskBackend(address=args.scheduler, scheduler_file=args.scheduler_file,
+                          connect_timeout=args.connect_timeout)
+    make_backend(backend, None, args.timeout)  # refuses --timeout
+    try:
+        backend.wait_for_workers()
+    except (ConnectionError, TimeoutError) as exc:
+        raise _UsageError(str(exc)) from None
+    return backend
 
 
 def _check_outputs(outs: Sequence[str]) -> None:

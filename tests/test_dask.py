@@ -85,7 +85,7 @@ class _Recording(DaskBackend):
 
 @pytest.mark.timeout(TIMEOUT)
 def test_a_study_sends_the_model_once_not_with_every_chunk(local, katscript):
-    big = katscript + "".join(f"# padding line {i:06d} of a big model\n" for i in range(1000))
+    big = katscript + "".join(f"# padding line {i:06d} of a big model\n" for i in range(400))
     ensemble = Ensemble(big, seed=3).sample(64, {"L0.P": Normal(1, 0.1)})
     recording = _Recording(workers=2)  # the module's cluster (same settings)
     got = ensemble.run(backend=recording, batch=False, progress=False)
@@ -227,3 +227,48 @@ def test_scheduler_and_worker_on_other_addresses_give_the_serial_digest(two_host
             got = ensemble.run(backend=backend, batch=False, progress=False)
         assert got.to_xarray().attrs["backend"] == "dask"
         assert_same_results(got, serial)
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_the_command_line_runs_on_a_scheduler_file(two_hosts, katscript, tmp_path):
+    """What an ``sbatch`` script does once its scheduler and workers are up."""
+    import katparallel
+
+    _, scheduler_file, _ = two_hosts
+    model = tmp_path / "m.kat"
+    model.write_text(katscript)
+    out = tmp_path / "mc.nc"
+    proc = subprocess.run(
+        [sys.executable, "-m", "katparallel", "run", str(model), "-n", "40",
+         "--sample", "L0.P=normal(1,0.1)", "--seed", "8", "--backend", "dask",
+         "--scheduler-file", str(scheduler_file), "-q", "--out", str(out)],
+        capture_output=True, text=True, timeout=TIMEOUT, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "on dask (1 worker" in proc.stdout
+    serial = Ensemble(katscript, seed=8).sample(40, {"L0.P": Normal(1, 0.1)}).run(
+        backend="serial", progress=False)
+    assert_same_results(katparallel.load(out), serial)
+
+
+@pytest.mark.parametrize("args, problem", [
+    (["--backend", "multiprocessing", "--scheduler", "tcp://127.0.0.1:1"],
+     "--scheduler connects to a running Dask scheduler: add --backend dask"),
+    (["--backend", "dask", "--scheduler-file", "s.json", "--workers", "2"],
+     "--workers cannot resize a running Dask scheduler's workers"),
+    (["--backend", "dask", "--scheduler", "tcp://127.0.0.1:1", "--connect-timeout", "1"],
+     "could not reach the Dask scheduler at tcp://127.0.0.1:1 within 1 s"),
+    (["--backend", "dask", "--scheduler-file", "missing.json", "--connect-timeout", "1"],
+     "no Dask scheduler address in 'missing.json' after 1 s"),
+])
+@pytest.mark.timeout(TIMEOUT)
+def test_command_line_scheduler_mistakes_are_one_clear_error(args, problem, katscript, tmp_path,
+                                                             monkeypatch, capsys):
+    from katparallel.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.kat").write_text(katscript)
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "m.kat", "--vary", "L0.P=1,2", *args])
+    assert exit_.value.code == 2
+    assert problem in capsys.readouterr().err

@@ -12,11 +12,16 @@ import math
 import numbers
 from collections.abc import Callable
 
+from .._lazy import lazy_exports
 from ..errors import BackendUnavailable
 from .base import Backend, check_workers
 
+#: Backends made with arguments of their own, imported on first use.
+_EXPORTS = {"DaskBackend": ".dask", "ExecutorBackend": ".executor"}
+
 __all__ = (
     "Backend", "BACKENDS", "register_backend", "get_backend_class", "make_backend", "available",
+    *_EXPORTS,
 )
 
 #: name -> "module:Class" (imported lazily) or a Backend subclass / factory.
@@ -169,3 +174,6 @@ def available() -> list[str]:
             names.append(name)
     return names
 
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

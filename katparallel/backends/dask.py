@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import logging
 import os
 import time
@@ -163,7 +164,7 @@ class DaskBackend(Backend):
         address: str | None = None,
         scheduler_file: str | os.PathLike | None = None,
         cluster: Any = None,
-        connect_timeout: float = 30.0,
+        connect_timeout: float = 60.0,
         threads: int | None = 1,
     ):
         given = {k: v for k, v in dict(client=client, address=address,
@@ -218,11 +219,13 @@ class DaskBackend(Backend):
 
     def _connect(self) -> Any:
         distributed = _import_distributed()
-        target = self._cluster if self._cluster is not None else self._address
-        where = self._scheduler_file or self._address or "the cluster's scheduler"
+        if self._cluster is not None:
+            target, where = self._cluster, "the cluster's scheduler"
+        else:
+            target = self._address or _address_in(self._scheduler_file, self.connect_timeout)
+            where = target if self._address else f"{target} (from {self._scheduler_file})"
         try:
-            return distributed.Client(target, scheduler_file=self._scheduler_file,
-                                      timeout=self.connect_timeout, set_as_default=False)
+            return distributed.Client(target, timeout=self.connect_timeout, set_as_default=False)
         except (OSError, TimeoutError) as exc:
             raise ConnectionError(
                 f"could not reach the Dask scheduler at {where} within "
@@ -259,7 +262,7 @@ class DaskBackend(Backend):
         distributed = _import_distributed()
         client = self.client
         if not self.owns_cluster and not self._cluster:
-            self._wait_for_a_worker(client)
+            self.wait_for_workers()
         run = uuid.uuid4().hex
         threads = self._pinned_threads
         if shared is _NO_SHARED:
@@ -287,7 +290,17 @@ class DaskBackend(Backend):
             if shared is not _NO_SHARED:
                 shared.release()
 
-    def _wait_for_a_worker(self, client: Any) -> None:
+    def wait_for_workers(self) -> None:
+        """Connect, and wait up to ``connect_timeout`` for a first worker.
+
+        Raises
+        ------
+        ConnectionError
+            If the scheduler cannot be reached in time.
+        TimeoutError
+            If it has no worker in time.
+        """
+        client = self.client
         try:
             client.wait_for_workers(1, timeout=self.connect_timeout)
         except TimeoutError:
@@ -307,6 +320,27 @@ class DaskBackend(Backend):
         ):
             self._client.close()
             self._client = None
+
+
+def _address_in(scheduler_file: str, timeout: float) -> str:
+    """The address in a scheduler file, waiting up to ``timeout`` for the file to be written.
+
+    (Dask's own client would wait for a missing file for ever.)
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(scheduler_file) as f:
+                return json.load(f)["address"]
+        except (OSError, ValueError, KeyError) as exc:
+            if time.monotonic() > deadline:
+                raise ConnectionError(
+                    f"no Dask scheduler address in {scheduler_file!r} after {timeout:g} s "
+                    f"({type(exc).__name__}: {exc}); start one with `dask scheduler "
+                    f"--scheduler-file {scheduler_file}` (on a shared file system, so both "
+                    "ends read the same file)"
+                ) from None
+        time.sleep(0.1)
 
 
 def _outcome(future: Any) -> Any:
