@@ -25,15 +25,20 @@ SCHEDULER_ADDRESS=${SCHEDULER_ADDRESS:---interface lo}
 WORKER_ADDRESS=${WORKER_ADDRESS:-$SCHEDULER_ADDRESS}
 SCHEDULER_FILE=$PWD/dask-scheduler-$SLURM_JOB_ID.json
 
-# The scheduler runs beside this script on the job's first node (no CPU of its own needed).
+# The scheduler runs beside this script on the job's first node (no CPU of its own
+# needed), on a free port: the scheduler file tells the others where.
 "$PYTHON" -m distributed.cli.dask_scheduler --scheduler-file "$SCHEDULER_FILE" \
-    $SCHEDULER_ADDRESS --dashboard-address :0 &
+    $SCHEDULER_ADDRESS --port 0 --dashboard-address :0 &
+SCHEDULER=$!
 # One single-threaded worker per task; they stop well before the job's time limit
 # (--lifetime), so an ending job never loses a running chunk to SIGKILL.
 srun --ntasks="$SLURM_NTASKS" "$PYTHON" -m distributed.cli.dask_worker \
     --scheduler-file "$SCHEDULER_FILE" $WORKER_ADDRESS --nworkers 1 --nthreads 1 \
     --memory-limit 0 --lifetime 28m --lifetime-stagger 1m &
+WORKERS=$!
+# Stop both when the study ends: Slurm sites whose process tracking is not
+# cgroup-based lose track of background processes once this script exits.
+trap 'kill $WORKERS $SCHEDULER 2>/dev/null; wait; rm -f "$SCHEDULER_FILE"' EXIT
 
 "$PYTHON" -m katparallel run "$MODEL" --sample "L0.P=normal(1,0.1)" -n "${DRAWS:-1000}" --seed 42 \
     --backend dask --scheduler-file "$SCHEDULER_FILE" --store "$STORE" -o "$OUT" -q
-# Slurm stops the scheduler and the workers when this script ends.

@@ -253,3 +253,29 @@ def test_slurm_example_gives_the_serial_digest(slurm, tmp_path):
         assert done.returncode == 0, done.stderr
         digests += re.findall(r"^digest (\w+) on", done.stdout, flags=re.M)
     assert len(digests) == 2 and digests[0] == digests[1]
+
+
+def test_sbatch_example_runs_the_cli_on_its_own_scheduler(slurm, tmp_path):
+    """``examples/slurm_sbatch.sh``: scheduler, srun'd workers and ``katparallel run
+    --scheduler-file`` in one job; the same results as the command line run serially."""
+    root = HERE.parents[1]
+    env = {"PYTHON": sys.executable, "MODEL": str(root / "examples" / "laser_mirror.kat"),
+           "DRAWS": "12", "SCHEDULER_ADDRESS": f"--host {SCHEDULER_HOST}",
+           "WORKER_ADDRESS": f"--host {WORKER_HOST}"}
+    done = subprocess.run(["sbatch", "--parsable", str(root / "examples" / "slurm_sbatch.sh")],
+                          cwd=tmp_path, env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=DEADLINE)
+    assert done.returncode == 0, done.stderr
+    job = done.stdout.strip()
+    slurm.wait_gone(job)
+    log = (tmp_path / f"katparallel-{job}.out").read_text()
+    assert (tmp_path / "study.nc").exists(), log
+    subprocess.run(
+        [sys.executable, "-m", "katparallel", "run", env["MODEL"], "--sample", "L0.P=normal(1,0.1)",
+         "-n", "12", "--seed", "42", "-b", "serial", "-o", str(tmp_path / "serial.nc"), "-q"],
+        check=True, timeout=DEADLINE,
+    )
+    got, expected = katparallel.load(tmp_path / "study.nc"), katparallel.load(tmp_path / "serial.nc")
+    assert got.to_xarray().attrs["backend"] == "dask"
+    assert not got.failures
+    assert digest(got) == digest(expected)
