@@ -18,15 +18,12 @@ Run::
 import argparse
 import hashlib
 import sys
+from pathlib import Path
 
 from katparallel import Ensemble, Normal
 
-MODEL = """
-l L0 P=1
-s s0 L0.p1 m.p1 L=1
-m m R=0.5 T=0.5
-pd P m.p2.o
-"""
+#: A laser through a 50 % mirror (the model examples/slurm_sbatch.sh runs too).
+MODEL = (Path(__file__).parent / "laser_mirror.kat").read_text()
 
 
 def make_cluster(args: argparse.Namespace):

@@ -70,10 +70,11 @@ write_conf() {
     cpus=$(nproc)
     memory=$(awk '/MemTotal/ {print int($2 / 1024 * 0.8)}' /proc/meminfo)
     install -d "$(dirname "$CONF")" "$SPOOL/ctld" "$SPOOL/d" "$LOGS"
+    # The daemons talk over 127.0.0.1: the host name need not resolve.
     cat > "$CONF" <<EOF
 $MARK: a one-node test cluster.
 ClusterName=katparallel
-SlurmctldHost=$HOST
+SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=root
 AuthType=auth/munge
 ProctrackType=proctrack/linuxproc
@@ -92,7 +93,7 @@ SlurmctldPidFile=$STATE/slurmctld.pid
 SlurmdPidFile=$STATE/slurmd.pid
 SlurmctldLogFile=$LOGS/slurmctld.log
 SlurmdLogFile=$LOGS/slurmd.log
-NodeName=$HOST CPUs=$cpus RealMemory=$memory State=UNKNOWN
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$memory State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
     # cgroup v2 (a cgroup2 file system at /sys/fs/cgroup): without systemd, slurmd
