@@ -4,14 +4,14 @@ With no connection given, katparallel starts a local ``ipyparallel.Cluster`` of
 ``workers`` engines, waits for all of them, reuses it for the session and stops
 it at :meth:`close`, at the end of a ``with`` block or at exit. Given a
 ``client``, ``profile``, ``url_file`` or ``cluster_id`` it uses that running
-cluster and leaves it running. Given ``cluster=``, an ``ipyparallel.Cluster`` the
-user built (``engines="slurm"``, ``"pbs"``, ``"mpi"``… with ipyparallel's own
-launchers and options), it starts that cluster if it is not running, waits for
-its first engine and leaves it running: the cluster object stops its controller
-and batch jobs itself (``cluster.stop_cluster_sync()``, a ``with cluster:`` block,
-or at interpreter exit unless its ``shutdown_atexit`` is false). Tasks go one per message through a load-balanced
-view and are yielded as they complete; functions are pickled by reference, so
-engines import katparallel, never the user's ``__main__``. A task whose engine
+cluster and leaves it running. Given ``cluster=``, an ``ipyparallel.Cluster``
+the user built (``engines="slurm"``, ``"pbs"``, ``"mpi"``… with ipyparallel's
+own launchers and options), it starts that cluster if it is not running, waits
+for its first engine and leaves it running: the cluster object stops its
+controller and batch jobs itself (``cluster.stop_cluster_sync()``, a ``with
+cluster:`` block, or at interpreter exit unless its ``shutdown_atexit`` is
+false). Tasks go one per message through a load-balanced view and are yielded
+as they complete; functions are pickled by reference, so engines import katparallel, never the user's ``__main__``. A task whose engine
 died comes back as an ``EngineError`` naming that task, yielded as
 :class:`~katparallel.errors.Failure` with ``crashed`` set; an owned cluster gets new engines before the next run.
 """
@@ -74,7 +74,8 @@ class IPyParallelBackend(Backend):
     ----------
     workers : int, optional
         Engines to start when katparallel starts the cluster (default one per
-        core). Ignored when connecting to a running cluster.
+        core). Ignored when connecting to a running cluster or given ``cluster=``
+        (its own ``n`` says how many engines it starts).
     client : ipyparallel.Client, optional
         A connected client of the user's cluster.
     profile, url_file, cluster_id : str, optional

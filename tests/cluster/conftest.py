@@ -42,9 +42,7 @@ def slurm():
     if proc.returncode:
         pytest.fail(f"could not start Slurm:\n{proc.stdout}{proc.stderr}")
     started = proc.stdout.split()[-1] == "started"
-    node = subprocess.run(["sinfo", "-h", "-o", "%n"], capture_output=True, text=True,
-                          check=True).stdout.split()[0]
-    cluster = Slurm(node=node, started=started, before=frozenset(_queued()))
+    cluster = Slurm(before=frozenset(_queued()))
     yield cluster
     leftover = list(cluster.jobs())
     if leftover:  # a failed test's jobs: this session's only

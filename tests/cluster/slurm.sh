@@ -116,13 +116,13 @@ wait_idle() {
 }
 
 start() {
-    [ "$(id -u)" = 0 ] || die "starting Slurm's daemons needs root"
     command -v sinfo >/dev/null || die "Slurm is not installed: run '$0 install' (as root)"
     if answering; then
         wait_idle
         echo running
         return 0
     fi
+    [ "$(id -u)" = 0 ] || die "starting Slurm's daemons needs root"
     install -d -m 0755 "$STATE"
     start_munge
     write_conf

@@ -35,10 +35,8 @@ def study(gate: Gate | None = None) -> Ensemble:
 
 @dataclass
 class Slurm:
-    """The running cluster: its one node, and the jobs queued before this session."""
+    """The running cluster, and the jobs queued on it before this session."""
 
-    node: str
-    started: bool
     before: frozenset[str]
 
     def jobs(self) -> dict[str, str]:
