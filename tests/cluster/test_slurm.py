@@ -11,6 +11,7 @@ while a test cancels the batch job running one of them.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -103,10 +104,12 @@ def test_ipyparallel_over_slurm_matches_serial(ipp_cluster, reference, slurm):
 
     with IPyParallelBackend(cluster=ipp_cluster, connect_timeout=DEADLINE) as backend:
         res = study().run(backend=backend, progress=False)
-        engines = backend.client.ids
+        backend.client.wait_for_engines(2, timeout=DEADLINE)  # both tasks of the engines' job
+        engine_file = Path(ipp_cluster.profile_dir, "security",
+                           f"ipcontroller-{ipp_cluster.cluster_id}-engine.json")
+        assert json.loads(engine_file.read_text())["interface"] == f"tcp://{SCHEDULER_HOST}"
     assert not res.failures
     assert digest(res) == reference
-    assert len(engines) == 2
     # Left as the user made it: controller and the engines' batch job still running.
     (engine_set,) = ipp_cluster.engines.values()
     assert slurm.jobs().get(engine_set.job_id) == "RUNNING"
@@ -154,16 +157,17 @@ def slurm_cluster(slurm, tmp_path):
     cluster.close()
 
 
-def test_dask_over_slurm_matches_serial(slurm_cluster, reference, slurm):
+def test_dask_over_slurm_matches_serial(slurm_cluster, reference, tmp_path):
     from katparallel.backends.dask import DaskBackend
 
     with DaskBackend(cluster=slurm_cluster, workers=2, connect_timeout=DEADLINE) as backend:
         res = study().run(backend=backend, progress=False)
-        info = backend.client.scheduler_info(n_workers=-1)
     assert not res.failures
     assert digest(res) == reference
-    assert info["address"].startswith(f"tcp://{SCHEDULER_HOST}:")
-    assert info["workers"] and all(w.startswith(f"tcp://{WORKER_HOST}:") for w in info["workers"])
+    assert slurm_cluster.scheduler_address.startswith(f"tcp://{SCHEDULER_HOST}:")
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.err"))
+    listening = re.findall(r"Listening to:\s+(\S+)", logs)
+    assert listening and all(a.startswith(f"tcp://{WORKER_HOST}:") for a in listening), logs
     # Left as the user made it (but adaptive): the scheduler still runs.
     assert slurm_cluster.status.name == "running"
 
