@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from slurmtools import DEADLINE, Slurm
+from slurmtools import DEADLINE, Slurm, wait_for
 
 SLURM_SH = Path(__file__).with_name("slurm.sh")
 
@@ -47,5 +47,7 @@ def slurm():
     leftover = list(cluster.jobs())
     if leftover:  # a failed test's jobs: this session's only
         subprocess.run(["scancel", *leftover], check=False)
+    # Jobs cancelled by the tests may still be ending: let slurmd stop their processes.
+    wait_for(lambda: not cluster.jobs(), "this session's Slurm jobs to end")
     if started:
         subprocess.run([str(SLURM_SH), "stop"], check=True, timeout=4 * DEADLINE)

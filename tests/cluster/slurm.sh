@@ -77,7 +77,8 @@ ClusterName=katparallel
 SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=root
 AuthType=auth/munge
-ProctrackType=proctrack/linuxproc
+# pgid, not linuxproc: a worker whose job script exited first is still found and killed.
+ProctrackType=proctrack/pgid
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 SelectType=select/cons_tres
