@@ -201,12 +201,21 @@ def per_draw_loop(bench, study: Study, ref: np.ndarray | None) -> np.ndarray:
     return out
 
 
+#: The row of katparallel on a warm Dask LocalCluster.
+DASK_WARM = "katparallel dask, warm LocalCluster"
+
+
 def katparallel_rows(bench, study: Study, ref: np.ndarray, analysis=None) -> int:
-    """(a) and (c): katparallel serial and on a warm 2-worker pool; the last prefix size."""
+    """(a) and (c): katparallel serial, on a warm 2-worker pool and on a warm Dask
+    LocalCluster (if installed); the last prefix size of the pool."""
     from katparallel import Ensemble
+    from katparallel.backends import available
 
     k, base = study.n, Ensemble(study.text)  # parsed once, outside every timed run
-    for backend in ("serial", "multiprocessing"):
+    labels = {"serial": "katparallel serial", "multiprocessing": "katparallel multiprocessing, warm pool",
+              "dask": DASK_WARM}
+    pool_k = k
+    for backend in [b for b in labels if b in available()]:
         def run(count, backend=backend):
             return study.ensemble(count, base).run(analysis, backend=backend, workers=bench.workers,
                                                   progress=False)
@@ -215,11 +224,11 @@ def katparallel_rows(bench, study: Study, ref: np.ndarray, analysis=None) -> int
         k, res, secs = grow(run, study.n, bench.budget, bench.repeat)
         got, note = study.matrix(res, k)
         m = min(k, len(ref))
-        label = "katparallel serial" if backend == "serial" else "katparallel multiprocessing, warm pool"
-        bench.add(study.name, label, k, secs, got[:m], ref[:m],
+        bench.add(study.name, labels[backend], k, secs, got[:m], ref[:m],
                   note=_join(_prefix_note(k, study.n), note,
                              f"compared on first {m}" if m < k else ""))
-    return k
+        pool_k = k if backend == "multiprocessing" else pool_k
+    return pool_k
 
 
 def fresh_pool(bench, study: Study, ref: np.ndarray, k: int) -> None:

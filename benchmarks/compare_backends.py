@@ -12,6 +12,10 @@ W3  zipped Monte Carlo of three parameters: laser power, mirror T with
 W4  aLIGO tolerance Monte Carlo and W5 aLIGO lock per draw: see
     ``_real_models.py`` (references, time budget, fresh-pool start-up).
 
+katparallel runs on each of its backends that is installed, Dask's
+LocalCluster included (warm: started and run once before the timed run); the
+targets print Dask's throughput as a ratio of the multiprocessing pool's.
+
 This script imports finesse at its top, as a typical user script does: the
 forkserver then imports it (and Finesse's libgomp) before any worker can pin
 its threads. The OpenMP threads each kind of worker really runs with are
@@ -138,7 +142,7 @@ class Bench:
         from katparallel.backends import available
 
         names = available()
-        return [b for b in ("serial", "multiprocessing", "pathos", "ipyparallel") if b in names]
+        return [b for b in ("serial", "multiprocessing", "pathos", "ipyparallel", "dask") if b in names]
 
     rel_diff = staticmethod(_rel_diff)
 
@@ -420,6 +424,9 @@ def targets(rows, second_run: float) -> list[tuple[str, str, bool | None]]:
                 f"{r:.2f}x" if r else "n/a", r and r >= 0.95))
     r = ratio("W1", kp_mp, "katparallel multiprocessing, default threads")
     out.append(("W1 pinned (1 thread) vs default threads", f"{r:.2f}x faster" if r else "n/a", None))
+    r = ratio("W1", "katparallel dask", kp_mp)
+    out.append(("W1 dask (warm LocalCluster) >= 0.9x multiprocessing", f"{r:.2f}x" if r else "n/a",
+                r and r >= 0.9))
     out.append(("second run() of a 2-job ensemble < 50 ms", f"{second_run * 1e3:.1f} ms", second_run < 0.05))
     return out + real_model_targets(rows)
 
@@ -444,6 +451,8 @@ def real_model_targets(rows) -> list[tuple[str, str, bool | None]]:
          lambda r: f"{r:.2f}x faster"),
         ("W4 fresh pool vs that ceiling", "W4", "katparallel fresh pool, start-up included",
          _real_models.CEILING, lambda r: None, lambda r: f"{r:.0%} of its speed"),
+        ("W4 dask (warm LocalCluster) >= 0.9x multiprocessing warm pool", "W4",
+         _real_models.DASK_WARM, warm, lambda r: r >= 0.9, lambda r: f"{r:.2f}x"),
         ("W5 warm pool >= 1.7x serial loop", "W5", warm,
          "serial loop over one parsed model", lambda r: r >= 1.7, lambda r: f"{r:.2f}x faster"),
     ]

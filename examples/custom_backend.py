@@ -1,9 +1,10 @@
 """Plug a new engine into katparallel: a backend on a thread pool.
 
-Run it with ``python examples/custom_backend.py``. The same ~20 lines work for
-any engine with futures (dask, a batch-queue client, ...). It maps a plain
-function, then runs a mirror-transmission sweep on four threads and checks it
-against the serial backend.
+Run it with ``python examples/custom_backend.py``. It maps a plain function,
+then runs a mirror-transmission sweep on four threads and checks it against the
+serial backend. An engine that already offers a ``concurrent.futures.Executor``
+(Dask's ``client.get_executor()``, mpi4py, Parsl) needs no code of its own:
+``ExecutorBackend(executor)``; Dask itself is ``backend="dask"``.
 """
 
 import concurrent.futures

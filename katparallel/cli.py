@@ -208,16 +208,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help='what each job runs, e.g. "xaxis(L0.P, lin, 1, 10, 100)" '
                      "(default: the model's own analysis, else noxaxis)")
     run.add_argument("-b", "--backend", default="auto",
-                     help="serial, multiprocessing, pathos, ipyparallel, mpi, dask or auto (default)")
+                     help="serial, multiprocessing, pathos, ipyparallel, mpi, dask "
+                     "or auto (default)")
     run.add_argument("-w", "--workers", type=_worker_count,
                      help="parallel workers, at least 1 (default: one per core)")
     run.add_argument("--timeout", type=_seconds, metavar="SECONDS",
                      help="stop a job after this long (multiprocessing and auto)")
     scheduler = run.add_mutually_exclusive_group()
-    scheduler.add_argument("--scheduler", metavar="ADDRESS",
-                           help="with --backend dask: a running Dask scheduler, e.g. tcp://node1:8786")
-    scheduler.add_argument("--scheduler-file", metavar="FILE",
-                           help="with --backend dask: the file `dask scheduler --scheduler-file` wrote")
+    scheduler.add_argument(
+        "--scheduler", metavar="ADDRESS",
+        help="with --backend dask: a running Dask scheduler, e.g. tcp://node1:8786")
+    scheduler.add_argument(
+        "--scheduler-file", metavar="FILE",
+        help="with --backend dask: the file `dask scheduler --scheduler-file` wrote")
     run.add_argument("--connect-timeout", type=_seconds, default=60.0, metavar="SECONDS",
                      help="wait this long for the scheduler and a first worker (default 60)")
     run.add_argument("--store", metavar="FILE.db",

@@ -2,8 +2,8 @@
 
 ::
 
-    Study ──plan──► Plan ──make_chunks──► [Chunk] ──backend.map_shared(run_shared_chunk)──►
-        ChunkResult ──► Collector (+ store) ──► Results
+    Study ──plan──► Plan ──make_chunks──► [Chunk] ──backend.map_shared──►
+        run_shared_chunk ──► ChunkResult ──► Collector (+ store) ──► Results
 
 :class:`~katparallel.Ensemble` describes a study; :func:`run_study` runs it:
 it opens the checkpoint store, decides whether jobs are stepped inside one

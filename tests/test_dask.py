@@ -95,6 +95,26 @@ def test_a_study_sends_the_model_once_not_with_every_chunk(local, katscript):
     assert_same_results(got, ensemble.run(backend="serial", batch=False, progress=False))
 
 
+def _katparallel_tasks(dask_scheduler) -> list[str]:
+    return [str(k) for k in dask_scheduler.tasks if str(k).startswith("katparallel-")]
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_stopping_early_cancels_the_tasks_not_yet_done(local):
+    dict(local.map_shared(_testing.unpickled_here, _testing.Counted(uuid.uuid4().hex, 10), [1]))
+    it = local.map_unordered(_testing.sleep_then, [(0.0, 0)] + [(0.5, i) for i in range(1, 60)])
+    next(it)
+    assert local.client.run_on_scheduler(_katparallel_tasks)  # still queued
+    it.close()
+    deadline = time.monotonic() + 30
+    while local.client.run_on_scheduler(_katparallel_tasks) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert local.client.run_on_scheduler(_katparallel_tasks) == []
+    plugins = local.client.run(lambda dask_worker: [p for p in dask_worker.plugins
+                                                    if p.startswith("katparallel-")])
+    assert set(map(tuple, plugins.values())) == {()}  # no run's shared data left on a worker
+
+
 # --- a study on Dask: crashes, stores ---------------------------------------------------
 
 
@@ -140,7 +160,8 @@ def test_one_way_to_the_scheduler_at_a_time():
 def test_an_unreachable_scheduler_is_a_clear_error_after_the_connect_timeout():
     port = _free_port()
     backend = DaskBackend(address=f"tcp://127.0.0.1:{port}", connect_timeout=2)
-    with pytest.raises(ConnectionError, match=f"could not reach the Dask scheduler at tcp://127.0.0.1:{port} within 2 s"):
+    problem = f"could not reach the Dask scheduler at tcp://127.0.0.1:{port} within 2 s"
+    with pytest.raises(ConnectionError, match=problem):
         dict(backend.map_unordered(_testing.square, [1]))
 
 
@@ -205,7 +226,8 @@ def two_hosts(tmp_path_factory):
             workers = list(client.scheduler_info()["workers"])
         yield address, scheduler_file, workers
     finally:
-        for proc in reversed(procs):  # by pid: the worker (and its nanny's child), then the scheduler
+        # By pid: the worker (and its nanny's child), then the scheduler.
+        for proc in reversed(procs):
             with contextlib.suppress(psutil.NoSuchProcess):
                 for child in psutil.Process(proc.pid).children(recursive=True):
                     child.kill()
@@ -219,7 +241,8 @@ def test_scheduler_and_worker_on_other_addresses_give_the_serial_digest(two_host
     address, scheduler_file, workers = two_hosts
     assert address.startswith("tcp://127.0.0.2:")
     assert [w.split(":")[1] for w in workers] == ["//127.0.0.3"]
-    ensemble = Ensemble(katscript, seed=8).sample(40, {"L0.P": Normal(1, 0.1), "m.phi": Normal(0, 5)})
+    ensemble = Ensemble(katscript, seed=8).sample(
+        40, {"L0.P": Normal(1, 0.1), "m.phi": Normal(0, 5)})
     serial = ensemble.run(backend="serial", batch=False, progress=False)
     for backend in (DaskBackend(address=address), DaskBackend(scheduler_file=scheduler_file)):
         with backend:
@@ -272,3 +295,21 @@ def test_command_line_scheduler_mistakes_are_one_clear_error(args, problem, kats
         main(["run", "m.kat", "--vary", "L0.P=1,2", *args])
     assert exit_.value.code == 2
     assert problem in capsys.readouterr().err
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_a_user_cluster_is_made_adaptive_and_left_running(katscript):
+    """What katparallel does to a dask-jobqueue cluster, on a LocalCluster with no workers."""
+    import distributed
+
+    with distributed.LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
+                                  dashboard_address="127.0.0.1:0") as cluster:
+        assert not cluster.workers
+        ensemble = Ensemble(katscript, seed=6).sample(24, {"L0.P": Normal(1, 0.1)})
+        with DaskBackend(cluster=cluster, workers=2) as backend:
+            got = ensemble.run(backend=backend, batch=False, progress=False)
+            assert backend.n_workers == 2
+        assert_same_results(got, ensemble.run(backend="serial", batch=False, progress=False))
+        assert cluster._adaptive is not None  # adapt(minimum=0, maximum=2) was called
+        assert (cluster._adaptive.minimum, cluster._adaptive.maximum) == (0, 2)
+        assert cluster.status.name == "running"  # not closed by katparallel

@@ -48,7 +48,8 @@ def test_a_raising_task_is_a_failure_with_its_traceback(executor):
 
 @pytest.mark.timeout(TIMEOUT)
 def test_tasks_are_pinned_to_one_thread(executor):
-    assert set(dict(ExecutorBackend(executor).map_unordered(_testing.omp_threads, range(4))).values()) == {1}
+    threads = dict(ExecutorBackend(executor).map_unordered(_testing.omp_threads, range(4)))
+    assert set(threads.values()) == {1}
 
 
 @pytest.mark.timeout(TIMEOUT)

@@ -1,10 +1,11 @@
 """Dask backend: a ``distributed.LocalCluster`` katparallel starts, or the user's own Dask.
 
 With no connection given, katparallel starts a ``distributed.LocalCluster`` of
-``workers`` single-threaded worker processes (spawned, never forked; OpenMP and
-BLAS pinned to ``threads``; its HTTP server on a free loopback port; no memory limit, so no nanny restarts
-a worker for its size), reuses it for the session and closes it at :meth:`DaskBackend.close`, at the
-end of a ``with`` block or at exit.
+``workers`` single-threaded worker processes -- spawned, never forked; OpenMP
+and BLAS pinned to ``threads``; no memory limit, so no nanny restarts a worker
+for its size; its HTTP server on a free loopback port; Dask's loggers in this
+process at ERROR -- reuses it for the session and closes it at
+:meth:`DaskBackend.close`, at the end of a ``with`` block or at exit.
 Given ``client=``, ``address=`` or ``scheduler_file=`` it uses that running
 scheduler and its workers as they are and leaves them running. Given
 ``cluster=`` (a ``dask_jobqueue.SLURMCluster``, ``HTCondorCluster``,
@@ -23,9 +24,8 @@ its worker dies (``allowed-failures`` 0) and keeps one task per worker thread
 retries it once, as on every engine. A user's scheduler keeps its own
 settings (Dask's default retries a task on 3 more workers first).
 
-:meth:`DaskBackend.map_shared` sends data common to every task once: it
-becomes one Dask task of its own, which each worker fetches once and keeps for
-the run, instead of travelling inside every task.
+:meth:`DaskBackend.map_shared` sends data common to every task once per
+worker, as a worker plugin (:mod:`._dask_shared`), instead of inside every task.
 """
 
 from __future__ import annotations
@@ -94,6 +94,9 @@ def _start_local_cluster(workers: int, threads: int | None) -> tuple[Any, Any]:
     import dask
 
     started = time.monotonic()
+    # Its scheduler and nannies run in this process and log every connection at
+    # INFO (Dask's own config sets that level): keep errors only.
+    logging.getLogger("distributed").setLevel(logging.ERROR)
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
     environ.update(pinned_thread_env(threads))
     config = {**OWN_SCHEDULER_CONFIG, "distributed.nanny.pre-spawn-environ": environ}
@@ -114,16 +117,6 @@ def _start_local_cluster(workers: int, threads: int | None) -> tuple[Any, Any]:
     LOGGER.info("started a Dask LocalCluster of %d workers at %s in %.1f s",
                 workers, cluster.scheduler_address, time.monotonic() - started)
     return cluster, client
-
-
-def _call_shared(fn: Callable[[Any, Any], Any], threads: int | None, shared: Any, task: Any) -> Any:
-    """What a task of :meth:`DaskBackend.map_shared` runs: ``fn(shared, task)``, threads pinned."""
-    return call_pinned(lambda t: fn(shared, t), threads, task)
-
-
-def _shared_value(value: Any) -> Any:
-    """The Dask task that holds data common to every task of a run."""
-    return value
 
 
 class DaskBackend(Backend):
@@ -253,34 +246,38 @@ class DaskBackend(Backend):
     def map_shared(
         self, fn: Callable[[Any, Any], Any], shared: Any, tasks: Sequence[Any]
     ) -> Iterator[tuple[int, Any]]:
-        """Run ``fn(shared, task)`` for every task, sending ``shared`` once per worker."""
+        """Run ``fn(shared, task)`` for every task, sending ``shared`` once per worker
+        (workers that join during the run included)."""
         return self._map(fn, shared, tasks)
 
-    def _map(self, fn: Callable[..., Any], shared: Any, tasks: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+    def _map(
+        self, fn: Callable[..., Any], shared: Any, tasks: Sequence[Any]
+    ) -> Iterator[tuple[int, Any]]:
         if not len(tasks):
             return
         distributed = _import_distributed()
         client = self.client
-        if not self.owns_cluster and not self._cluster:
+        if not self.owns_cluster and not self._adapted:  # an adaptive cluster starts its own
             self.wait_for_workers()
         run = uuid.uuid4().hex
-        threads = self._pinned_threads
+        threads, n = self._pinned_threads, len(tasks)
+        keys = [f"katparallel-{i}-{run}" for i in range(n)]
         if shared is _NO_SHARED:
-            def submit(i: int, task: Any) -> Any:
-                return client.submit(call_pinned, fn, threads, task, key=f"katparallel-{i}-{run}")
+            futures = client.map(call_pinned, [fn] * n, [threads] * n, tasks, key=keys)
         else:
-            # A task, not scattered data: if every worker holding it dies, the
-            # scheduler computes it again instead of losing it.
-            shared = client.submit(_shared_value, shared, key=f"katparallel-shared-{run}")
+            from ._dask_shared import SharedData, call_shared
 
-            def submit(i: int, task: Any) -> Any:
-                return client.submit(_call_shared, fn, threads, shared, task,
-                                     key=f"katparallel-{i}-{run}")
-        pending = {submit(i, task): i for i, task in enumerate(tasks)}
-        finished = distributed.as_completed(list(pending), loop=client.loop)
+            plugin = f"katparallel-shared-{run}"
+            client.register_plugin(SharedData(shared), name=plugin)
+            futures = client.map(call_shared, [fn] * n, [threads] * n, [plugin] * n, tasks,
+                                 key=keys)
+        pending = {future: i for i, future in enumerate(futures)}
+        del futures
+        finished = distributed.as_completed(list(pending), loop=client.loop, with_results=True,
+                                            raise_errors=False)
         try:
-            for future in finished:
-                yield pending.pop(future), _outcome(future)
+            for future, result in finished:
+                yield pending.pop(future), _outcome(future, result)
                 future.release()
         finally:
             if pending:
@@ -288,7 +285,8 @@ class DaskBackend(Backend):
                 client.cancel(list(pending))
             finished.clear()
             if shared is not _NO_SHARED:
-                shared.release()
+                with contextlib.suppress(Exception):  # workers lost, or the loop closing
+                    client.unregister_worker_plugin(plugin)
 
     def wait_for_workers(self) -> None:
         """Connect, and wait up to ``connect_timeout`` for a first worker.
@@ -343,17 +341,16 @@ def _address_in(scheduler_file: str, timeout: float) -> str:
         time.sleep(0.1)
 
 
-def _outcome(future: Any) -> Any:
+def _outcome(future: Any, result: Any) -> Any:
     """A finished future's result, or the Failure it stands for."""
     distributed = _import_distributed()
     if future.status == "finished":
-        return future.result()
-    if future.status == "cancelled":
+        return result
+    if future.status == "cancelled" or not isinstance(result, BaseException):
         return Failure.worker_crashed(
-            "Dask cancelled this task (a worker holding what it needed was lost); "
+            "Dask cancelled this task (its scheduler lost track of it); "
             "it did not finish."
         )
-    exc = future.exception()
-    if isinstance(exc, distributed.KilledWorker):
-        return Failure.worker_crashed(f"the Dask worker running this task died ({exc})")
-    return Failure.capture(exc.with_traceback(future.traceback()))
+    if isinstance(result, distributed.KilledWorker):
+        return Failure.worker_crashed(f"the Dask worker running this task died ({result})")
+    return Failure.capture(result.with_traceback(future.traceback()))
