@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 
 __all__ = (
-    "square", "noop", "crash_on", "sleep_then", "pid_of", "omp_threads", "hom_power",
+    "square", "scaled", "noop", "crash_on", "sleep_then", "pid_of", "omp_threads", "hom_power",
     "MPI_ENV", "mpiexec_python", "aligo_katscript", "CAVITY_KATSCRIPT",
     "Counted", "unpickled_here", "KillOnce", "Gate",
 )
@@ -27,6 +27,11 @@ CRASH_VALUE = -1
 def square(x: float) -> float:
     """Return ``x * x``."""
     return x * x
+
+
+def scaled(factor: float, x: float) -> float:
+    """Return ``factor * x`` (a task of ``Backend.map_shared``: ``factor`` is shared)."""
+    return factor * x
 
 
 def noop(x: object) -> object:

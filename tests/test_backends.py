@@ -70,6 +70,13 @@ def test_all_results_with_their_indices(backend):
 
 
 @pytest.mark.timeout(TIMEOUT)
+def test_shared_data_reaches_every_task(backend):
+    results = dict(backend.map_shared(_testing.scaled, 10, range(12)))
+    assert results == {i: 10 * i for i in range(12)}
+    assert list(backend.map_shared(_testing.scaled, 10, [])) == []
+
+
+@pytest.mark.timeout(TIMEOUT)
 def test_no_tasks(backend):
     assert list(backend.map_unordered(_testing.square, [])) == []
 

@@ -89,7 +89,7 @@ def test_a_dead_worker_is_a_crashed_failure():
 
 @pytest.mark.timeout(TIMEOUT)
 def test_a_killed_dask_worker_costs_only_its_task():
-    with DaskBackend(workers=2) as dask:
+    with DaskBackend(workers=2, threads=None) as dask:  # a cluster of its own, closed here
         backend = ExecutorBackend(dask.client.get_executor(), workers=2)
         tasks = [1, 2, _testing.CRASH_VALUE, 3, 4, 5]
         results = dict(backend.map_unordered(_testing.crash_on, tasks))
