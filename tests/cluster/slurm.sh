@@ -140,7 +140,8 @@ stop_pid() {
     local file=$STATE/$1.pid pid
     [ -s "$file" ] || return 0
     pid=$(cat "$file")
-    if kill -0 "$pid" 2>/dev/null; then
+    # The pid is that daemon's still (not reused by another process since).
+    if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$1" ]; then
         kill "$pid"
         for _ in $(seq $((WAIT * 2))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     fi
