@@ -11,7 +11,7 @@ export PRTE_ALLOW_RUN_AS_ROOT := 1
 export PRTE_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export PRTE_MCA_rmaps_default_mapping_policy := :oversubscribe
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install slurm clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,12 @@ demo: $(VENV)/.installed
 	$(PY) examples/robust_mode_matching.py
 	$(PY) examples/aligo_sensitivity.py --draws 64 --out out
 
-test: $(VENV)/.installed
+# The tests marked `slurm` run on a real one-node Slurm that their fixture starts;
+# as root this installs Debian's packages for it when `sinfo` is missing.
+slurm:
+	tests/cluster/slurm.sh install
+
+test: $(VENV)/.installed slurm
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed

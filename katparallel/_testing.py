@@ -17,7 +17,7 @@ from .models import aligo
 __all__ = (
     "square", "scaled", "noop", "crash_on", "sleep_then", "pid_of", "omp_threads", "hom_power",
     "MPI_ENV", "mpiexec_python", "aligo_katscript", "CAVITY_KATSCRIPT",
-    "Counted", "unpickled_here", "KillOnce",
+    "Counted", "unpickled_here", "KillOnce", "Gate",
 )
 
 #: ``crash_on`` kills its own process for this task value.
@@ -129,6 +129,53 @@ def _openmp_threads() -> list[int]:
     from threadpoolctl import threadpool_info
 
     return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "openmp"]
+
+
+class Gate:
+    """A perturb function that records each call and holds jobs until a file appears.
+
+    Each call writes a file in ``calls`` named after the Slurm job and process
+    running it (``SLURMJOBID-PID-UNIQUE``); once ``calls`` holds more than
+    ``free`` files, calls wait until the file ``gate`` exists. A test sees from
+    ``calls`` which batch jobs are running study jobs, cancels one while they are
+    held, then opens the gate: "mid-study" without timing. The model is not
+    changed, so results equal a run without it.
+
+    Parameters
+    ----------
+    calls : path
+        A directory shared with the workers.
+    gate : path
+        The file that releases held calls.
+    free : int
+        Calls that run without waiting (in a serial run: the first ``free`` jobs).
+    deadline : float
+        Seconds a call waits before it raises: only a broken test reaches it.
+    """
+
+    def __init__(self, calls: str | os.PathLike, gate: str | os.PathLike, free: int = 0,
+                 deadline: float = 120.0):
+        self.calls, self.gate = Path(calls), Path(gate)
+        self.free, self.deadline = free, deadline
+
+    def __repr__(self) -> str:  # what a store records of a perturb: stable across runs
+        return f"Gate({str(self.calls)!r}, {str(self.gate)!r}, free={self.free})"
+
+    def __call__(self, model: object, rng: object) -> None:
+        name = f"{os.environ.get('SLURM_JOB_ID', 'none')}-{os.getpid()}-{time.time_ns()}"
+        (self.calls / name).touch()
+        if len(list(self.calls.iterdir())) <= self.free:
+            return
+        end = time.monotonic() + self.deadline
+        while not self.gate.exists():
+            if time.monotonic() > end:
+                raise TimeoutError(f"{self.gate} did not appear within {self.deadline} s")
+            time.sleep(0.05)
+
+    @staticmethod
+    def slurm_jobs(calls: str | os.PathLike) -> list[str]:
+        """Slurm job ids of the calls recorded in ``calls``, one per call."""
+        return [p.name.split("-")[0] for p in Path(calls).iterdir()]
 
 
 #: A plane-wave two-mirror cavity: the suite's model for fast real studies.

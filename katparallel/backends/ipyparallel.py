@@ -4,9 +4,14 @@ With no connection given, katparallel starts a local ``ipyparallel.Cluster`` of
 ``workers`` engines, waits for all of them, reuses it for the session and stops
 it at :meth:`close`, at the end of a ``with`` block or at exit. Given a
 ``client``, ``profile``, ``url_file`` or ``cluster_id`` it uses that running
-cluster and leaves it running. Tasks go one per message through a load-balanced
-view and are yielded as they complete; functions are pickled by reference, so
-engines import katparallel, never the user's ``__main__``. A task whose engine
+cluster and leaves it running. Given ``cluster=``, an ``ipyparallel.Cluster``
+the user built (``engines="slurm"``, ``"pbs"``, ``"mpi"``… with ipyparallel's
+own launchers and options), it starts that cluster if it is not running, waits
+for its first engine and leaves it running: the cluster object stops its
+controller and batch jobs itself (``cluster.stop_cluster_sync()``, a ``with
+cluster:`` block, or at interpreter exit unless its ``shutdown_atexit`` is
+false). Tasks go one per message through a load-balanced view and are yielded
+as they complete; functions are pickled by reference, so engines import katparallel, never the user's ``__main__``. A task whose engine
 died comes back as an ``EngineError`` naming that task, yielded as
 :class:`~katparallel.errors.Failure` with ``crashed`` set; an owned cluster gets new engines before the next run.
 """
@@ -69,17 +74,23 @@ class IPyParallelBackend(Backend):
     ----------
     workers : int, optional
         Engines to start when katparallel starts the cluster (default one per
-        core). Ignored when connecting to a running cluster.
+        core). Ignored when connecting to a running cluster or given ``cluster=``
+        (its own ``n`` says how many engines it starts).
     client : ipyparallel.Client, optional
         A connected client of the user's cluster.
     profile, url_file, cluster_id : str, optional
         How to find the user's running cluster (as for ``ipyparallel.Client``).
+    cluster : ipyparallel.Cluster, optional
+        The user's cluster object, e.g. ``ipyparallel.Cluster(engines="slurm",
+        n=2, ...)``: started here if it is not running, used as it is, never
+        stopped here (see the module's description).
     connect_timeout : float, optional
-        Seconds to wait for the connection and for engines to register. (A
+        Seconds to wait for the connection and for the first engine to
+        register; on a batch queue, allow for the engines' job to start. (A
         per-job ``timeout=`` is refused: an engine cannot stop a running task.)
     threads : int or None, optional
-        OpenMP/BLAS threads per engine of a cluster katparallel starts
-        (default 1). ``None`` leaves them alone.
+        OpenMP/BLAS threads per engine of a cluster katparallel starts or is
+        given as ``cluster=`` (default 1). ``None`` leaves them alone.
     """
 
     name = "ipyparallel"
@@ -93,16 +104,30 @@ class IPyParallelBackend(Backend):
         cluster_id: str | None = None,
         connect_timeout: float = 60.0,
         threads: int | None = 1,
+        cluster: Any = None,
     ):
         super().__init__(workers_or_cores(workers))
+        given = [k for k, v in dict(client=client, url_file=url_file, profile=profile,
+                                    cluster_id=cluster_id).items() if v is not None]
+        if cluster is not None and given:
+            raise ValueError(
+                f"give either cluster= or {given[0]}=, not both: cluster= is the "
+                "ipyparallel.Cluster to run on, and katparallel connects to it itself"
+            )
+        if cluster is not None and not isinstance(cluster, _import_ipyparallel().Cluster):
+            raise TypeError(
+                f"cluster= takes an ipyparallel.Cluster, got {type(cluster).__name__}; "
+                "give a connected ipyparallel.Client as client= instead"
+            )
         self.connect_timeout = connect_timeout
+        self._cluster = cluster
         self._client = client
         # ipyparallel 9 ignores a url_file= keyword: the file goes first, positionally.
         self._url_file = None if url_file is None else os.fspath(url_file)
         self._connect_kwargs = {
             k: v for k, v in dict(profile=profile, cluster_id=cluster_id).items() if v is not None
         }
-        self.owns_cluster = client is None and url_file is None and not self._connect_kwargs
+        self.owns_cluster = not given and cluster is None
         self._key = (self.workers, threads)
         self._threads = threads
 
@@ -118,6 +143,8 @@ class IPyParallelBackend(Backend):
     def client(self) -> Any:
         """The connected ``ipyparallel.Client`` (starting a cluster if needed)."""
         ipp = _import_ipyparallel()
+        if self._cluster is not None:
+            return self._cluster_client()
         if not self.owns_cluster:
             if self._client is None:
                 self._client = ipp.Client(
@@ -152,14 +179,33 @@ class IPyParallelBackend(Backend):
             client.wait_for_engines(self.workers, timeout=self.connect_timeout)
         return client
 
+    def _cluster_client(self) -> Any:
+        """A client of the user's ``cluster=``, started here if it is not running."""
+        cluster = self._cluster
+        if cluster.controller is None:
+            LOGGER.info("starting the given ipyparallel cluster %s", cluster.cluster_id)
+            cluster.start_cluster_sync()
+        elif not cluster.engines:
+            cluster.start_engines_sync()
+        if self._client is None:
+            self._client = cluster.connect_client_sync()
+        if not self._client.ids:
+            self._client.wait_for_engines(1, timeout=self.connect_timeout)
+        return self._client
+
     @property
     def _pinned_threads(self) -> int | None:
-        """Threads to pin on the engines: only on those katparallel started."""
-        return self._threads if self.owns_cluster else None
+        """Threads to pin on the engines: only on those katparallel started or was given."""
+        return self._threads if self.owns_cluster or self._cluster is not None else None
 
     @property
     def n_workers(self) -> int:
-        return self.workers if self.owns_cluster else max(1, len(self.client.ids))
+        if self.owns_cluster:
+            return self.workers
+        if self._cluster is not None:  # engines asked for, some maybe still queued
+            asked = sum(engine_set.n or 0 for engine_set in self._cluster.engines.values())
+            return max(1, asked, len(self.client.ids))
+        return max(1, len(self.client.ids))
 
     def map_unordered(
         self, fn: Callable[[Any], Any], tasks: Sequence[Any]
@@ -204,6 +250,8 @@ class IPyParallelBackend(Backend):
         """Stop the cluster katparallel started; leave a user's cluster running."""
         if self.owns_cluster:
             _stop_cluster(self._key)
-        elif self._client is not None and (self._url_file or self._connect_kwargs):
+        elif self._client is not None and (
+            self._url_file or self._connect_kwargs or self._cluster is not None
+        ):
             self._client.close()
             self._client = None
