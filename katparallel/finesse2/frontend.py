@@ -53,6 +53,9 @@ Translated, as Finesse 2.3.1 does it:
   cavity; see :mod:`katparallel.finesse2.trace`), by cavity priorities and a ``gauss``
   where Finesse 3 would take a node's beam from another cavity; refused when such a
   fixed beam parameter would go stale because a sweep or ``put`` changes the geometry.
+* a laser whose node Finesse 2's beam trace reaches from the rest of the network (a
+  ``cav``, a ``gauss`` downstream): Finesse 2 gives its modes the Gouy phase of the
+  beam going into the laser, the opposite of Finesse 3's (:func:`_laser_gouy_phases`).
 
 * ``fsig NAME COMPONENT [TYPE] f PHASE [AMP]`` at a laser (no type, ``amp``, ``freq``,
   ``phase``; an ``amp`` amplitude halved, Finesse 3's amplitude modulation being
@@ -888,6 +891,7 @@ def apply(model: finesse.Model, translation: Translation, run: bool = False) -> 
     for lineno, component, param, func, add in translation.puts:
         _put(model, lineno, component, param, values[func], add)
     _beam_trace(model, translation)
+    _laser_gouy_phases(model, translation)
     _install_locks(model, translation)
 
 
@@ -896,22 +900,26 @@ _GEOMETRY = {"Rc", "Rcx", "Rcy", "L", "n", "alpha", "w0", "z", "w0x", "w0y", "zx
              "zr", "q", "qx", "qy", "lambda"}
 
 
-def _beam_trace(model: finesse.Model, translation: Translation) -> None:
-    """Several ``cav``/``gauss`` with modes: trace the beam as Finesse 2 does."""
+def _geometry_varies(model: finesse.Model, translation: Translation) -> str | None:
+    """The first sweep or ``put`` that changes beam parameters during the run, if any."""
     from finesse.components import Lens
 
+    for lineno, cmd, component, param in translation.targets:
+        element = model.elements.get(component)
+        if param in _GEOMETRY or (param == "f" and isinstance(element, Lens)):
+            return f"'{cmd} {component} {param}' (line {lineno})"
+    return None
+
+
+def _beam_trace(model: finesse.Model, translation: Translation) -> None:
+    """Several ``cav``/``gauss`` with modes: trace the beam as Finesse 2 does."""
     from katparallel.finesse2 import trace
 
     if translation.maxtem in (None, "off") or len(translation.trace_sources) < 2:
         return
-    varies = None
-    for lineno, cmd, component, param in translation.targets:
-        element = model.elements.get(component)
-        if param in _GEOMETRY or (param == "f" and isinstance(element, Lens)):
-            varies = f"'{cmd} {component} {param}' (line {lineno})"
-            break
     try:
-        trace.reproduce(model, [name for _, name in translation.trace_sources], varies)
+        trace.reproduce(model, [name for _, name in translation.trace_sources],
+                        _geometry_varies(model, translation))
     except trace.TraceDiffers as exc:
         lines = {name: lineno for lineno, name in translation.trace_sources}
         lineno = lines.get(exc.source, translation.trace_sources[0][0])
@@ -919,6 +927,69 @@ def _beam_trace(model: finesse.Model, translation: Translation) -> None:
             else "cav"
         raise Refusal(lineno, construct, f"Finesse 2's beam trace cannot be reproduced: "
                       f"{exc}") from None
+
+
+def _laser_gouy_phases(model: finesse.Model, translation: Translation) -> None:
+    """Give each laser's modes the Gouy phase Finesse 2 gives them.
+
+    Both programs multiply a laser's HG(n, m) field by exp(i G), where (Finesse 3's
+    ``set_tem_gouy_phases``; ``phase`` levels 2 and 3 take the 00 mode's part away)
+
+        G = (n + 1/2) psi_x + (m + 1/2) psi_y [- (psi_x + psi_y) / 2],
+
+    psi = arctan(z / z_R) of the beam parameter q = z + i z_R at the laser's node.
+    Finesse 3 takes the q of the beam leaving the laser. Finesse 2 keeps one q per
+    node, for the beam travelling the way its trace reached the node (see
+    :mod:`katparallel.finesse2.trace`), and uses that one: when the trace comes to
+    the laser from the rest of the network (a ``cav``, or a ``gauss`` elsewhere), it
+    is the beam going into the laser, q' = -conj(q), so z and psi change sign and
+    Finesse 2's factor is exp(-i G). Measured against Finesse 2.3.1 (``laser_gouy_*``
+    references: HG10, HG01, HG21 and HG00 at ``phase`` 0 to 3, before a cavity and
+    before a ``gauss`` set downstream): the phases differ by exactly 2 G.
+
+    So such a laser (one with light in a mode whose G is not always 0) gets
+    ``add_gouy_phase`` off and its Finesse 2 factor, exp(-i G)
+    for the beam parameters of the model as it stands, written into its modes' phases.
+    A sweep or ``put`` of the geometry would leave those phases stale: refused.
+
+    Raises
+    ------
+    Refusal
+        If such a laser's beam parameters change during the run.
+    """
+    from finesse.components import Laser
+
+    from katparallel.finesse2 import trace
+
+    if translation.maxtem in (None, "off") or not translation.trace_sources:
+        return
+    zero00 = model._settings.phase_config.zero_tem00_gouy
+    lasers = [laser for laser in model.elements.values() if isinstance(laser, Laser)
+              and any(factor and ((n, m) != (0, 0) or not zero00)  # G not always 0
+                      for (n, m), (factor, _) in laser.power_coeffs.items())]
+    if not lasers:
+        return
+    stored = trace.reported_nodes(model, [name for _, name in translation.trace_sources])
+    lasers = [laser for laser in lasers if stored.get(laser.p1.o) is laser.p1.i]
+    if not lasers:
+        return
+    varies = _geometry_varies(model, translation)
+    if varies:
+        lineno, name = translation.trace_sources[0]
+        raise Refusal(lineno, "cav" if name in model.cavities else "gauss",
+                      f"Finesse 2 gives laser '{lasers[0].name}' the Gouy phase of the "
+                      "beam going into it, which katparallel can only fix for a geometry "
+                      f"that does not change, and {varies} changes it")
+    beams = model.beam_trace(store=False)
+    for laser in lasers:
+        qx, qy = beams[laser.p1.o]
+        psi_x, psi_y = float(qx.psi), float(qy.psi)
+        for (n, m), (factor, phase) in laser.power_coeffs.items():
+            gouy = (n + 0.5) * psi_x + (m + 0.5) * psi_y
+            if zero00:
+                gouy -= 0.5 * (psi_x + psi_y)
+            laser.tem(n, m, factor, phase - math.degrees(gouy))
+        laser.add_gouy_phase = False
 
 
 def _beam_parameter_directions(model: finesse.Model, translation: Translation) -> None:
