@@ -505,6 +505,11 @@ def simulate(model: finesse.Model, text: str, translation: Translation) -> Table
         raise KatError("run", [(None, f"yaxis kind '{':'.join(kinds)}' is not one "
                                       f"of {', '.join(_COLUMN_KINDS)}")])
     solution, absent = _run_model(model, text)
+    silent = [d.name for d in model.detectors
+              if d.name not in solution.outputs and d.name not in absent]
+    if silent:  # an output Finesse 2 writes must never go missing silently
+        raise KatError("run", [(_line_of(f"'{silent[0]}'", text), f"Finesse 3 "
+                                f"computed no output for detector '{silent[0]}'")])
     if translation.beam_axes:
         axes = _camera_axes(model, translation.beam_axes)
     elif isinstance(analysis, Noxaxis):
