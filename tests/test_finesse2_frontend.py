@@ -192,3 +192,11 @@ def test_a_detector_without_output_is_an_error() -> None:
     with pytest.raises(program.KatError) as info:
         program.simulate(model, text, translate(CAVITY + "xaxis m1 phi lin 0 90 2\n"))
     assert "no output for detector 'q'" in str(info.value.problems), info.value.problems
+
+
+def test_a_put_finesse3_refuses_is_a_refusal(tmp_path: Path, capsys) -> None:
+    # A var put onto from its own value: Finesse 3 refuses the self-reference.
+    status, err = run(tmp_path, capsys, CAVITY + "var v 0\nset vre v re\n"
+                      "func f = 10 * $vre\nput v re $f\nxaxis v re lin 0 1 2\n")
+    assert status == 1 and "Traceback" not in err
+    assert "line 10: " in err and "self-referencing" in err, err

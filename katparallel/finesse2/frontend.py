@@ -609,6 +609,8 @@ class _Translator:
 
     def put(self, lineno: int, words: list[str]) -> list[str]:
         """``put[*] COMP PARAM $FUNC`` (or ``$LOCK``): applied by :func:`apply`."""
+        if len(words) == 4 and words[1] in self.variables:
+            words = [*words[:2], "phase", words[3]]  # a var's value (see set_output)
         if len(words) == 4 and words[3][1:] in self.put_sources:
             self.result.puts.append((lineno, words[1], words[2], words[3][1:],
                                      words[0] == "put*"))
@@ -669,6 +671,10 @@ class _Translator:
 
     def set_output(self, lineno: int, words: list[str]) -> list[str]:
         """``set NAME DET re``: a detector's output, for functions to use."""
+        if len(words) == 4 and words[2] in self.variables:
+            # A var's value (Finesse 2 calls it 're', as 'xaxis VAR re' sweeps it) is
+            # its stand-in laser's phase: a parameter, not a detector's output.
+            return [*words[:3], "phase"]
         if len(words) != 4 or words[3] not in _OUTPUT_PARTS:
             return words  # a component parameter: the legacy parser reads it
         if words[3] != "re":
@@ -1218,6 +1224,7 @@ def _put(model: finesse.Model, lineno: int, component: str, param: str, value: o
          add: bool) -> None:
     """``put[*] COMPONENT PARAM $FUNC``: the parameter follows the function."""
     from finesse.detectors.general import Detector
+    from finesse.exceptions import FinesseException
     from finesse.script.legacy import attribute_map
     from finesse.symbols import Constant, Symbol
 
@@ -1231,4 +1238,7 @@ def _put(model: finesse.Model, lineno: int, component: str, param: str, value: o
     name = attribute_map.get(param, param)
     if not isinstance(name, str) or not hasattr(element, name):
         raise Refusal(lineno, "put", f"'{component}' has no parameter '{param}'")
-    setattr(element, name, getattr(element, name).value + value if add else value)
+    try:
+        setattr(element, name, getattr(element, name).value + value if add else value)
+    except FinesseException as exc:  # e.g. a parameter put onto itself
+        raise Refusal(lineno, "put", str(exc).strip()) from None
