@@ -53,6 +53,12 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture, text: str) -> tuple[int, 
     ("pd1 err 10M 0 n2\nset e err abs\n", 8, "set"),
     ("attr m1 r_ap 0.01\nmaxtem 1\ncav c m1 n2 m2 n3\n", 7, "r_ap"),
     ("maxtem 1\ncav c m1 n2 m2 n3\nx2axis m2 r_ap lin 1m 2m 1\n", 9, "r_ap"),
+    # A cav (or gauss, bp, beam) alone implies maxtem 0, where Finesse 2 clips the
+    # TEM00 mode (issue 19 item 8: the tracer's error before, a silent miss after).
+    ("attr m1 r_ap 0.1\ncav c m1 n2 m2 n3\n", 7, "r_ap"),
+    ("cav c m1 n2 m2 n3\nx2axis m1 r_ap lin 1m 2m 1\n", 8, "r_ap"),
+    ("attr m1 r_ap 0.1\nbeam b n2\n", 7, "r_ap"),
+    ("beam b n2\nmaxtem off\n", 7, "beam"),  # Finesse 2 refuses this too
     ("scale furlong P\n", 7, "scale"),
     ("fsig sig 1\ntf sus1 1 0 p 1 1000\nattr m2 zmech sus1\n", 9, "attr zmech"),
     ("pd2 Q 10M max 20M 0 n2\n", 7, "pd2"),

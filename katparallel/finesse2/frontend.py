@@ -23,7 +23,8 @@ Translated, as Finesse 2.3.1 does it:
 * ``maxtem`` without ``cav`` or ``gauss``: Finesse 2 gives each laser a beam of
   waist 2 mm at the laser and switches retrace off (said on standard error);
 * ``cav`` or ``gauss`` without ``maxtem``: Finesse 2 switches higher-order modes on
-  with ``maxtem 0``, so mode mismatch costs power (said once on standard error);
+  with ``maxtem 0``, so mode mismatch costs power (said once on standard error); so
+  does a ``bp`` or ``beam`` detector, with the 2 mm beam at each laser if untraced;
 * ``tem`` factors all 0 on a laser (Finesse 2 runs it dark; Finesse 3 refuses): a
   laser of power 0;
 * ``var``/``variable NAME VALUE``, swept by ``xaxis NAME ANYTHING`` and put with
@@ -40,7 +41,8 @@ Translated, as Finesse 2.3.1 does it:
 * ``tf``/``tf2`` and ``attr NAME zmech|rxmech|rymech TF`` without ``fsig``: Finesse 2
   uses mechanical transfer functions only for signal sidebands, so they change no
   output; left out (said once on standard error);
-* ``attr NAME r_ap R`` without higher-order modes: an aperture changes no plane wave;
+* ``attr NAME r_ap R`` without higher-order modes (no ``maxtem``, ``cav``, ``gauss``,
+  ``bp`` or ``beam``, each of which switches them on): an aperture changes no plane wave;
   an ``xaxis``/``x2axis`` of ``NAME r_ap`` only writes its values (a ``var`` stand-in);
 * a sweep, ``put`` or lock taking a mirror's or beam splitter's R + T past 1: the kat
   program computes it, R + T + L = 1 being checked only where the file gives the
@@ -355,6 +357,7 @@ class _Translator:
         self.lasers: list[tuple[str, str]] = []  # (name, node)
         self.traced = 0  # line of the first cav or gauss
         self.beam_parameters = 0  # line of the first bp
+        self.beam_detector = 0  # line of the first beam
         self.trace_sources = 0  # how many cav and gauss commands
         self.apertures: list[tuple[int, str]] = []
         self.unchecked: set[str] = set()  # commands noted as never checked
@@ -403,10 +406,6 @@ class _Translator:
             self.out.append(" ".join(words) + (" " + comment if comment else "")
                             if words else "")
         self.check_injections()
-        if self.result.maxtem not in (None, "off") and self.apertures:
-            lineno, name = self.apertures[0]
-            raise Refusal(lineno, "r_ap", f"the aperture of '{name}' clips "
-                          "higher-order modes, which Finesse 3 models with maps only")
         if self.trace_sources > 1 and self.result.maxtem != "off":
             self.result.notes.append(
                 f"line {self.traced}: {self.trace_sources} cav/gauss commands with "
@@ -422,11 +421,16 @@ class _Translator:
                 f"line {self.mechanics}: without fsig, Finesse 2 computes no signal "
                 "sidebands, so mechanical transfer functions (tf, attr zmech/rxmech/"
                 "rymech) change no output; katparallel leaves them out")
-        if self.beam_parameters and self.result.maxtem == "off":
-            raise Refusal(self.beam_parameters, "bp", "Finesse 2 refuses beam parameter "
-                          "detectors without Hermite-Gauss modes (maxtem off)")
-        if self.beam_parameters and self.result.maxtem is None and not self.traced:
-            self.result.maxtem = "0"  # Finesse 2 switches modes on for bp alone too
+        beam_lines = [line for line in (self.beam_parameters, self.beam_detector) if line]
+        if beam_lines and self.result.maxtem == "off":
+            lineno = min(beam_lines)
+            cmd = "bp" if lineno == self.beam_parameters else "beam"
+            raise Refusal(lineno, cmd, "Finesse 2 refuses beam parameter detectors and "
+                          "beam analysers without Hermite-Gauss modes (maxtem off)")
+        if beam_lines and self.result.maxtem is None and not self.traced:
+            # Finesse 2 switches modes on for bp or beam alone too (maxtem 0, and the
+            # 2 mm beam at each laser: measured on beam_no_trace.kat).
+            self.result.maxtem = "0"
         if not self.traced and self.result.maxtem not in (None, "off"):
             self.dummy_gauss()
         if self.traced and self.result.maxtem is None:
@@ -435,6 +439,14 @@ class _Translator:
                 f"line {self.traced}: with a cavity or gauss and no maxtem, Finesse 2 "
                 "switches on higher-order modes with maxtem 0 (mode mismatch costs "
                 "power); katparallel follows it")
+        if self.result.maxtem not in (None, "off") and self.apertures:
+            # Also with the maxtem 0 a cav, gauss, bp or beam implies: Finesse 2 then
+            # clips the TEM00 mode (by a numerical overlap integral: a 10 cm aperture
+            # on a 0.5 mm beam still moves the power by 6e-4; rap.kat in issue 19).
+            lineno, name = self.apertures[0]
+            raise Refusal(lineno, "r_ap", f"the aperture of '{name}' clips "
+                          "Hermite-Gauss modes (switched on here), which Finesse 2 "
+                          "integrates numerically and Finesse 3 models with maps only")
         self.result.text = "\n".join(self.out + self.extra) + "\n"
         return self.result
 
@@ -642,6 +654,8 @@ class _Translator:
         """Finesse 2's default direction at a lens or isolator; ``max`` phases; ``bp``."""
         if words[0] == "bp":
             words = self.beam_parameter(lineno, words)
+        if words[0] == "beam":
+            self.beam_detector = self.beam_detector or lineno
         node = words[-1]
         if node.rstrip("*") in self.inward:
             words = [*words[:-1], node[:-1] if node.endswith("*") else node + "*"]
