@@ -63,7 +63,9 @@ Translated, as Finesse 2.3.1 does it:
   ``phase``; an ``amp`` amplitude halved, Finesse 3's amplitude modulation being
   twice Finesse 2's) or at a mirror (no type: motion; only with every carrier at the
   reference frequency, Finesse 2 scaling motion by each carrier's wavenumber);
-  ``$mfs`` is written ``-$fs`` (the legacy parser reads ``$mfs`` as ``$fs``).
+  ``$mfs`` is written ``-$fs`` (the legacy parser reads ``$mfs`` as ``$fs``); at a
+  space (no type or ``phase``: a gravitational-wave strain, with its sign turned to
+  Finesse 2's, without higher-order modes; see :meth:`_Translator.strain`).
 
 * ``lock[*] NAME $INPUT GAIN ACCURACY [OFFSET]``: a model parameter ``NAME__lock``
   holding the lock's value (an output column ``NAME``), iterated before each point
@@ -107,7 +109,7 @@ _SCALE_WORDS = {"deg": 180 / math.pi, "rad": math.pi / 180}
 # Signal injections Finesse 3 reproduces (measured against Finesse 2.3.1), by the kind
 # of component and the type word (None: no type given).
 _INJECTIONS = {("laser", None), ("laser", "amp"), ("laser", "freq"), ("laser", "phase"),
-               ("mirror", None)}
+               ("mirror", None), ("space", None), ("space", "phase")}
 #: The settings of Finesse 2.3.1's standard kat.ini (also its built-in defaults)
 #: that change results: katparallel's kat follows these and reads no kat.ini.
 STANDARD_INI = {
@@ -439,6 +441,12 @@ class _Translator:
                 f"line {self.traced}: with a cavity or gauss and no maxtem, Finesse 2 "
                 "switches on higher-order modes with maxtem 0 (mode mismatch costs "
                 "power); katparallel follows it")
+        strain = next((i for i in self.injections if i[2] == "space"), None)
+        if self.result.maxtem not in (None, "off") and strain:
+            raise Refusal(strain[0], "fsig", "a strain signal at a space with "
+                          "Hermite-Gauss modes on: Finesse 2 and Finesse 3 give the "
+                          "higher-order modes' signal sidebands different phases "
+                          "(measured: a few per cent with HG10 light in a cavity)")
         if self.result.maxtem not in (None, "off") and self.apertures:
             # Also with the maxtem 0 a cav, gauss, bp or beam implies: Finesse 2 then
             # clips the TEM00 mode (by a numerical overlap integral: a 10 cm aperture
@@ -534,9 +542,11 @@ class _Translator:
         if (kind, mod_type) not in _INJECTIONS:
             raise Refusal(lineno, construct, "Finesse 3's legacy parser injects this "
                           "signal differently from Finesse 2 (katparallel reproduces "
-                          "fsig at a laser, of no type, amp, freq or phase, and at a "
-                          "mirror, of no type)")
+                          "fsig at a laser, of no type, amp, freq or phase, at a "
+                          "mirror, of no type, and at a space, of no type or phase)")
         self.injections.append((lineno, words[1], kind))
+        if kind == "space":
+            return self.strain(lineno, words, typed, construct)
         amp_index = 6 if typed else 5
         if mod_type == "amp":
             amp = words[amp_index] if len(words) > amp_index else "1"
@@ -544,6 +554,27 @@ class _Translator:
                 raise Refusal(lineno, construct, f"amplitude '{amp}' is not a number")
             words = [*words[:amp_index], repr(_number(amp) / 2)]
         return words
+
+    def strain(self, lineno: int, words: list[str], typed: bool,
+               construct: str) -> list[str]:
+        """``fsig NAME SPACE [phase] f PHASE [AMP]``: a gravitational-wave strain.
+
+        Finesse 2 and Finesse 3 both follow Bond, Brown and Freise (LIGO-T1300190):
+        a strain h of the space's length gives each carrier the sidebands
+        i m e^(-i w_g n L / 2c) with m = (w_0 / 2 w_g) sin(w_g n L / 2c) (upper; the
+        lower has +i). Finesse 3 writes m with a minus sign (its Eq. 14 as coded), so
+        its sidebands are Finesse 2's times -1 (measured against Finesse 2.3.1:
+        equal and opposite to 1e-12 at 1 m and 3 km, 1 Hz to 100 kHz). The front end
+        passes the strain node (no type: the legacy parser's ``phase`` would be the
+        space's phase signal instead) with the signal's phase turned by 180 degrees.
+        """
+        phase_index = 5 if typed else 4
+        if len(words) <= phase_index or not _is_number(words[phase_index]):
+            raise Refusal(lineno, construct, "expected 'fsig name space [phase] f "
+                          "phase [amplitude]' with a number for the phase")
+        phase = _number(words[phase_index]) + 180.0
+        rest = words[phase_index + 1:]
+        return [words[0], words[1], words[2], words[phase_index - 1], repr(phase), *rest]
 
     def check_injections(self) -> None:
         """Refuse what Finesse 3 computes differently around a signal injection.
