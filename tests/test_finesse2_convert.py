@@ -59,3 +59,24 @@ def test_tuned_surface_between_indices_is_refused(capsys) -> None:
     err = capsys.readouterr().err
     assert "line 5: bs1 BS 0.5 0 10 45" in err and "line 19: m1 X2" in err
     assert "'NI'" not in err and "'X'" not in err  # the same index on both sides
+
+
+def test_the_library_does_not_import_the_kat_program() -> None:
+    # Issue 20 item 16: the Finesse adapter uses the Finesse 2 parser (model.py), not
+    # the kat program's modules; lock.py and frontend.py share constructs.py instead
+    # of importing each other.
+    import subprocess
+
+    code = ("import sys, katparallel.adapters.finesse, katparallel.finesse2.lock\n"
+            "print(sorted(m for m in sys.modules if m.startswith('katparallel.finesse2')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    loaded = eval(out)  # noqa: S307 - a list of module names printed above
+    assert "katparallel.finesse2.model" in loaded
+    for module in ("convert", "program", "client", "server"):
+        assert f"katparallel.finesse2.{module}" not in loaded, loaded
+    code = ("import sys, katparallel.finesse2.lock\n"
+            "print('katparallel.finesse2.frontend' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "False"

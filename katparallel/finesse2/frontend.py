@@ -84,10 +84,12 @@ import math
 import re
 from typing import TYPE_CHECKING
 
+from katparallel.finesse2.constructs import STANDARD_INI, Lock, Refusal
+
 if TYPE_CHECKING:
     import finesse
 
-__all__ = ("Refusal", "STANDARD_INI", "Translation", "apply", "translate")
+__all__ = ("Lock", "Refusal", "STANDARD_INI", "Translation", "apply", "translate")
 
 # Commands declaring a component, and how many of their last words are nodes.
 _COMPONENT_NODES = {
@@ -110,14 +112,6 @@ _SCALE_WORDS = {"deg": 180 / math.pi, "rad": math.pi / 180}
 # of component and the type word (None: no type given).
 _INJECTIONS = {("laser", None), ("laser", "amp"), ("laser", "freq"), ("laser", "phase"),
                ("mirror", None), ("space", None), ("space", "phase")}
-#: The settings of Finesse 2.3.1's standard kat.ini (also its built-in defaults)
-#: that change results: katparallel's kat follows these and reads no kat.ini.
-STANDARD_INI = {
-    "clight": 299792458.0, "lambda": 1.064e-6, "qeff": 1.0, "x_scale": 1e-9,
-    "quantum_scaling": 3, "amplitude_scaling": 2, "locksteps": 10000, "autostop": 1,
-    "sequential": 5, "autogain": 2, "lockthresholdlow": 0.01, "lockthresholdhigh": 1.5,
-    "locktest1": 5, "locktest2": 40, "gainfactor": 3.0,
-}
 # Commands declaring a component of each kind whose parameter names Finesse 2 takes
 # case-insensitively, and those names as the legacy parser spells them (lower case
 # -> spelling; Finesse 2's aliases included).
@@ -199,58 +193,6 @@ ALIASES = {"laser": "l", "light": "l", "mirror": "m", "beamsplitter": "bs",
 NO_NUMBERS = {"gnuterm", "pyterm", "noplot", "time", "trace", "retrace", "debug",
               "pause", "printmatrix", "showiterate", "width", "frequency", "FTblock",
               "FTend", "startnode"}
-
-
-class Refusal(Exception):
-    """A construct of the kat file that cannot be reproduced with Finesse 3.
-
-    Parameters
-    ----------
-    lineno : int
-        The construct's (1-based) line in the kat file.
-    construct : str
-        The command or attribute, e.g. ``"lock"``.
-    why : str
-        Why it cannot be reproduced.
-    """
-
-    def __init__(self, lineno: int, construct: str, why: str):
-        super().__init__(f"line {lineno}: '{construct}': {why}")
-        self.lineno = lineno
-        self.construct = construct
-        self.why = why
-
-    @property
-    def problem(self) -> tuple[int, str]:
-        """``(line, "'construct': why")``, as the kat program's errors list them."""
-        return self.lineno, f"'{self.construct}': {self.why}"
-
-
-@dataclasses.dataclass
-class Lock:
-    """One ``lock[*] NAME $INPUT GAIN ACCURACY [OFFSET]`` line.
-
-    Attributes
-    ----------
-    lineno : int
-        Its line in the kat file.
-    name : str
-        The lock's variable, ``$NAME`` in ``put`` and ``func``.
-    input : str
-        The ``set`` or ``func`` it drives to ``-offset``.
-    gain, accuracy, offset : float
-        As written.
-    once : bool
-        ``lock*``: Finesse 2 locks it in its first run (the first point) only.
-    """
-
-    lineno: int
-    name: str
-    input: str
-    gain: float
-    accuracy: float
-    offset: float = 0.0
-    once: bool = False
 
 
 @dataclasses.dataclass

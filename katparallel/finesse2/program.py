@@ -55,14 +55,11 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import functools
-import importlib.metadata
 import math
 import os
 import re
 import sys
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -70,8 +67,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from katparallel.finesse2.frontend import (
-    STANDARD_INI, Refusal, Translation, apply, translate,
+from katparallel.finesse2.frontend import STANDARD_INI, Refusal, Translation
+from katparallel.finesse2.model import (
+    KatError, _code_words, _declarations, _finesse3_version, _line_of, _translated,
+    load_model,
 )
 
 if TYPE_CHECKING:
@@ -85,12 +84,6 @@ DEFAULT_FORMAT = "%.15g"
 _PIPE_TIMEOUT = 10.0  # seconds to wait for PyKat to open its pipe
 _DASHES = "-" * 72  # PyKat cuts the banner at the second line of 72 dashes
 
-# Commands whose second word names another element rather than declaring one.
-_REFERRING = {"attr", "put", "put*", "set", "xaxis", "xaxis*", "x2axis", "x2axis*",
-              "x3axis", "x3axis*", "pdtype", "tem", "lock", "lock*", "noplot"}
-_FINESSE3_MESSAGE = re.compile(r"^(\d+):(\d+): (.+)$")
-_NAMED_ELEMENT = re.compile(r"In block '[^']*': (\S+):")
-_QUOTED = re.compile(r"'([^'\s]+)'")
 _ABSENT_BIN = re.compile(r"Error in amplitude detector (\S+):\s*Could not find a "
                          r"frequency bin")
 _COLUMN_KINDS = {"abs": "Abs", "deg": "Phase [Deg]", "re": "Re", "im": "Im", "db": "dB"}
@@ -98,50 +91,6 @@ _COLUMN_KINDS = {"abs": "Abs", "deg": "Phase [Deg]", "re": "Re", "im": "Im", "db
 
 class UsageError(Exception):
     """The command line cannot be understood."""
-
-
-class KatError(Exception):
-    """Finesse 3 cannot read or run the kat file.
-
-    Parameters
-    ----------
-    action : str
-        What failed, completing "Finesse 3's legacy (Finesse 2) parser cannot ...".
-    problems : list of (int or None, str)
-        Each problem's line number in the kat file (None if unknown) and message.
-    """
-
-    def __init__(self, action: str, problems: list[tuple[int | None, str]]):
-        super().__init__(action)
-        self.action = action
-        self.problems = problems
-
-    def render(self, text: str, filename: str) -> str:
-        """Return the Finesse-style error message for standard error.
-
-        Parameters
-        ----------
-        text : str
-            The kat file's contents, to quote the offending lines.
-        filename : str
-            The kat file's name.
-        """
-        lines = text.splitlines()
-        out = [f"*** Error: Finesse 3's legacy (Finesse 2) parser cannot "
-               f"{self.action} '{filename}':"]
-        for lineno, message in self.problems:
-            if lineno is not None and 0 < lineno <= len(lines):
-                out.append(f"    line {lineno}: {lines[lineno - 1].strip()}")
-                out.append(f"      {message}")
-            else:
-                out.append(f"    {message}")
-        out.append(
-            f"    This kat is katparallel's Finesse-3-backed stand-in for Finesse 2 "
-            f"(Finesse {_finesse3_version()}). To run this file, install Finesse 2 "
-            "and set FINESSE_DIR to its directory; a real Finesse 2 is always used "
-            "when present."
-        )
-        return "\n".join(out) + "\n"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,11 +187,6 @@ def _checked_format(fmt: str) -> str:
     return fmt
 
 
-@functools.cache  # a metadata lookup costs ms, and a server asks on every run
-def _finesse3_version() -> str:
-    return importlib.metadata.version("finesse")
-
-
 def build_id() -> str:
     """Return the build identifier PyKat records as the Finesse version.
 
@@ -336,112 +280,6 @@ class PykatPipe:
             os.close(self._fd)
             self._fd = None
         self.path.unlink(missing_ok=True)
-
-
-def _code_words(line: str) -> list[str]:
-    return re.split(r"[#%]", line, maxsplit=1)[0].split()
-
-
-def _declarations(text: str) -> dict[str, int]:
-    """Map each element name to the (1-based) line declaring it."""
-    found: dict[str, int] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        words = _code_words(line)
-        if len(words) > 1 and words[0] not in _REFERRING:
-            found.setdefault(words[1], lineno)
-    return found
-
-
-def _line_of(message: str, text: str) -> int | None:
-    """Guess the line a Finesse 3 message without a line number is about.
-
-    The element it names first (``In block 'b': NAME: ...``, then quoted names) is
-    looked up among the file's declarations.
-    """
-    declared = _declarations(text)
-    names = _NAMED_ELEMENT.findall(message) + _QUOTED.findall(message)
-    return next((declared[n] for n in names if n in declared), None)
-
-
-def _numbered_problems(message: str) -> list[tuple[int | None, str]]:
-    """Split Finesse 3's ``LINE:COL: message`` lines into (line, message) pairs."""
-    problems = []
-    for raw in message.splitlines():
-        match = _FINESSE3_MESSAGE.match(raw.strip())
-        if match:
-            problems.append((int(match[1]), match[3]))
-    return problems
-
-
-def load_model(text: str, translation: Translation | None = None, run: bool = False
-               ) -> finesse.Model:
-    """Parse Finesse 2 kat script with Finesse 3's legacy parser.
-
-    The text goes through katparallel's Finesse 2 front end first (see
-    :mod:`katparallel.finesse2.frontend`). Commands the legacy parser accepts but does
-    not implement (``tf``, ``map``, ...) would silently change the model, so they are
-    errors here; commands it calls obsolete (``gnuterm``, ``time``, ...) are ignored
-    as Finesse 2's output does not depend on them.
-
-    Parameters
-    ----------
-    text : str
-        The kat file's contents.
-    translation : Translation, optional
-        ``translate(text)``, if already made.
-    run : bool
-        True for this program's own run of the file (see :func:`frontend.apply`).
-
-    Returns
-    -------
-    finesse.Model
-
-    Raises
-    ------
-    KatError
-        Naming each offending line.
-    """
-    # Imported here: importing Finesse 3 takes seconds, and `kat -v` must not wait.
-    import finesse
-    from finesse.script.legacy import KatParserError
-
-    translation = translation or _translated(text)
-    model = finesse.Model()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            model.parse_legacy(translation.text)
-        except KatParserError as exc:
-            raise KatError("read", _numbered_problems(str(exc))) from exc
-        except Exception as exc:  # the legacy builder raises plain ValueError/KeyError
-            raise KatError("read", [(_line_of(str(exc), text), str(exc))]) from exc
-    unimplemented = []
-    for warning in caught:
-        message = str(warning.message)
-        if "not yet implemented" in message:
-            unimplemented += _numbered_problems(message)
-        elif "is obsolete, ignoring" not in message:
-            sys.stderr.write(f"** Warning: {message}\n")
-    if unimplemented:
-        raise KatError("run", unimplemented)
-    try:
-        apply(model, translation, run)  # Rc 0, func and put, which the parser lacks
-    except Refusal as exc:
-        raise KatError("run", [exc.problem]) from exc
-    return model
-
-
-def _translated(text: str) -> Translation:
-    """Run the Finesse 2 front end; its refusals become a :class:`KatError`."""
-    try:
-        translation = translate(text)
-    except Refusal as exc:
-        raise KatError("run", [exc.problem]) from exc
-    for note in translation.notes:
-        sys.stderr.write(f"** Finesse 2 quirk: {note}\n")
-    for warning in translation.warnings:
-        sys.stderr.write(f"** Warning: {warning}\n")
-    return translation
 
 
 def _kind_columns(values: np.ndarray, kind: str) -> np.ndarray:
