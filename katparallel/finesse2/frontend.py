@@ -65,7 +65,9 @@ Translated, as Finesse 2.3.1 does it:
   reference frequency, Finesse 2 scaling motion by each carrier's wavenumber);
   ``$mfs`` is written ``-$fs`` (the legacy parser reads ``$mfs`` as ``$fs``); at a
   space (no type or ``phase``: a gravitational-wave strain, with its sign turned to
-  Finesse 2's, without higher-order modes; see :meth:`_Translator.strain`).
+  Finesse 2's, without higher-order modes; see :meth:`_Translator.strain`); with
+  radiation pressure (``attr NAME mass``), a mirror's own motion signal turned by 180
+  degrees when it has a mass (:meth:`_Translator.flip_motion_with_mass`).
 
 * ``lock[*] NAME $INPUT GAIN ACCURACY [OFFSET]``: a model parameter ``NAME__lock``
   holding the lock's value (an output column ``NAME``), iterated before each point
@@ -73,8 +75,10 @@ Translated, as Finesse 2.3.1 does it:
 
 Refused with the line and the construct (:class:`Refusal`): constructs whose results
 Finesse 3 cannot reproduce or that the legacy parser would silently drop (``fsig``
-signal injection other than the above, ``qhd``, apertures with higher-order modes,
-``put`` of a function of detector outputs, a ``lock`` on a ``beam`` camera sweep).
+signal injection other than the above, ``qhd``, ``qnoised``/``qshot`` and their ``S``
+and ``N`` forms, apertures with higher-order modes, ``put`` of a function of detector
+outputs, a ``lock`` on a ``beam`` camera sweep). A command whose numbers were never
+checked against Finesse 2.3.1 (not in :data:`CHECKED`) is said on standard error.
 """
 
 from __future__ import annotations
@@ -243,6 +247,8 @@ class Translation:
         component and parameter.
     locks : list of Lock
         ``lock``/``lock*`` lines, in file order.
+    flipped : list of str
+        Signals (``fsig`` names) whose phase Finesse 2 turns by 180 degrees.
     """
 
     text: str
@@ -262,6 +268,7 @@ class Translation:
     trace_sources: list[tuple[int, str]] = dataclasses.field(default_factory=list)
     targets: list[tuple[int, str, str, str]] = dataclasses.field(default_factory=list)
     locks: list[Lock] = dataclasses.field(default_factory=list)
+    flipped: list[str] = dataclasses.field(default_factory=list)
 
     def scale_of(self, detector: str, lambda0: float) -> float:
         """Return the factor ``scale`` commands put on ``detector``'s output.
@@ -334,7 +341,8 @@ class _Translator:
         self.fsig_line = next((i for i, line in enumerate(self.lines, start=1)
                                if _code(line)[0][:1] == ["fsig"]), 0)
         self.mechanics = 0  # line of the first tf or mechanical attr dropped
-        self.injections: list[tuple[int, str, str]] = []  # (line, fsig name, kind)
+        # (line, fsig name, kind of component, component)
+        self.injections: list[tuple[int, str, str, str]] = []
         self.inward = {word for line in self.lines
                        for words in [_code(line)[0]] if words and words[0] in _INWARD
                        for word in words[-2:]}
@@ -481,12 +489,17 @@ class _Translator:
         kind = self.kinds.get(words[2])
         mod_type = words[3] if typed else None
         construct = " ".join(words[:4 if typed else 3])
+        if kind == "bs" and mod_type is None:
+            raise Refusal(lineno, construct, "Finesse 2 scales a beam splitter's motion "
+                          "signal by cos(alpha) on its front surface only (measured: "
+                          "0.7746 against Finesse 3's 0.5477 on the back at 45 degrees), "
+                          "Finesse 3 on both surfaces")
         if (kind, mod_type) not in _INJECTIONS:
             raise Refusal(lineno, construct, "Finesse 3's legacy parser injects this "
                           "signal differently from Finesse 2 (katparallel reproduces "
                           "fsig at a laser, of no type, amp, freq or phase, at a "
                           "mirror, of no type, and at a space, of no type or phase)")
-        self.injections.append((lineno, words[1], kind))
+        self.injections.append((lineno, words[1], kind, words[2]))
         if kind == "space":
             return self.strain(lineno, words, typed, construct)
         amp_index = 6 if typed else 5
@@ -533,7 +546,7 @@ class _Translator:
         if not self.injections:
             return
         for lineno, cmd, component, param in self.result.targets:
-            if component in {name for _, name, _ in self.injections} and param != "f":
+            if component in {i[1] for i in self.injections} and param != "f":
                 raise Refusal(lineno, cmd, f"a sweep or put of a signal's '{param}' is "
                               "not reproduced (only its frequency f)")
         for lineno, line in enumerate(self.lines, start=1):
@@ -543,10 +556,7 @@ class _Translator:
             if _QUANTUM.match(words[0]):
                 raise Refusal(lineno, words[0], "quantum noise detectors with a signal "
                               "injected by fsig are not reproduced")
-            if words[0] == "attr" and any(_ATTRIBUTES.get(w.lower()) == "mass"
-                                          for w in words[2::2]):
-                raise Refusal(lineno, "attr mass", "radiation pressure on a mass with "
-                              "a signal injected by fsig is not reproduced")
+        self.flip_motion_with_mass()
         mirror = next((i for i in self.injections if i[2] == "mirror"), None)
         if mirror is None:
             return
@@ -564,6 +574,27 @@ class _Translator:
         for lineno, cmd, component, param in self.result.targets:
             if component in lasers and param.lower() == "f":
                 raise Refusal(lineno, cmd, f"a laser's frequency varies: {why}")
+
+    def flip_motion_with_mass(self) -> None:
+        """Finesse 2's sign of a motion signal at a mirror that has a mass.
+
+        Radiation pressure (``attr NAME mass``) with a signal agrees with Finesse 3 as
+        it stands: signals at a laser or a space drive the masses alike (references
+        ``fsig_mass_*``, a detuned cavity with modulator sidebands). So does a motion
+        signal at a mirror without a mass. At a mirror with a mass, Finesse 2 moves it
+        the other way: every output is Finesse 3's times -1 (measured against
+        Finesse 2.3.1 with and without a mass on the other mirror), so that signal's
+        phase is turned by 180 degrees (:func:`apply`).
+        """
+        masses = set()
+        for line in self.lines:
+            words = _code(line)[0]
+            if words[:1] == ["attr"] and len(words) > 3:
+                masses.update(words[1] for key, value in zip(words[2::2], words[3::2])
+                              if _ATTRIBUTES.get(key.lower()) == "mass"
+                              and not _is_zero(value))
+        self.result.flipped = [name for _, name, kind, component in self.injections
+                               if kind == "mirror" and component in masses]
 
     def variable(self, lineno: int, words: list[str]) -> list[str]:
         """``var NAME VALUE``: a laser of no power alone on its node (see above)."""
@@ -928,6 +959,8 @@ def apply(model: finesse.Model, translation: Translation, run: bool = False) -> 
         Naming the line of a component, name or expression that cannot be built.
     """
     _modes(model, translation)
+    for name in translation.flipped:  # see _Translator.flip_motion_with_mass
+        model.elements[name].phase = model.elements[name].phase.value + 180.0
     if run:
         allow_sums_past_one(model)
     _beam_parameter_directions(model, translation)
