@@ -46,10 +46,14 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture, text: str) -> tuple[int, 
     ("fsig sig m2 phase 1 0\npd1 S 1 n2\n", 7, "fsig sig m2 phase"),
     ("fsig sig m2 1 0\nmod eom 10M 0.1 1 pm n0 n5\n", 8, "mod"),
     ("fsig sig m2 1 0\nl L1 1 10M n6\n", 8, "l"),
-    ("fsig sig L0 1 0\nqnoised q 1 $fs n2\n", 8, "qnoised"),
-    # Without fsig Finesse 3 wrote no column for these (issue 19's siblings).
+    # Without fsig Finesse 3 wrote no column for these (issue 19's siblings); an RF
+    # demodulation first differs by 0.7%; Finesse 3 has no N form.
     ("qshot q 1 10M 0 n2\n", 7, "qshot"),
     ("qnoisedS q 1 10M 0 n2\n", 7, "qnoisedS"),
+    ("fsig sig L0 1 0\nqnoised q 2 10M 0 $fs 0 n2\n", 8, "qnoised"),
+    ("fsig sig L0 1 0\nqshot q 1 10M 0 n2\n", 8, "qshot"),
+    ("fsig sig L0 1 0\nqnoisedS q 0 n2\n", 8, "qnoisedS"),
+    ("fsig sig L0 1 0\nqnoisedN q 1 $fs 0 n2\n", 8, "qnoisedN"),
     ("fsig sig L0 1 0\nxaxis sig phase lin 0 90 2\n", 8, "xaxis"),
     ("pd1 err 10M 0 n2\nset e err abs\n", 8, "set"),
     ("attr m1 r_ap 0.01\nmaxtem 1\ncav c m1 n2 m2 n3\n", 7, "r_ap"),

@@ -101,7 +101,11 @@ _COMPONENT_NODES = {
     "m": 2, "m1": 2, "m2": 2, "mirror": 2, "lens": 2, "mod": 2, "isol": 2, "diode": 2,
     "bs": 4, "bs1": 4, "bs2": 4, "beamsplitter": 4, "dbs": 4,
 }
-_QUANTUM = re.compile(r"^(qnoised|qshot|qd|sd|q\d*hd)[SN]?$")
+_QUANTUM = re.compile(r"^(qd|sd|q\d*hd)[SN]?$")  # refused with a signal
+_NOISE_DETECTORS = ("qnoised", "qnoisedS", "qshot", "qshotS")
+#: Planck's constant in Finesse 2.3.1 (CODATA 2014; measured: its quantum noise is
+#: Finesse 3's, which uses CODATA 2018's 6.62607015e-34, times 1 - 8.3e-9).
+PLANCK_FINESSE2 = 6.62607004e-34
 _DETECTORS = re.compile(r"^(pd\d*|ad|qnoisedS?|qshotS?|bp|beam)$")
 # Components at whose nodes Finesse 2's default detector direction is the beam going
 # into the component (the legacy parser assumes the beam coming out of it).
@@ -153,12 +157,9 @@ _OUTPUT_PARTS = ("re", "im", "abs", "deg")  # set NAME DETECTOR PART
 _BEAM_PARAMETERS = {"w": "w", "w0": "w0", "z": "z", "zr": "zr", "g": "gouy",
                     "gouy": "gouy", "r": "rc", "rc": "rc", "q": "q"}
 _AXES = ("xaxis", "xaxis*", "x2axis", "x2axis*", "x3axis", "x3axis*")
-_NOISE = ("Finesse 3 computes quantum noise only in a signal simulation (without "
-          "fsig it writes no output for this detector) and its noise normalisation has "
-          "not been matched to Finesse 2's")
 _REFUSED = {
-    **dict.fromkeys(("qnoised", "qnoisedS", "qnoisedN", "qshot", "qshotS", "qshotN"),
-                    _NOISE),
+    **dict.fromkeys(("qnoisedN", "qshotN"), "Finesse 3's legacy parser has no "
+                    "quantum-noise detector normalised this way"),
     "qhd": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
     "qhdS": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
     "qhdN": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
@@ -188,6 +189,8 @@ CHECKED = {
     "xaxis*": "var_sweep.kat", "x2axis": "beam_field_yx.kat",
     "x3axis": "x3axis_func_put.kat", "noxaxis": "bp_direction.kat",
     "yaxis": "ad_absent.kat", "multi": "x3axis_func_put.kat", "sq": "sq_classical.kat",
+    "qnoised": "qnoise_squeezed.kat", "qshot": "qnoise_squeezed.kat",
+    "qnoisedS": "qnoise_ratio.kat", "qshotS": "qnoise_ratio.kat",
 }
 #: Other spellings Finesse 2 (and the legacy parser) read as the same command.
 ALIASES = {"laser": "l", "light": "l", "mirror": "m", "beamsplitter": "bs",
@@ -249,6 +252,9 @@ class Translation:
         ``lock``/``lock*`` lines, in file order.
     flipped : list of str
         Signals (``fsig`` names) whose phase Finesse 2 turns by 180 degrees.
+    noise : dict
+        Quantum-noise detectors -> the hidden detector of the signal an ``S`` form
+        divides by (None: no division); see :meth:`_Translator.noise`.
     """
 
     text: str
@@ -269,6 +275,7 @@ class Translation:
     targets: list[tuple[int, str, str, str]] = dataclasses.field(default_factory=list)
     locks: list[Lock] = dataclasses.field(default_factory=list)
     flipped: list[str] = dataclasses.field(default_factory=list)
+    noise: dict[str, str | None] = dataclasses.field(default_factory=dict)
 
     def scale_of(self, detector: str, lambda0: float) -> float:
         """Return the factor ``scale`` commands put on ``detector``'s output.
@@ -322,7 +329,7 @@ class _Translator:
             "set": self.set_output, "func": self.func, "put": self.put,
             "put*": self.put, "const": self.const, "tf": self.transfer,
             "tf2": self.transfer, "lock": self.lock, "lock*": self.lock,
-            "multi": self.plot_only,
+            "multi": self.plot_only, **dict.fromkeys(_NOISE_DETECTORS, self.noise),
         }
         self.kinds = _component_kinds(self.lines)
         self.beams = {words[1] for line in self.lines
@@ -574,6 +581,49 @@ class _Translator:
         for lineno, cmd, component, param in self.result.targets:
             if component in lasers and param.lower() == "f":
                 raise Refusal(lineno, cmd, f"a laser's frequency varies: {why}")
+
+    def noise(self, lineno: int, words: list[str]) -> list[str]:
+        """``qnoised``/``qshot`` ``NAME N [f1 PHASE1] NODE`` and their ``S`` forms.
+
+        Measured against Finesse 2.3.1 (``qnoise_*`` references: a detuned cavity with
+        masses, modulator sidebands, a squeezer), with no demodulation or one at the
+        signal frequency Finesse 3's noise is Finesse 2's times sqrt(h3 / h2), the
+        two programs taking Planck's constant from different CODATA releases; the
+        kat program divides that factor out (:data:`PLANCK_FINESSE2`). A demodulation
+        phase changes no noise of one demodulation in either (and ``max`` is dropped).
+        Finesse 2's ``S`` form is that noise over the modulus of the signal a ``pdN``
+        with the same demodulations gives (its complex modulus without a last phase or
+        with ``max``); Finesse 3's differs, so the front end adds that ``pdN`` as a
+        hidden detector ``NAME__signal`` and the kat program divides.
+        """
+        cmd, construct = words[0], words[0]
+        if not self.fsig_line:
+            raise Refusal(lineno, construct, "without fsig Finesse 3 computes no "
+                          "quantum noise (it writes no output for this detector)")
+        if len(words) < 4 or not words[2].isdigit() or int(words[2]) > 1:
+            raise Refusal(lineno, construct, "only quantum noise with no demodulation or "
+                          "one at the signal frequency ($fs) is reproduced (measured: "
+                          "0.7% off with an RF demodulation first)")
+        demods = int(words[2])
+        spec = words[3:-1]
+        if demods == 1 and (len(spec) not in (1, 2) or spec[0] not in ("$fs", "-$fs")):
+            raise Refusal(lineno, construct, "only quantum noise demodulated at the "
+                          "signal frequency ($fs) is reproduced")
+        if demods == 0 and (spec or cmd.endswith("S")):
+            raise Refusal(lineno, construct, "expected 'qnoised name 0 node' (an S form "
+                          "needs a demodulation at the signal frequency)")
+        if spec and spec[-1] == "max":
+            spec = spec[:1]
+        spec = ["-$fs" if word == "$mfs" else word for word in spec]
+        words = self.detector(lineno, [cmd.rstrip("S"), words[1], words[2], *spec,
+                                       words[-1]])
+        signal = None
+        if cmd.endswith("S"):
+            signal = f"{words[1]}__signal"
+            self.extra.append(" ".join(["pd1", signal, *spec, words[-1]]))
+        self.result.noise[words[1]] = signal
+        self.result.inexact.append((lineno, cmd))
+        return words
 
     def flip_motion_with_mass(self) -> None:
         """Finesse 2's sign of a motion signal at a mirror that has a mass.

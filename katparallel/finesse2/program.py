@@ -67,7 +67,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from katparallel.finesse2.frontend import STANDARD_INI, Refusal, Translation
+from katparallel.finesse2.frontend import (
+    PLANCK_FINESSE2, STANDARD_INI, Refusal, Translation,
+)
 from katparallel.finesse2.model import (
     KatError, _code_words, _declarations, _finesse3_version, _line_of, _translated,
     load_model,
@@ -361,7 +363,8 @@ def simulate(model: finesse.Model, text: str, translation: Translation) -> Table
     # order.
     computed = {name: lineno for lineno, name, _ in translation.funcs}
     computed.update({lock.name: lock.lineno for lock in translation.locks})
-    names = sorted([*solution.outputs, *absent],
+    hidden = {signal for signal in translation.noise.values() if signal}
+    names = sorted([n for n in [*solution.outputs, *absent] if n not in hidden],
                    key=lambda n: (n in computed, computed.get(n) or
                                   declared.get(n, len(text))))
     outputs = {name: _output(solution, name, absent, translation, model, shape)
@@ -444,7 +447,20 @@ def _output(solution, name: str, absent: list[str], translation: Translation,
         values = _camera_values(model, values, name, translation.beam_axes, shape)
     if name in translation.moduli:
         values = np.abs(values)
+    if name in translation.noise:  # see frontend._Translator.noise
+        values = values * math.sqrt(PLANCK_FINESSE2 / _planck())
+        signal = translation.noise[name]
+        if signal is not None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                values = values / np.abs(np.asarray(solution[signal]))
     return values * translation.scale_of(name, float(model.lambda0))
+
+
+def _planck() -> float:
+    """Planck's constant as Finesse 3 computes quantum noise with it."""
+    from finesse.constants import values
+
+    return float(values.H_PLANCK)
 
 
 def _is_roc(detector) -> bool:
