@@ -501,6 +501,11 @@ class _Translator:
                           "signal by cos(alpha) on its front surface only (measured: "
                           "0.7746 against Finesse 3's 0.5477 on the back at 45 degrees), "
                           "Finesse 3 on both surfaces")
+        if kind == "mod":
+            raise Refusal(lineno, construct, "Finesse 3 does not implement a phase "
+                          "signal at a phase modulator, and its other modulator signals "
+                          "differ from Finesse 2's (measured: 'amp' sidebands 0.1 to 1.8 "
+                          "times Finesse 2's)")
         if (kind, mod_type) not in _INJECTIONS:
             raise Refusal(lineno, construct, "Finesse 3's legacy parser injects this "
                           "signal differently from Finesse 2 (katparallel reproduces "
