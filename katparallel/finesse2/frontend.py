@@ -460,7 +460,7 @@ class _Translator:
         if known in CHECKED or known in NO_NUMBERS or cmd in self.unchecked:
             return
         self.unchecked.add(cmd)
-        self.result.notes.append(
+        self.result.warnings.append(
             f"line {lineno}: '{cmd}' has not been checked against Finesse 2.3.1 by "
             "katparallel: its numbers may differ from Finesse 2's")
 
