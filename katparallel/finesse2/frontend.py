@@ -319,6 +319,7 @@ class _Translator:
         self.trace_sources = 0  # how many cav and gauss commands
         self.apertures: list[tuple[int, str]] = []
         self.unchecked: set[str] = set()  # commands noted as never checked
+        self.fs_zero = 0  # line of the first $fs read as 0 (no fsig)
         self.block = ""  # the end of a GNUPLOT or /* block being skipped, if in one
         self.result = Translation(text="")
         self.handlers = {
@@ -439,6 +440,14 @@ class _Translator:
         if cmd != "func":  # (a func's $mfs: see _namespace)
             # The legacy parser reads Finesse 2's negative signal frequency as $fs.
             words = ["-$fs" if word == "$mfs" else word for word in words]
+        if not self.fsig_line and cmd != "func" and ({"$fs", "-$fs"} & set(words)):
+            # Without fsig Finesse 2's signal frequency is 0 (measured: a pd2 at
+            # '5M 0 $fs' then equals the pd1 at '5M 0'); the legacy parser lacks $fs.
+            words = ["0" if word in ("$fs", "-$fs") else word for word in words]
+            if not self.fs_zero:
+                self.fs_zero = lineno
+                self.result.notes.append(f"line {lineno}: without fsig, Finesse 2 "
+                                         "reads $fs as 0; katparallel follows it")
         handler = self.handlers.get(cmd)
         if handler is not None:
             return handler(lineno, words)
