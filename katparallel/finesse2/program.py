@@ -18,6 +18,10 @@ Usage, as PyKat 1.2.94 calls Finesse 2::
     banner on standard output.
 ``--no-backspace``
     Accepted; this program never writes backspace-animated progress.
+``-cr=on``, ``-cr=off``
+    Accepted (PyKat's ``ifo.scan_f`` passes ``-cr=on``): Finesse 2's coupling
+    reduction left its output byte for byte the same on four reference files
+    (modes, two cavities, a strain signal, quantum noise).
 ``-format=FMT``
     printf-style format of each number in the output file (default ``%.15g``).
 
@@ -155,6 +159,8 @@ def parse_args(argv: Sequence[str]) -> Options:
             version = True
         elif arg in ("--perl1", "--no-backspace"):
             pass  # no pipe is the default; progress is never backspace-animated
+        elif arg in ("-cr=on", "-cr=off"):
+            pass  # coupling reduction (PyKat's scan_f): Finesse 2's numbers unchanged
         elif arg.startswith("--pykat="):
             pipe = Path(arg.split("=", 1)[1])
         elif arg.startswith("-format="):
@@ -163,7 +169,7 @@ def parse_args(argv: Sequence[str]) -> Options:
             raise UsageError(
                 f"option '{arg}' is not supported by katparallel's Finesse-3-backed "
                 "kat (supported: -v, --perl1, --pykat=PIPE, --no-backspace, "
-                "-format=FMT)"
+                "-cr=on|off, -format=FMT)"
             )
         else:
             files.append(Path(arg))
