@@ -107,3 +107,13 @@ def test_laser_gouy_phase_with_a_swept_geometry_is_refused(tmp_path: Path, capsy
     assert program.main([str(katfile)]) == 1
     err = capsys.readouterr().err
     assert "Gouy phase of the beam going into it" in err and "xaxis s0 L" in err, err
+
+
+def test_aligo_strain_sensitivity_as_finesse2(tmp_path: Path, capsys) -> None:
+    # PyKat's aLIGO design + aligo_sensitivity.extra: strain at both arms, radiation
+    # pressure, modulators, qnoisedS (issue 19: the files PyKat users wrote).
+    katfile = _aligo_design(tmp_path, (DATA / "aligo_sensitivity.extra").read_text())
+    assert program.main([str(katfile)]) == 0, capsys.readouterr().err
+    problem = agree(read_out(DATA / "aligo_sensitivity.out"),
+                    read_out(katfile.with_suffix(".out")))
+    assert problem is None, problem

@@ -520,6 +520,9 @@ class _Translator:
                           "signal differently from Finesse 2 (katparallel reproduces "
                           "fsig at a laser, of no type, amp, freq or phase, at a "
                           "mirror, of no type, and at a space, of no type or phase)")
+        count = sum(1 for i in self.injections if i[1].split("__")[0] == words[1])
+        if count:  # Finesse 2 injects one signal at several components (PyKat's DOFs)
+            words = [words[0], f"{words[1]}__{count + 1}", *words[2:]]
         self.injections.append((lineno, words[1], kind, words[2]))
         if kind == "space":
             return self.strain(lineno, words, typed, construct)
