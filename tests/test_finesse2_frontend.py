@@ -162,12 +162,12 @@ def test_what_finesse2_refuses_is_said_so(tmp_path: Path, capsys, extra: str) ->
 
 
 def test_an_unchecked_command_is_said(tmp_path: Path, capsys) -> None:
-    # 'xd' (a motion detector) has no reference made with Finesse 2: it runs, noted.
-    status, err = run(tmp_path, capsys, CAVITY + "xd z m1 z\nxd z2 m2 z\n"
+    # 'lambda' has no reference made with Finesse 2: the file runs, and it is said.
+    status, err = run(tmp_path, capsys, CAVITY + "lambda 1.064u\nlambda 1.064u\n"
                       "xaxis m1 phi lin 0 90 2\n")
     assert status == 0, err
     assert err.count("has not been checked against Finesse 2.3.1") == 1, err
-    assert "line 7: 'xd'" in err
+    assert "line 7: 'lambda'" in err
     status, err = run(tmp_path, capsys, CAVITY + "GNUPLOT\nset xlabel 'x'\nEND\n"
                       "gnuterm no\nxaxis m1 phi lin 0 90 2\n")
     assert "has not been checked" not in err, err  # plot settings change no number

@@ -191,6 +191,7 @@ CHECKED = {
     "yaxis": "ad_absent.kat", "multi": "x3axis_func_put.kat", "sq": "sq_classical.kat",
     "qnoised": "qnoise_squeezed.kat", "qshot": "qnoise_squeezed.kat",
     "qnoisedS": "qnoise_ratio.kat", "qshotS": "qnoise_ratio.kat",
+    "xd": "fsig_mass_xd.kat",
 }
 #: Other spellings Finesse 2 (and the legacy parser) read as the same command.
 ALIASES = {"laser": "l", "light": "l", "mirror": "m", "beamsplitter": "bs",
