@@ -67,7 +67,10 @@ Translated, as Finesse 2.3.1 does it:
   space (no type or ``phase``: a gravitational-wave strain, with its sign turned to
   Finesse 2's, without higher-order modes; see :meth:`_Translator.strain`); with
   radiation pressure (``attr NAME mass``), a mirror's own motion signal turned by 180
-  degrees when it has a mass (:meth:`_Translator.flip_motion_with_mass`).
+  degrees when it has a mass (:meth:`_Translator.flip_motion_with_mass`); one ``fsig``
+  name at several components (the later ones renamed); ``$fs`` without ``fsig``: 0.
+* ``qnoised``/``qshot`` and their ``S`` forms with no demodulation or one at ``$fs``:
+  Finesse 2's Planck constant and ``S`` normalisation (:meth:`_Translator.noise`).
 
 * ``lock[*] NAME $INPUT GAIN ACCURACY [OFFSET]``: a model parameter ``NAME__lock``
   holding the lock's value (an output column ``NAME``), iterated before each point
@@ -75,8 +78,8 @@ Translated, as Finesse 2.3.1 does it:
 
 Refused with the line and the construct (:class:`Refusal`): constructs whose results
 Finesse 3 cannot reproduce or that the legacy parser would silently drop (``fsig``
-signal injection other than the above, ``qhd``, ``qnoised``/``qshot`` and their ``S``
-and ``N`` forms, apertures with higher-order modes, ``put`` of a function of detector
+signal injection other than the above, ``qhd``, quantum noise other than the above
+and the ``N`` forms, apertures with higher-order modes, ``put`` of a function of detector
 outputs, a ``lock`` on a ``beam`` camera sweep). A command whose numbers were never
 checked against Finesse 2.3.1 (not in :data:`CHECKED`) is said on standard error.
 """
