@@ -403,12 +403,14 @@ class _Translator:
                 f"line {self.traced}: with a cavity or gauss and no maxtem, Finesse 2 "
                 "switches on higher-order modes with maxtem 0 (mode mismatch costs "
                 "power); katparallel follows it")
-        strain = next((i for i in self.injections if i[2] == "space"), None)
-        if self.result.maxtem not in (None, "off") and strain:
-            raise Refusal(strain[0], "fsig", "a strain signal at a space with "
-                          "Hermite-Gauss modes on: Finesse 2 and Finesse 3 give the "
-                          "higher-order modes' signal sidebands different phases "
-                          "(measured: a few per cent with HG10 light in a cavity)")
+        moving = next((i for i in self.injections if i[2] in ("space", "mirror")), None)
+        if self.result.maxtem not in (None, "off") and moving:
+            what = "a strain signal at a space" if moving[2] == "space" else \
+                "a motion signal at a mirror"
+            raise Refusal(moving[0], "fsig", f"{what} with Hermite-Gauss modes on: "
+                          "Finesse 2 and Finesse 3 give the higher-order modes' signal "
+                          "sidebands different values (measured: up to a few per cent "
+                          "with HG10 light or a misaligned mirror in a cavity)")
         if self.result.maxtem not in (None, "off") and self.apertures:
             # Also with the maxtem 0 a cav, gauss, bp or beam implies: Finesse 2 then
             # clips the TEM00 mode (by a numerical overlap integral: a 10 cm aperture
