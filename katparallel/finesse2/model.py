@@ -241,7 +241,8 @@ def exact_model(text: str) -> finesse.Model:
         model = load_model(text, translation)
     except KatError as exc:
         raise ConversionError(exc.problems) from exc
-    problems = _tuned_between_indices(model, translation, text)
+    problems = (_tuned_between_indices(model, translation, text)
+                + _fixed_laser_gouy_phases(model, text))
     if problems:
         raise ConversionError(problems)
     for note in translation.notes:
@@ -291,3 +292,23 @@ def _tuned_between_indices(model: finesse.Model, translation: Translation,
                              "phase there needs a Finesse 3 setting KatScript cannot "
                              "write; run the file with katparallel's kat instead"))
     return problems
+
+
+def _fixed_laser_gouy_phases(model: finesse.Model,
+                             text: str) -> list[tuple[int | None, str]]:
+    """Lasers given Finesse 2's Gouy phase for the geometry as it stands.
+
+    The front end writes it into the laser's mode phases and switches the laser's own
+    Gouy phase off (``frontend._laser_gouy_phases``), a setting KatScript cannot
+    write, and which a study varying the geometry would leave stale.
+    """
+    from finesse.components import Laser
+
+    lines = [line.split()[1:2] for line in text.splitlines()]
+    return [(next((i for i, words in enumerate(lines, 1) if words == [laser.name]), None),
+             f"'{laser.name}' emits higher-order modes and Finesse 2's beam trace "
+             "reaches it from a cavity: Finesse 2's Gouy phase there is fixed for one "
+             "geometry with a setting KatScript cannot write; run the file with "
+             "katparallel's kat instead")
+            for laser in model.elements.values()
+            if isinstance(laser, Laser) and not laser.add_gouy_phase]
