@@ -163,9 +163,9 @@ _AXES = ("xaxis", "xaxis*", "x2axis", "x2axis*", "x3axis", "x3axis*")
 _REFUSED = {
     **dict.fromkeys(("qnoisedN", "qshotN"), "Finesse 3's legacy parser has no "
                     "quantum-noise detector normalised this way"),
-    "qhd": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
-    "qhdS": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
-    "qhdN": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
+    **dict.fromkeys(("qhd", "qhdS", "qhdN"), "Finesse 3 has no quantum homodyne "
+                    "detector of Finesse 2's kind (Finesse 2's mixes the fields of two "
+                    "nodes; Finesse 3's QuantumBHD takes an ideal local oscillator)"),
 }
 
 
