@@ -75,6 +75,7 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture, text: str) -> tuple[int, 
     # or put through Rcx and Rcy; a mirror has no L to sweep or put.
     ("attr m1 r 0.5\n", 7, "attr"),
     ("attr m1 Rc 10 PHI 10\n", 7, "attr"),
+    ("attr m1 mass 0\n", 7, "attr"),
     ("attr s2 L 10\n", 7, "attr"),
     ("xaxis m2 RC lin 1 10 2\n", 7, "xaxis"),
     ("func f = 10\nput m2 rc $f\n", 8, "put"),

@@ -907,6 +907,9 @@ class _Translator:
                 self.result.flat.append((name, key, lineno))
             elif key == "r_ap":
                 self.apertures.append((lineno, name))
+            elif key == "mass" and _is_number(value) and _number(value) <= 0:
+                raise Refusal(lineno, "attr", f"mass {value}: a mass must be > 0 "
+                              "(Finesse 2 refuses it too)")
             elif key in ("zmech", "rxmech", "rymech") and not self.fsig_line:
                 self.mechanics = self.mechanics or lineno  # no signal: no effect
             elif key in ("zmech", "rxmech", "rymech"):
