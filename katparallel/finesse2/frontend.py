@@ -406,12 +406,14 @@ class _Translator:
         self.check_misaligned_masses()
         moving = next((i for i in self.injections if i[2] in ("space", "mirror")), None)
         if self.result.maxtem not in (None, "off") and moving:
-            what = "a strain signal at a space" if moving[2] == "space" else \
-                "a motion signal at a mirror"
-            raise Refusal(moving[0], "fsig", f"{what} with Hermite-Gauss modes on: "
-                          "Finesse 2 and Finesse 3 give the higher-order modes' signal "
-                          "sidebands different values (measured: up to a few per cent "
-                          "with HG10 light or a misaligned mirror in a cavity)")
+            why = ("Finesse 2 and Finesse 3 give the higher-order modes' strain "
+                   "sidebands different values (measured: a few per cent with HG10 "
+                   "light in a cavity)" if moving[2] == "space" else
+                   "Finesse 2's motion sidebands of modes odd in x have the opposite "
+                   "sign of Finesse 3's (measured on one mirror: HG10 and HG11 "
+                   "flipped, HG00, HG01 and HG20 equal)")
+            raise Refusal(moving[0], "fsig", f"a signal at a {moving[2]} with "
+                          f"Hermite-Gauss modes on: {why}")
         if self.result.maxtem not in (None, "off") and self.apertures:
             # Also with the maxtem 0 a cav, gauss, bp or beam implies: Finesse 2 then
             # clips the TEM00 mode (by a numerical overlap integral: a 10 cm aperture
