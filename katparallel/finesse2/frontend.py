@@ -407,8 +407,9 @@ class _Translator:
         moving = next((i for i in self.injections if i[2] in ("space", "mirror")), None)
         if self.result.maxtem not in (None, "off") and moving:
             why = ("Finesse 2 and Finesse 3 give the higher-order modes' strain "
-                   "sidebands different values (measured: a few per cent with HG10 "
-                   "light in a cavity)" if moving[2] == "space" else
+                   "sidebands different values (measured on one space with HG10, HG01 "
+                   "and HG20 light: Finesse 3 gives HG10 and HG01 none, Finesse 2 "
+                   "does)" if moving[2] == "space" else
                    "Finesse 2's motion sidebands of modes odd in x have the opposite "
                    "sign of Finesse 3's (measured on one mirror: HG10 and HG11 "
                    "flipped, HG00, HG01 and HG20 equal)")
