@@ -418,7 +418,7 @@ class _Translator:
         if self.result.maxtem not in (None, "off") and self.apertures:
             # Also with the maxtem 0 a cav, gauss, bp or beam implies: Finesse 2 then
             # clips the TEM00 mode (by a numerical overlap integral: a 10 cm aperture
-            # on a 0.5 mm beam still moves the power by 6e-4; rap.kat in issue 19).
+            # on a 0.6 mm beam still moves the power by 6e-4; rap.kat in issue 19).
             lineno, name = self.apertures[0]
             raise Refusal(lineno, "r_ap", f"the aperture of '{name}' clips "
                           "Hermite-Gauss modes (switched on here), which Finesse 2 "
