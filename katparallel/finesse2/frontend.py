@@ -1169,7 +1169,10 @@ def _laser_gouy_phases(model: finesse.Model, translation: Translation) -> None:
                       f"Finesse 2 gives laser '{lasers[0].name}' the Gouy phase of the "
                       "beam going into it, which katparallel can only fix for a geometry "
                       f"that does not change, and {varies} changes it")
-    beams = model.beam_trace(store=False)
+    try:
+        beams = model.beam_trace(store=False)
+    except Exception:  # noqa: BLE001 - an unstable cavity: the run reports it
+        return
     for laser in lasers:
         qx, qy = beams[laser.p1.o]
         psi_x, psi_y = float(qx.psi), float(qy.psi)
