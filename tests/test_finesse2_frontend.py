@@ -69,7 +69,8 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture, text: str) -> tuple[int, 
     ("beam b n2\nmaxtem off\n", 7, "beam"),  # Finesse 2 refuses this too
     ("scale furlong P\n", 7, "scale"),
     ("fsig sig 1\ntf sus1 1 0 p 1 1000\nattr m2 zmech sus1\n", 9, "attr zmech"),
-    ("pd2 Q 10M max 20M 0 n2\n", 7, "pd2"),
+    ("pd3 Q 10M max 20M 0 1k 0 n2\n", 7, "pd3"),
+    ("pd2 Q 10M max 20M $x n2\n", 7, "pd2"),
     ("beam b1 n2\nxaxis b1 x lin -1 1 4\nx2axis b1 y lin -1 1 2\n", 9, "x2axis"),
     # Finesse 2 refuses these too: attr sets no R, phi or L; a mirror's Rc is swept
     # or put through Rcx and Rcy; a mirror has no L to sweep or put.

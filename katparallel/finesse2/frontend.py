@@ -259,6 +259,9 @@ class Translation:
     noise : dict
         Quantum-noise detectors -> the hidden detector of the signal an ``S`` form
         divides by (None: no division); see :meth:`_Translator.noise`.
+    first_max : dict
+        ``pd2 NAME f1 max f2 [PHASE2] NODE`` -> (the hidden detector demodulating
+        at 90 degrees first, PHASE2 or None); see :meth:`_Translator.demod_max`.
     """
 
     text: str
@@ -280,6 +283,13 @@ class Translation:
     locks: list[Lock] = dataclasses.field(default_factory=list)
     flipped: list[str] = dataclasses.field(default_factory=list)
     noise: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    first_max: dict[str, tuple[str, float | None]] = dataclasses.field(
+        default_factory=dict)
+
+    def hidden(self) -> set[str]:
+        """Detectors the front end added for a computation, not written as columns."""
+        return ({signal for signal in self.noise.values() if signal}
+                | {other for other, _ in self.first_max.values()})
 
     def scale_of(self, detector: str, lambda0: float) -> float:
         """Return the factor ``scale`` commands put on ``detector``'s output.
@@ -839,6 +849,31 @@ class _Translator:
         self.result.inexact.append((lineno, cmd))
         return []
 
+    def first_demod_max(self, lineno: int, words: list[str]) -> list[str]:
+        """``pd2 NAME f1 max f2 [PHASE2] NODE``: Finesse 2's first phase ``max``.
+
+        Measured against Finesse 2.3.1 (``pd2_first_max*``, to 1e-13): Finesse 2 takes
+        the first phase phi that maximises the modulus of the signal after the first
+        demodulation, Z(phi) = (P e^(-i phi) + Q e^(i phi)) / 2, that is
+        phi = (arg P - arg Q) / 2 with each argument in (-180, 180] degrees (of the
+        two maxima, phi and phi + 180, the one this formula gives), then demodulates
+        Z(phi) as written. With Z(0) and Z(90) (two ``pd2`` without a last phase),
+        P = Z(0) + i Z(90) and Q = Z(0) - i Z(90); the kat program computes the rest.
+        """
+        phase = words[5] if len(words) == 7 else None
+        if phase == "max":  # both 'max': the modulus of Z(phi) (measured too)
+            self.result.moduli.add(words[1])
+            phase = None
+        if phase is not None and not _is_number(phase):
+            raise Refusal(lineno, words[0], f"the second phase '{phase}' must be a "
+                          "number when the first is 'max'")
+        name, node = words[1], words[-1]
+        other = f"{name}__90"
+        self.extra.append(" ".join(["pd2", other, words[2], "90", words[4], node]))
+        self.result.first_max[name] = (other, None if phase is None else _number(phase))
+        self.result.inexact.append((lineno, "pd2 ... max"))
+        return ["pd2", name, words[2], "0", words[4], node]
+
     def component(self, words: list[str], n_nodes: int) -> list[str]:
         """Join a node two components share with a space of length 0."""
         words = list(words)
@@ -933,6 +968,8 @@ class _Translator:
     def demod_max(self, lineno: int, words: list[str]) -> list[str]:
         """``pdN ... max``: drop the last phase and keep the modulus."""
         index = max(i for i, w in enumerate(words) if w == "max")
+        if words[0] == "pd2" and words[3:4] == ["max"] and len(words) in (6, 7):
+            return self.first_demod_max(lineno, words)
         if index != len(words) - 2:
             raise Refusal(lineno, words[0], "only the last demodulation phase can be "
                           "'max' in this kat")

@@ -369,7 +369,7 @@ def simulate(model: finesse.Model, text: str, translation: Translation) -> Table
     # order.
     computed = {name: lineno for lineno, name, _ in translation.funcs}
     computed.update({lock.name: lock.lineno for lock in translation.locks})
-    hidden = {signal for signal in translation.noise.values() if signal}
+    hidden = translation.hidden()
     names = sorted([n for n in [*solution.outputs, *absent] if n not in hidden],
                    key=lambda n: (n in computed, computed.get(n) or
                                   declared.get(n, len(text))))
@@ -451,6 +451,14 @@ def _output(solution, name: str, absent: list[str], translation: Translation,
         values = np.where(np.isnan(values), np.inf, values)
     if translation.beam_axes:
         values = _camera_values(model, values, name, translation.beam_axes, shape)
+    if name in translation.first_max:  # see frontend._Translator.first_demod_max
+        other, phase = translation.first_max[name]
+        p = values + 1j * np.asarray(solution[other])
+        q = values - 1j * np.asarray(solution[other])
+        phi = (np.angle(p) - np.angle(q)) / 2  # each angle in (-pi, pi], unwrapped
+        values = (p * np.exp(-1j * phi) + q * np.exp(1j * phi)) / 2
+        if phase is not None:
+            values = np.real(np.exp(-1j * math.radians(phase)) * values)
     if name in translation.moduli:
         values = np.abs(values)
     if name in translation.noise:  # see frontend._Translator.noise
