@@ -41,7 +41,7 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture, text: str) -> tuple[int, 
     ("pd1 err 10M 0 n2\nset e err re\nfunc f = 2*$e\nput m1 phi $f\n", 10, "put"),
     ("qhd h 180 n2 n3\n", 7, "qhd"),
     ("fsig sig s2 phase 1 0\nmaxtem 0\npd1 S 1 n2\n", 7, "fsig"),  # strain with modes
-    ("fsig sig m2 1 0\ncav c m1 n2 m2 n3\npd1 S 1 n2\n", 7, "fsig"),  # motion, modes
+    ("fsig sig m2 1 0\nattr m2 xbeta 1u\nmaxtem 1\npd1 S 1 n2\n", 7, "fsig"),  # odd in x
     ("fsig sig L0 amp 1 0\nattr m1 mass 1\nattr m2 xbeta 1u\nmaxtem 1\n", 9, "xbeta"),
     ("fsig sig s2 amp 1 0\npd1 S 1 n2\n", 7, "fsig sig s2 amp"),
     ("mod eom 10M 0.1 1 pm n0 n5\nfsig sig eom phase 1 0\n", 8, "fsig sig eom phase"),

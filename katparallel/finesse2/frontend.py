@@ -414,7 +414,8 @@ class _Translator:
                 "switches on higher-order modes with maxtem 0 (mode mismatch costs "
                 "power); katparallel follows it")
         self.check_misaligned_masses()
-        moving = next((i for i in self.injections if i[2] in ("space", "mirror")), None)
+        moving = next((i for i in self.injections if i[2] == "space"
+                       or (i[2] == "mirror" and self.odd_in_x())), None)
         if self.result.maxtem not in (None, "off") and moving:
             why = ("Finesse 2 and Finesse 3 give the higher-order modes' strain "
                    "sidebands different values (measured on one space with HG10, HG01 "
@@ -422,7 +423,8 @@ class _Translator:
                    "does)" if moving[2] == "space" else
                    "Finesse 2's motion sidebands of modes odd in x have the opposite "
                    "sign of Finesse 3's (measured on one mirror: HG10 and HG11 "
-                   "flipped, HG00, HG01 and HG20 equal)")
+                   "flipped, HG00, HG01 and HG20 equal), and this file has such "
+                   "light (a tem with odd n, or an xbeta)")
             raise Refusal(moving[0], "fsig", f"a signal at a {moving[2]} with "
                           f"Hermite-Gauss modes on: {why}")
         if self.result.maxtem not in (None, "off") and self.apertures:
@@ -661,6 +663,21 @@ class _Translator:
         self.result.noise[words[1]] = signal
         self.result.inexact.append((lineno, cmd))
         return words
+
+    def odd_in_x(self) -> bool:
+        """Whether the file can have light in modes odd in x (HG10, HG11, ...).
+
+        A laser's ``tem`` with odd n, or a yaw misalignment (``xbeta``, given or
+        swept); mode mismatch and pitch (``ybeta``) make none (measured: a mirror's
+        motion signal then agrees with Finesse 2.3.1, ``fsig_mirror_modes``).
+        """
+        for line in self.lines:
+            words = _code(line)[0]
+            if (words[:1] == ["tem"] and len(words) > 4 and words[2].isdigit()
+                    and int(words[2]) % 2 and not _is_zero(words[4])):
+                return True
+        return bool(self.attributes(("xbeta",))) or any(
+            param == "xbeta" for _, _, _, param in self.result.targets)
 
     def attributes(self, keys: tuple[str, ...]) -> dict[str, int]:
         """Components given a nonzero ``attr`` of ``keys``, and the first such line."""
