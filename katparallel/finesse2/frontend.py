@@ -693,16 +693,17 @@ class _Translator:
     def check_misaligned_masses(self) -> None:
         """Refuse radiation pressure with a signal where a mirror is misaligned.
 
-        With modes on, a signal, masses and a misaligned mirror (``xbeta``/``ybeta``),
-        Finesse 2 and Finesse 3 differ (measured: up to 50% in a transfer function);
-        any two of the three agree (references ``fsig_mass_*``, ``fsig_laser_homs``).
+        With modes on, a signal, masses and a yawed mirror (``xbeta``), Finesse 2 and
+        Finesse 3 differ (measured: up to 50% in a transfer function); any two of the
+        three agree, and so does a pitched one (``ybeta``; references ``fsig_mass_*``,
+        ``fsig_laser_homs``).
         """
         if not self.injections or self.result.maxtem in (None, "off"):
             return
         masses = self.attributes(("mass",))
-        tilted = self.attributes(("xbeta", "ybeta"))
+        tilted = self.attributes(("xbeta",))
         tilted.update({component: lineno for lineno, _, component, param
-                       in self.result.targets if param in ("xbeta", "ybeta")})
+                       in self.result.targets if param == "xbeta"})
         if masses and tilted:
             name, lineno = next(iter(tilted.items()))
             raise Refusal(lineno, "xbeta", f"'{name}' is misaligned while masses feel "
