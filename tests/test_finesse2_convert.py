@@ -59,3 +59,52 @@ def test_tuned_surface_between_indices_is_refused(capsys) -> None:
     err = capsys.readouterr().err
     assert "line 5: bs1 BS 0.5 0 10 45" in err and "line 19: m1 X2" in err
     assert "'NI'" not in err and "'X'" not in err  # the same index on both sides
+
+
+@pytest.mark.parametrize(("name", "detector", "column"), [
+    ("fsig_space_notype.kat", "t", 7),  # re:im columns; Finesse 2's strain sign
+    ("fsig_mass_mirror.kat", "t", 5),   # Finesse 2's motion sign at a mass
+])
+def test_katscript_keeps_finesse2_signal_signs(name: str, detector: str, column: int,
+                                              tmp_path: Path, capsys) -> None:
+    # The ad at $mfs is left out: Finesse 3 cannot read back its own '-fsig.f'
+    # before the fsig line (unparse's order); the other columns stay where they were.
+    import finesse
+
+    katfile = tmp_path / name
+    katfile.write_text("\n".join(line for line in (DATA / name).read_text().splitlines()
+                                 if "$mfs" not in line))
+    assert cli(["convert", str(katfile)]) == 0
+    model = finesse.Model()
+    model.parse(capsys.readouterr().out)
+    values = np.real(np.asarray(model.run()[detector], dtype=complex))
+    reference = read_out(DATA / name.replace(".kat", ".out"))
+    np.testing.assert_allclose(values, reference[:, column], rtol=1e-9, atol=1e-12)
+
+
+def test_fixed_laser_gouy_phase_is_refused(capsys) -> None:
+    # The front end fixes Finesse 2's laser Gouy phase with a setting KatScript lacks.
+    assert cli(["convert", str(DATA / "laser_gouy_cav_modes.kat")]) == 1
+    err = capsys.readouterr().err
+    assert "line 3: l laser 1 0 n0" in err and "Gouy phase" in err, err
+
+
+def test_the_library_does_not_import_the_kat_program() -> None:
+    # Issue 20 item 16: the Finesse adapter uses the Finesse 2 parser (model.py), not
+    # the kat program's modules; lock.py and frontend.py share constructs.py instead
+    # of importing each other.
+    import subprocess
+
+    code = ("import sys, katparallel.adapters.finesse, katparallel.finesse2.lock\n"
+            "print(sorted(m for m in sys.modules if m.startswith('katparallel.finesse2')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    loaded = eval(out)  # noqa: S307 - a list of module names printed above
+    assert "katparallel.finesse2.model" in loaded
+    for module in ("convert", "program", "client", "server"):
+        assert f"katparallel.finesse2.{module}" not in loaded, loaded
+    code = ("import sys, katparallel.finesse2.lock\n"
+            "print('katparallel.finesse2.frontend' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "False"

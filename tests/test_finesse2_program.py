@@ -115,10 +115,18 @@ def test_pipe_protocol(kat_env: Path, tmp_path: Path) -> None:
     assert (tmp_path / "cav.out").read_text().count("\n") == 4 + 5
 
 
-@pytest.mark.parametrize("args", [["-format=%d %d"], ["--trace"], []])
+@pytest.mark.parametrize("args", [["-format=%d %d"], ["--trace"], [], ["-cr=maybe", "f.kat"]])
 def test_bad_command_line_fails(kat_env: Path, args: list[str]) -> None:
     proc = subprocess.run([kat_env, *args], capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stderr.startswith("*** Error:")
+
+
+def test_coupling_reduction_flag_is_accepted() -> None:
+    # PyKat's ifo.scan_f runs kat with -cr=on; Finesse 2's numbers do not change.
+    from katparallel.finesse2.program import parse_args
+
+    assert parse_args(["-cr=on", "f.kat"]).katfile == Path("f.kat")
+    assert parse_args(["-cr=off", "f.kat"]).katfile == Path("f.kat")
 
 
 def test_perl1_mode_reads_version_from_banner(kat_env: Path) -> None:

@@ -95,3 +95,25 @@ def test_beam_fixed_upstream_of_a_second_open_port() -> None:
     model = program.load_model((DATA / "open_port_gauss.kat").read_text())
     fixed = sorted(g.node.full_name for g in model.gausses.values())
     assert fixed == ["IC1.p2.o", "IC2.p1.i"]
+
+
+def test_laser_gouy_phase_with_a_swept_geometry_is_refused(tmp_path: Path, capsys) -> None:
+    # laser_gouy_cav_modes.kat fixes the laser's Finesse 2 Gouy phase for one geometry;
+    # sweeping the space before the cavity would leave it stale, so the kat refuses.
+    text = (DATA / "laser_gouy_cav_modes.kat").read_text().replace(
+        "xaxis m2 phi lin 0 20 1", "xaxis s0 L lin 1 2 1")
+    katfile = tmp_path / "swept.kat"
+    katfile.write_text(text)
+    assert program.main([str(katfile)]) == 1
+    err = capsys.readouterr().err
+    assert "Gouy phase of the beam going into it" in err and "xaxis s0 L" in err, err
+
+
+def test_aligo_strain_sensitivity_as_finesse2(tmp_path: Path, capsys) -> None:
+    # PyKat's aLIGO design + aligo_sensitivity.extra: strain at both arms, radiation
+    # pressure, modulators, qnoisedS (issue 19: the files PyKat users wrote).
+    katfile = _aligo_design(tmp_path, (DATA / "aligo_sensitivity.extra").read_text())
+    assert program.main([str(katfile)]) == 0, capsys.readouterr().err
+    problem = agree(read_out(DATA / "aligo_sensitivity.out"),
+                    read_out(katfile.with_suffix(".out")))
+    assert problem is None, problem

@@ -42,7 +42,7 @@ import dill
 import numpy as np
 
 from ..errors import ModelSourceError, UnknownParameterError
-from ..finesse2.convert import exact_model
+from ..finesse2.model import exact_model
 from . import modelcache
 from .support import as_array, detector_values, quiet
 

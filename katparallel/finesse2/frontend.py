@@ -23,7 +23,8 @@ Translated, as Finesse 2.3.1 does it:
 * ``maxtem`` without ``cav`` or ``gauss``: Finesse 2 gives each laser a beam of
   waist 2 mm at the laser and switches retrace off (said on standard error);
 * ``cav`` or ``gauss`` without ``maxtem``: Finesse 2 switches higher-order modes on
-  with ``maxtem 0``, so mode mismatch costs power (said once on standard error);
+  with ``maxtem 0``, so mode mismatch costs power (said once on standard error); so
+  does a ``bp`` or ``beam`` detector, with the 2 mm beam at each laser if untraced;
 * ``tem`` factors all 0 on a laser (Finesse 2 runs it dark; Finesse 3 refuses): a
   laser of power 0;
 * ``var``/``variable NAME VALUE``, swept by ``xaxis NAME ANYTHING`` and put with
@@ -40,7 +41,8 @@ Translated, as Finesse 2.3.1 does it:
 * ``tf``/``tf2`` and ``attr NAME zmech|rxmech|rymech TF`` without ``fsig``: Finesse 2
   uses mechanical transfer functions only for signal sidebands, so they change no
   output; left out (said once on standard error);
-* ``attr NAME r_ap R`` without higher-order modes: an aperture changes no plane wave;
+* ``attr NAME r_ap R`` without higher-order modes (no ``maxtem``, ``cav``, ``gauss``,
+  ``bp`` or ``beam``, each of which switches them on): an aperture changes no plane wave;
   an ``xaxis``/``x2axis`` of ``NAME r_ap`` only writes its values (a ``var`` stand-in);
 * a sweep, ``put`` or lock taking a mirror's or beam splitter's R + T past 1: the kat
   program computes it, R + T + L = 1 being checked only where the file gives the
@@ -53,12 +55,22 @@ Translated, as Finesse 2.3.1 does it:
   cavity; see :mod:`katparallel.finesse2.trace`), by cavity priorities and a ``gauss``
   where Finesse 3 would take a node's beam from another cavity; refused when such a
   fixed beam parameter would go stale because a sweep or ``put`` changes the geometry.
+* a laser whose node Finesse 2's beam trace reaches from the rest of the network (a
+  ``cav``, a ``gauss`` downstream): Finesse 2 gives its modes the Gouy phase of the
+  beam going into the laser, the opposite of Finesse 3's (:func:`_laser_gouy_phases`).
 
 * ``fsig NAME COMPONENT [TYPE] f PHASE [AMP]`` at a laser (no type, ``amp``, ``freq``,
   ``phase``; an ``amp`` amplitude halved, Finesse 3's amplitude modulation being
   twice Finesse 2's) or at a mirror (no type: motion; only with every carrier at the
   reference frequency, Finesse 2 scaling motion by each carrier's wavenumber);
-  ``$mfs`` is written ``-$fs`` (the legacy parser reads ``$mfs`` as ``$fs``).
+  ``$mfs`` is written ``-$fs`` (the legacy parser reads ``$mfs`` as ``$fs``); at a
+  space (no type or ``phase``: a gravitational-wave strain, with its sign turned to
+  Finesse 2's, without higher-order modes; see :meth:`_Translator.strain`); with
+  radiation pressure (``attr NAME mass``), a mirror's own motion signal turned by 180
+  degrees when it has a mass (:meth:`_Translator.flip_motion_with_mass`); one ``fsig``
+  name at several components (the later ones renamed); ``$fs`` without ``fsig``: 0.
+* ``qnoised``/``qshot`` and their ``S`` forms with no demodulation or one at ``$fs``:
+  Finesse 2's Planck constant and ``S`` normalisation (:meth:`_Translator.noise`).
 
 * ``lock[*] NAME $INPUT GAIN ACCURACY [OFFSET]``: a model parameter ``NAME__lock``
   holding the lock's value (an output column ``NAME``), iterated before each point
@@ -66,8 +78,10 @@ Translated, as Finesse 2.3.1 does it:
 
 Refused with the line and the construct (:class:`Refusal`): constructs whose results
 Finesse 3 cannot reproduce or that the legacy parser would silently drop (``fsig``
-signal injection other than the above, ``qhd``, apertures with higher-order modes,
-``put`` of a function of detector outputs, a ``lock`` on a ``beam`` camera sweep).
+signal injection other than the above, ``qhd``, quantum noise other than the above
+and the ``N`` forms, apertures with higher-order modes, ``put`` of a function of detector
+outputs, a ``lock`` on a ``beam`` camera sweep). A command whose numbers were never
+checked against Finesse 2.3.1 (not in :data:`CHECKED`) is said on standard error.
 """
 
 from __future__ import annotations
@@ -77,10 +91,12 @@ import math
 import re
 from typing import TYPE_CHECKING
 
+from katparallel.finesse2.constructs import STANDARD_INI, Lock, Refusal
+
 if TYPE_CHECKING:
     import finesse
 
-__all__ = ("Refusal", "STANDARD_INI", "Translation", "apply", "translate")
+__all__ = ("Lock", "Refusal", "STANDARD_INI", "Translation", "apply", "translate")
 
 # Commands declaring a component, and how many of their last words are nodes.
 _COMPONENT_NODES = {
@@ -88,7 +104,11 @@ _COMPONENT_NODES = {
     "m": 2, "m1": 2, "m2": 2, "mirror": 2, "lens": 2, "mod": 2, "isol": 2, "diode": 2,
     "bs": 4, "bs1": 4, "bs2": 4, "beamsplitter": 4, "dbs": 4,
 }
-_QUANTUM = re.compile(r"^(qnoised|qshot|qd|sd|q\d*hd)[SN]?$")
+_QUANTUM = re.compile(r"^(qd|sd|q\d*hd)[SN]?$")  # refused with a signal
+_NOISE_DETECTORS = ("qnoised", "qnoisedS", "qshot", "qshotS")
+#: Planck's constant in Finesse 2.3.1 (CODATA 2014; measured: its quantum noise is
+#: Finesse 3's, which uses CODATA 2018's 6.62607015e-34, times 1 - 8.3e-9).
+PLANCK_FINESSE2 = 6.62607004e-34
 _DETECTORS = re.compile(r"^(pd\d*|ad|qnoisedS?|qshotS?|bp|beam)$")
 # Components at whose nodes Finesse 2's default detector direction is the beam going
 # into the component (the legacy parser assumes the beam coming out of it).
@@ -102,15 +122,7 @@ _SCALE_WORDS = {"deg": 180 / math.pi, "rad": math.pi / 180}
 # Signal injections Finesse 3 reproduces (measured against Finesse 2.3.1), by the kind
 # of component and the type word (None: no type given).
 _INJECTIONS = {("laser", None), ("laser", "amp"), ("laser", "freq"), ("laser", "phase"),
-               ("mirror", None)}
-#: The settings of Finesse 2.3.1's standard kat.ini (also its built-in defaults)
-#: that change results: katparallel's kat follows these and reads no kat.ini.
-STANDARD_INI = {
-    "clight": 299792458.0, "lambda": 1.064e-6, "qeff": 1.0, "x_scale": 1e-9,
-    "quantum_scaling": 3, "amplitude_scaling": 2, "locksteps": 10000, "autostop": 1,
-    "sequential": 5, "autogain": 2, "lockthresholdlow": 0.01, "lockthresholdhigh": 1.5,
-    "locktest1": 5, "locktest2": 40, "gainfactor": 3.0,
-}
+               ("mirror", None), ("space", None), ("space", "phase")}
 # Commands declaring a component of each kind whose parameter names Finesse 2 takes
 # case-insensitively, and those names as the legacy parser spells them (lower case
 # -> spelling; Finesse 2's aliases included).
@@ -149,62 +161,49 @@ _BEAM_PARAMETERS = {"w": "w", "w0": "w0", "z": "z", "zr": "zr", "g": "gouy",
                     "gouy": "gouy", "r": "rc", "rc": "rc", "q": "q"}
 _AXES = ("xaxis", "xaxis*", "x2axis", "x2axis*", "x3axis", "x3axis*")
 _REFUSED = {
-    "qhd": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
-    "qhdS": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
-    "qhdN": "Finesse 3 has no quantum homodyne detector of Finesse 2's kind",
+    **dict.fromkeys(("qnoisedN", "qshotN"), "Finesse 3's legacy parser has no "
+                    "quantum-noise detector normalised this way"),
+    **dict.fromkeys(("qhd", "qhdS", "qhdN"), "Finesse 3 has no quantum homodyne "
+                    "detector of Finesse 2's kind (Finesse 2's mixes the fields of two "
+                    "nodes; Finesse 3's QuantumBHD takes an ideal local oscillator)"),
 }
 
 
-class Refusal(Exception):
-    """A construct of the kat file that cannot be reproduced with Finesse 3.
-
-    Parameters
-    ----------
-    lineno : int
-        The construct's (1-based) line in the kat file.
-    construct : str
-        The command or attribute, e.g. ``"lock"``.
-    why : str
-        Why it cannot be reproduced.
-    """
-
-    def __init__(self, lineno: int, construct: str, why: str):
-        super().__init__(f"line {lineno}: '{construct}': {why}")
-        self.lineno = lineno
-        self.construct = construct
-        self.why = why
-
-    @property
-    def problem(self) -> tuple[int, str]:
-        """``(line, "'construct': why")``, as the kat program's errors list them."""
-        return self.lineno, f"'{self.construct}': {self.why}"
-
-
-@dataclasses.dataclass
-class Lock:
-    """One ``lock[*] NAME $INPUT GAIN ACCURACY [OFFSET]`` line.
-
-    Attributes
-    ----------
-    lineno : int
-        Its line in the kat file.
-    name : str
-        The lock's variable, ``$NAME`` in ``put`` and ``func``.
-    input : str
-        The ``set`` or ``func`` it drives to ``-offset``.
-    gain, accuracy, offset : float
-        As written.
-    once : bool
-        ``lock*``: Finesse 2 locks it in its first run (the first point) only.
-    """
-
-    lineno: int
-    name: str
-    input: str
-    gain: float
-    accuracy: float
-    offset: float = 0.0
-    once: bool = False
+#: Every command whose numbers katparallel has checked against Finesse 2.3.1, and a
+#: reference file of ``tests/data/finesse2`` that checks it (``.extra``: appended to
+#: PyKat's aLIGO design file). A command missing here (and from
+#: :data:`NO_NUMBERS`) is said on standard error as unchecked: its numbers may differ
+#: from Finesse 2's, and a difference must never be written silently. A test checks
+#: that each file exists and uses its command.
+CHECKED = {
+    "l": "ad_absent.kat", "tem": "laser_gouy_cav_modes.kat", "m": "ad_absent.kat",
+    "m1": "beam_field_yx.kat", "m2": "aligo_design_homs.extra", "bs": "bp_direction.kat",
+    "bs1": "open_port_gauss.kat", "bs2": "tuned_substrate.kat",
+    "dbs": "aligo_design_homs.extra", "s": "ad_absent.kat", "mod": "ad_absent.kat",
+    "lens": "bp_direction.kat", "isol": "bp_direction.kat", "attr": "bp_direction.kat",
+    "cav": "bp_direction.kat", "gauss": "beam_field_yx.kat", "maxtem": "beam_x.kat",
+    "phase": "ftblock_modes.kat", "pd": "beam_x.kat", "pd1": "case_names.kat",
+    "pd2": "fsig_laser_amp.kat", "ad": "ad_absent.kat", "bp": "bp_direction.kat",
+    "beam": "beam_field_yx.kat", "gouy": "gauss_name_shared.kat",
+    "fsig": "fsig_laser_amp.kat", "const": "const_ref.kat", "var": "var_put.kat",
+    "set": "case_names.kat", "func": "case_names.kat", "put": "case_names.kat",
+    "put*": "func_put.kat", "lock": "lock_one.kat", "lock*": "lock_star.kat",
+    "scale": "scale.kat", "tf": "mech_no_fsig.kat", "xaxis": "ad_absent.kat",
+    "xaxis*": "var_sweep.kat", "x2axis": "beam_field_yx.kat",
+    "x3axis": "x3axis_func_put.kat", "noxaxis": "bp_direction.kat",
+    "yaxis": "ad_absent.kat", "multi": "x3axis_func_put.kat", "sq": "sq_classical.kat",
+    "qnoised": "qnoise_squeezed.kat", "qshot": "qnoise_squeezed.kat",
+    "qnoisedS": "qnoise_ratio.kat", "qshotS": "qnoise_ratio.kat",
+    "xd": "fsig_mass_xd.kat",
+}
+#: Other spellings Finesse 2 (and the legacy parser) read as the same command.
+ALIASES = {"laser": "l", "light": "l", "mirror": "m", "beamsplitter": "bs",
+           "space": "s", "diode": "isol", "cavity": "cav", "variable": "var",
+           "x2axis*": "xaxis*", "x3axis*": "xaxis*", "gauss*": "gauss", "tf2": "tf"}
+#: Commands that change no number of the output (plots, printing, timing).
+NO_NUMBERS = {"gnuterm", "pyterm", "noplot", "time", "trace", "retrace", "debug",
+              "pause", "printmatrix", "showiterate", "width", "frequency", "FTblock",
+              "FTend", "startnode"}
 
 
 @dataclasses.dataclass
@@ -255,6 +254,14 @@ class Translation:
         component and parameter.
     locks : list of Lock
         ``lock``/``lock*`` lines, in file order.
+    flipped : list of str
+        Signals (``fsig`` names) whose phase Finesse 2 turns by 180 degrees.
+    noise : dict
+        Quantum-noise detectors -> the hidden detector of the signal an ``S`` form
+        divides by (None: no division); see :meth:`_Translator.noise`.
+    first_max : dict
+        ``pd2 NAME f1 max f2 [PHASE2] NODE`` -> (the hidden detector demodulating
+        at 90 degrees first, PHASE2 or None); see :meth:`_Translator.demod_max`.
     """
 
     text: str
@@ -274,6 +281,15 @@ class Translation:
     trace_sources: list[tuple[int, str]] = dataclasses.field(default_factory=list)
     targets: list[tuple[int, str, str, str]] = dataclasses.field(default_factory=list)
     locks: list[Lock] = dataclasses.field(default_factory=list)
+    flipped: list[str] = dataclasses.field(default_factory=list)
+    noise: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    first_max: dict[str, tuple[str, float | None]] = dataclasses.field(
+        default_factory=dict)
+
+    def hidden(self) -> set[str]:
+        """Detectors the front end added for a computation, not written as columns."""
+        return ({signal for signal in self.noise.values() if signal}
+                | {other for other, _ in self.first_max.values()})
 
     def scale_of(self, detector: str, lambda0: float) -> float:
         """Return the factor ``scale`` commands put on ``detector``'s output.
@@ -313,8 +329,12 @@ class _Translator:
         self.lasers: list[tuple[str, str]] = []  # (name, node)
         self.traced = 0  # line of the first cav or gauss
         self.beam_parameters = 0  # line of the first bp
+        self.beam_detector = 0  # line of the first beam
         self.trace_sources = 0  # how many cav and gauss commands
         self.apertures: list[tuple[int, str]] = []
+        self.unchecked: set[str] = set()  # commands noted as never checked
+        self.fs_zero = 0  # line of the first $fs read as 0 (no fsig)
+        self.block = ""  # the end of a GNUPLOT or /* block being skipped, if in one
         self.result = Translation(text="")
         self.handlers = {
             "fsig": self.fsig, "var": self.variable, "variable": self.variable,
@@ -324,7 +344,7 @@ class _Translator:
             "set": self.set_output, "func": self.func, "put": self.put,
             "put*": self.put, "const": self.const, "tf": self.transfer,
             "tf2": self.transfer, "lock": self.lock, "lock*": self.lock,
-            "multi": self.plot_only,
+            "multi": self.plot_only, **dict.fromkeys(_NOISE_DETECTORS, self.noise),
         }
         self.kinds = _component_kinds(self.lines)
         self.beams = {words[1] for line in self.lines
@@ -343,7 +363,8 @@ class _Translator:
         self.fsig_line = next((i for i, line in enumerate(self.lines, start=1)
                                if _code(line)[0][:1] == ["fsig"]), 0)
         self.mechanics = 0  # line of the first tf or mechanical attr dropped
-        self.injections: list[tuple[int, str, str]] = []  # (line, fsig name, kind)
+        # (line, fsig name, kind of component, component)
+        self.injections: list[tuple[int, str, str, str]] = []
         self.inward = {word for line in self.lines
                        for words in [_code(line)[0]] if words and words[0] in _INWARD
                        for word in words[-2:]}
@@ -359,10 +380,6 @@ class _Translator:
             self.out.append(" ".join(words) + (" " + comment if comment else "")
                             if words else "")
         self.check_injections()
-        if self.result.maxtem not in (None, "off") and self.apertures:
-            lineno, name = self.apertures[0]
-            raise Refusal(lineno, "r_ap", f"the aperture of '{name}' clips "
-                          "higher-order modes, which Finesse 3 models with maps only")
         if self.trace_sources > 1 and self.result.maxtem != "off":
             self.result.notes.append(
                 f"line {self.traced}: {self.trace_sources} cav/gauss commands with "
@@ -378,11 +395,16 @@ class _Translator:
                 f"line {self.mechanics}: without fsig, Finesse 2 computes no signal "
                 "sidebands, so mechanical transfer functions (tf, attr zmech/rxmech/"
                 "rymech) change no output; katparallel leaves them out")
-        if self.beam_parameters and self.result.maxtem == "off":
-            raise Refusal(self.beam_parameters, "bp", "Finesse 2 refuses beam parameter "
-                          "detectors without Hermite-Gauss modes (maxtem off)")
-        if self.beam_parameters and self.result.maxtem is None and not self.traced:
-            self.result.maxtem = "0"  # Finesse 2 switches modes on for bp alone too
+        beam_lines = [line for line in (self.beam_parameters, self.beam_detector) if line]
+        if beam_lines and self.result.maxtem == "off":
+            lineno = min(beam_lines)
+            cmd = "bp" if lineno == self.beam_parameters else "beam"
+            raise Refusal(lineno, cmd, "Finesse 2 refuses beam parameter detectors and "
+                          "beam analysers without Hermite-Gauss modes (maxtem off)")
+        if beam_lines and self.result.maxtem is None and not self.traced:
+            # Finesse 2 switches modes on for bp or beam alone too (maxtem 0, and the
+            # 2 mm beam at each laser: measured on beam_no_trace.kat).
+            self.result.maxtem = "0"
         if not self.traced and self.result.maxtem not in (None, "off"):
             self.dummy_gauss()
         if self.traced and self.result.maxtem is None:
@@ -391,6 +413,28 @@ class _Translator:
                 f"line {self.traced}: with a cavity or gauss and no maxtem, Finesse 2 "
                 "switches on higher-order modes with maxtem 0 (mode mismatch costs "
                 "power); katparallel follows it")
+        self.check_misaligned_masses()
+        moving = next((i for i in self.injections if i[2] == "space"
+                       or (i[2] == "mirror" and self.odd_in_x())), None)
+        if self.result.maxtem not in (None, "off") and moving:
+            why = ("Finesse 2 and Finesse 3 give the higher-order modes' strain "
+                   "sidebands different values (measured on one space with HG10, HG01 "
+                   "and HG20 light: Finesse 3 gives HG10 and HG01 none, Finesse 2 "
+                   "does)" if moving[2] == "space" else
+                   "Finesse 2's motion sidebands of modes odd in x have the opposite "
+                   "sign of Finesse 3's (measured on one mirror: HG10 and HG11 "
+                   "flipped, HG00, HG01 and HG20 equal), and this file has such "
+                   "light (a tem with odd n, or an xbeta)")
+            raise Refusal(moving[0], "fsig", f"a signal at a {moving[2]} with "
+                          f"Hermite-Gauss modes on: {why}")
+        if self.result.maxtem not in (None, "off") and self.apertures:
+            # Also with the maxtem 0 a cav, gauss, bp or beam implies: Finesse 2 then
+            # clips the TEM00 mode (by a numerical overlap integral: a 10 cm aperture
+            # on a 0.6 mm beam still moves the power by 6e-4; rap.kat in issue 19).
+            lineno, name = self.apertures[0]
+            raise Refusal(lineno, "r_ap", f"the aperture of '{name}' clips "
+                          "Hermite-Gauss modes (switched on here), which Finesse 2 "
+                          "integrates numerically and Finesse 3 models with maps only")
         self.result.text = "\n".join(self.out + self.extra) + "\n"
         return self.result
 
@@ -399,6 +443,7 @@ class _Translator:
         cmd = words[0]
         if cmd in _REFUSED:
             raise Refusal(lineno, cmd, _REFUSED[cmd])
+        self.checked(lineno, cmd)
         if cmd in ("gauss", "gauss*") and len(words) > 1 and words[1] in self.named:
             # Finesse 2 keeps gauss names apart from other names; Finesse 3 does not.
             words = [cmd, f"{words[1]}__gauss", *words[2:]]
@@ -417,6 +462,14 @@ class _Translator:
         if cmd != "func":  # (a func's $mfs: see _namespace)
             # The legacy parser reads Finesse 2's negative signal frequency as $fs.
             words = ["-$fs" if word == "$mfs" else word for word in words]
+        if not self.fsig_line and cmd != "func" and ({"$fs", "-$fs"} & set(words)):
+            # Without fsig Finesse 2's signal frequency is 0 (measured: a pd2 at
+            # '5M 0 $fs' then equals the pd1 at '5M 0'); the legacy parser lacks $fs.
+            words = ["0" if word in ("$fs", "-$fs") else word for word in words]
+            if not self.fs_zero:
+                self.fs_zero = lineno
+                self.result.notes.append(f"line {lineno}: without fsig, Finesse 2 "
+                                         "reads $fs as 0; katparallel follows it")
         handler = self.handlers.get(cmd)
         if handler is not None:
             return handler(lineno, words)
@@ -425,6 +478,22 @@ class _Translator:
         if _DETECTORS.match(cmd) and len(words) > 2:
             return self.detector(lineno, words)
         return words
+
+    def checked(self, lineno: int, cmd: str) -> None:
+        """Say once per command when its numbers were never checked against Finesse 2."""
+        if cmd in ("GNUPLOT", "/*") or cmd.startswith("/*"):
+            self.block = "END" if cmd == "GNUPLOT" else "*/"
+        if self.block:
+            if cmd == self.block or cmd.endswith("*/"):
+                self.block = ""
+            return
+        known = ALIASES.get(cmd, cmd)
+        if known in CHECKED or known in NO_NUMBERS or cmd in self.unchecked:
+            return
+        self.unchecked.add(cmd)
+        self.result.warnings.append(
+            f"line {lineno}: '{cmd}' has not been checked against Finesse 2.3.1 by "
+            "katparallel: its numbers may differ from Finesse 2's")
 
     def parameter(self, lineno: int, words: list[str], index: int) -> list[str]:
         """Spell parameter ``words[index]`` of ``words[index - 1]`` as the parser does.
@@ -458,12 +527,27 @@ class _Translator:
         kind = self.kinds.get(words[2])
         mod_type = words[3] if typed else None
         construct = " ".join(words[:4 if typed else 3])
+        if kind == "bs" and mod_type is None:
+            raise Refusal(lineno, construct, "Finesse 2 scales a beam splitter's motion "
+                          "signal by cos(alpha) on its front surface only (measured: "
+                          "0.7746 against Finesse 3's 0.5477 on the back at 45 degrees), "
+                          "Finesse 3 on both surfaces")
+        if kind == "mod":
+            raise Refusal(lineno, construct, "Finesse 3 does not implement a phase "
+                          "signal at a phase modulator, and its other modulator signals "
+                          "differ from Finesse 2's (measured: 'amp' sidebands 0.1 to 1.8 "
+                          "times Finesse 2's)")
         if (kind, mod_type) not in _INJECTIONS:
             raise Refusal(lineno, construct, "Finesse 3's legacy parser injects this "
                           "signal differently from Finesse 2 (katparallel reproduces "
-                          "fsig at a laser, of no type, amp, freq or phase, and at a "
-                          "mirror, of no type)")
-        self.injections.append((lineno, words[1], kind))
+                          "fsig at a laser, of no type, amp, freq or phase, at a "
+                          "mirror, of no type, and at a space, of no type or phase)")
+        count = sum(1 for i in self.injections if i[1].split("__")[0] == words[1])
+        if count:  # Finesse 2 injects one signal at several components (PyKat's DOFs)
+            words = [words[0], f"{words[1]}__{count + 1}", *words[2:]]
+        self.injections.append((lineno, words[1], kind, words[2]))
+        if kind == "space":
+            return self.strain(lineno, words, typed, construct)
         amp_index = 6 if typed else 5
         if mod_type == "amp":
             amp = words[amp_index] if len(words) > amp_index else "1"
@@ -471,6 +555,27 @@ class _Translator:
                 raise Refusal(lineno, construct, f"amplitude '{amp}' is not a number")
             words = [*words[:amp_index], repr(_number(amp) / 2)]
         return words
+
+    def strain(self, lineno: int, words: list[str], typed: bool,
+               construct: str) -> list[str]:
+        """``fsig NAME SPACE [phase] f PHASE [AMP]``: a gravitational-wave strain.
+
+        Finesse 2 and Finesse 3 both follow Bond, Brown and Freise (LIGO-T1300190):
+        a strain h of the space's length gives each carrier the sidebands
+        i m e^(-i w_g n L / 2c) with m = (w_0 / 2 w_g) sin(w_g n L / 2c) (upper; the
+        lower has +i). Finesse 3 writes m with a minus sign (its Eq. 14 as coded), so
+        its sidebands are Finesse 2's times -1 (measured against Finesse 2.3.1:
+        equal and opposite to 1e-12 at 1 m and 3 km, 1 Hz to 100 kHz). The front end
+        passes the strain node (no type: the legacy parser's ``phase`` would be the
+        space's phase signal instead) with the signal's phase turned by 180 degrees.
+        """
+        phase_index = 5 if typed else 4
+        if len(words) <= phase_index or not _is_number(words[phase_index]):
+            raise Refusal(lineno, construct, "expected 'fsig name space [phase] f "
+                          "phase [amplitude]' with a number for the phase")
+        phase = _number(words[phase_index]) + 180.0
+        rest = words[phase_index + 1:]
+        return [words[0], words[1], words[2], words[phase_index - 1], repr(phase), *rest]
 
     def check_injections(self) -> None:
         """Refuse what Finesse 3 computes differently around a signal injection.
@@ -487,7 +592,7 @@ class _Translator:
         if not self.injections:
             return
         for lineno, cmd, component, param in self.result.targets:
-            if component in {name for _, name, _ in self.injections} and param != "f":
+            if component in {i[1] for i in self.injections} and param != "f":
                 raise Refusal(lineno, cmd, f"a sweep or put of a signal's '{param}' is "
                               "not reproduced (only its frequency f)")
         for lineno, line in enumerate(self.lines, start=1):
@@ -497,10 +602,7 @@ class _Translator:
             if _QUANTUM.match(words[0]):
                 raise Refusal(lineno, words[0], "quantum noise detectors with a signal "
                               "injected by fsig are not reproduced")
-            if words[0] == "attr" and any(_ATTRIBUTES.get(w.lower()) == "mass"
-                                          for w in words[2::2]):
-                raise Refusal(lineno, "attr mass", "radiation pressure on a mass with "
-                              "a signal injected by fsig is not reproduced")
+        self.flip_motion_with_mass()
         mirror = next((i for i in self.injections if i[2] == "mirror"), None)
         if mirror is None:
             return
@@ -518,6 +620,111 @@ class _Translator:
         for lineno, cmd, component, param in self.result.targets:
             if component in lasers and param.lower() == "f":
                 raise Refusal(lineno, cmd, f"a laser's frequency varies: {why}")
+
+    def noise(self, lineno: int, words: list[str]) -> list[str]:
+        """``qnoised``/``qshot`` ``NAME N [f1 PHASE1] NODE`` and their ``S`` forms.
+
+        Measured against Finesse 2.3.1 (``qnoise_*`` references: a detuned cavity with
+        masses, modulator sidebands, a squeezer), with no demodulation or one at the
+        signal frequency Finesse 3's noise is Finesse 2's times sqrt(h3 / h2), the
+        two programs taking Planck's constant from different CODATA releases; the
+        kat program divides that factor out (:data:`PLANCK_FINESSE2`). A demodulation
+        phase changes no noise of one demodulation in either (and ``max`` is dropped).
+        Finesse 2's ``S`` form is that noise over the modulus of the signal a ``pdN``
+        with the same demodulations gives (its complex modulus without a last phase or
+        with ``max``); Finesse 3's differs, so the front end adds that ``pdN`` as a
+        hidden detector ``NAME__signal`` and the kat program divides.
+        """
+        cmd, construct = words[0], words[0]
+        if not self.fsig_line:
+            raise Refusal(lineno, construct, "without fsig Finesse 3 computes no "
+                          "quantum noise (it writes no output for this detector)")
+        if len(words) < 4 or not words[2].isdigit() or int(words[2]) > 1:
+            raise Refusal(lineno, construct, "only quantum noise with no demodulation or "
+                          "one at the signal frequency ($fs) is reproduced (measured: "
+                          "0.7% off with an RF demodulation first)")
+        demods = int(words[2])
+        spec = words[3:-1]
+        if demods == 1 and (len(spec) not in (1, 2) or spec[0] not in ("$fs", "-$fs")):
+            raise Refusal(lineno, construct, "only quantum noise demodulated at the "
+                          "signal frequency ($fs) is reproduced")
+        if demods == 0 and (spec or cmd.endswith("S")):
+            raise Refusal(lineno, construct, "expected 'qnoised name 0 node' (an S form "
+                          "needs a demodulation at the signal frequency)")
+        if spec and spec[-1] == "max":
+            spec = spec[:1]
+        spec = ["-$fs" if word == "$mfs" else word for word in spec]
+        words = self.detector(lineno, [cmd.rstrip("S"), words[1], words[2], *spec,
+                                       words[-1]])
+        signal = None
+        if cmd.endswith("S"):
+            signal = f"{words[1]}__signal"
+            self.extra.append(" ".join(["pd1", signal, *spec, words[-1]]))
+        self.result.noise[words[1]] = signal
+        self.result.inexact.append((lineno, cmd))
+        return words
+
+    def odd_in_x(self) -> bool:
+        """Whether the file can have light in modes odd in x (HG10, HG11, ...).
+
+        A laser's ``tem`` with odd n, or a yaw misalignment (``xbeta``, given or
+        swept); mode mismatch and pitch (``ybeta``) make none (measured: a mirror's
+        motion signal then agrees with Finesse 2.3.1, ``fsig_mirror_modes``).
+        """
+        for line in self.lines:
+            words = _code(line)[0]
+            if (words[:1] == ["tem"] and len(words) > 4 and words[2].isdigit()
+                    and int(words[2]) % 2 and not _is_zero(words[4])):
+                return True
+        return bool(self.attributes(("xbeta",))) or any(
+            param == "xbeta" for _, _, _, param in self.result.targets)
+
+    def attributes(self, keys: tuple[str, ...]) -> dict[str, int]:
+        """Components given a nonzero ``attr`` of ``keys``, and the first such line."""
+        found: dict[str, int] = {}
+        for lineno, line in enumerate(self.lines, start=1):
+            words = _code(line)[0]
+            if words[:1] == ["attr"] and len(words) > 3:
+                for key, value in zip(words[2::2], words[3::2]):
+                    if _ATTRIBUTES.get(key.lower()) in keys and not _is_zero(value):
+                        found.setdefault(words[1], lineno)
+        return found
+
+    def check_misaligned_masses(self) -> None:
+        """Refuse radiation pressure with a signal where a mirror is misaligned.
+
+        With modes on, a signal, masses and a yawed mirror (``xbeta``), Finesse 2 and
+        Finesse 3 differ (measured: up to 50% in a transfer function); any two of the
+        three agree, and so does a pitched one (``ybeta``; references ``fsig_mass_*``,
+        ``fsig_laser_homs``).
+        """
+        if not self.injections or self.result.maxtem in (None, "off"):
+            return
+        masses = self.attributes(("mass",))
+        tilted = self.attributes(("xbeta",))
+        tilted.update({component: lineno for lineno, _, component, param
+                       in self.result.targets if param == "xbeta"})
+        if masses and tilted:
+            name, lineno = next(iter(tilted.items()))
+            raise Refusal(lineno, "xbeta", f"'{name}' is misaligned while masses feel "
+                          "radiation pressure from a signal with Hermite-Gauss modes "
+                          "on: Finesse 2 and Finesse 3 differ there (measured: up to "
+                          "50% in a transfer function)")
+
+    def flip_motion_with_mass(self) -> None:
+        """Finesse 2's sign of a motion signal at a mirror that has a mass.
+
+        Radiation pressure (``attr NAME mass``) with a signal agrees with Finesse 3 as
+        it stands: signals at a laser or a space drive the masses alike (references
+        ``fsig_mass_*``, a detuned cavity with modulator sidebands). So does a motion
+        signal at a mirror without a mass. At a mirror with a mass, Finesse 2 moves it
+        the other way: every output is Finesse 3's times -1 (measured against
+        Finesse 2.3.1 with and without a mass on the other mirror), so that signal's
+        phase is turned by 180 degrees (:func:`apply`).
+        """
+        masses = self.attributes(("mass",))
+        self.result.flipped = [name for _, name, kind, component in self.injections
+                               if kind == "mirror" and component in masses]
 
     def variable(self, lineno: int, words: list[str]) -> list[str]:
         """``var NAME VALUE``: a laser of no power alone on its node (see above)."""
@@ -548,6 +755,8 @@ class _Translator:
 
     def put(self, lineno: int, words: list[str]) -> list[str]:
         """``put[*] COMP PARAM $FUNC`` (or ``$LOCK``): applied by :func:`apply`."""
+        if len(words) == 4 and words[1] in self.variables:
+            words = [*words[:2], "phase", words[3]]  # a var's value (see set_output)
         if len(words) == 4 and words[3][1:] in self.put_sources:
             self.result.puts.append((lineno, words[1], words[2], words[3][1:],
                                      words[0] == "put*"))
@@ -579,6 +788,8 @@ class _Translator:
         """Finesse 2's default direction at a lens or isolator; ``max`` phases; ``bp``."""
         if words[0] == "bp":
             words = self.beam_parameter(lineno, words)
+        if words[0] == "beam":
+            self.beam_detector = self.beam_detector or lineno
         node = words[-1]
         if node.rstrip("*") in self.inward:
             words = [*words[:-1], node[:-1] if node.endswith("*") else node + "*"]
@@ -608,6 +819,10 @@ class _Translator:
 
     def set_output(self, lineno: int, words: list[str]) -> list[str]:
         """``set NAME DET re``: a detector's output, for functions to use."""
+        if len(words) == 4 and words[2] in self.variables:
+            # A var's value (Finesse 2 calls it 're', as 'xaxis VAR re' sweeps it) is
+            # its stand-in laser's phase: a parameter, not a detector's output.
+            return [*words[:3], "phase"]
         if len(words) != 4 or words[3] not in _OUTPUT_PARTS:
             return words  # a component parameter: the legacy parser reads it
         if words[3] != "re":
@@ -651,6 +866,31 @@ class _Translator:
                                       once=cmd == "lock*"))
         self.result.inexact.append((lineno, cmd))
         return []
+
+    def first_demod_max(self, lineno: int, words: list[str]) -> list[str]:
+        """``pd2 NAME f1 max f2 [PHASE2] NODE``: Finesse 2's first phase ``max``.
+
+        Measured against Finesse 2.3.1 (``pd2_first_max*``, to 1e-13): Finesse 2 takes
+        the first phase phi that maximises the modulus of the signal after the first
+        demodulation, Z(phi) = (P e^(-i phi) + Q e^(i phi)) / 2, that is
+        phi = (arg P - arg Q) / 2 with each argument in (-180, 180] degrees (of the
+        two maxima, phi and phi + 180, the one this formula gives), then demodulates
+        Z(phi) as written. With Z(0) and Z(90) (two ``pd2`` without a last phase),
+        P = Z(0) + i Z(90) and Q = Z(0) - i Z(90); the kat program computes the rest.
+        """
+        phase = words[5] if len(words) == 7 else None
+        if phase == "max":  # both 'max': the modulus of Z(phi) (measured too)
+            self.result.moduli.add(words[1])
+            phase = None
+        if phase is not None and not _is_number(phase):
+            raise Refusal(lineno, words[0], f"the second phase '{phase}' must be a "
+                          "number when the first is 'max'")
+        name, node = words[1], words[-1]
+        other = f"{name}__90"
+        self.extra.append(" ".join(["pd2", other, words[2], "90", words[4], node]))
+        self.result.first_max[name] = (other, None if phase is None else _number(phase))
+        self.result.inexact.append((lineno, "pd2 ... max"))
+        return ["pd2", name, words[2], "0", words[4], node]
 
     def component(self, words: list[str], n_nodes: int) -> list[str]:
         """Join a node two components share with a space of length 0."""
@@ -723,6 +963,9 @@ class _Translator:
                 self.result.flat.append((name, key, lineno))
             elif key == "r_ap":
                 self.apertures.append((lineno, name))
+            elif key == "mass" and _is_number(value) and _number(value) <= 0:
+                raise Refusal(lineno, "attr", f"mass {value}: a mass must be > 0 "
+                              "(Finesse 2 refuses it too)")
             elif key in ("zmech", "rxmech", "rymech") and not self.fsig_line:
                 self.mechanics = self.mechanics or lineno  # no signal: no effect
             elif key in ("zmech", "rxmech", "rymech"):
@@ -743,6 +986,8 @@ class _Translator:
     def demod_max(self, lineno: int, words: list[str]) -> list[str]:
         """``pdN ... max``: drop the last phase and keep the modulus."""
         index = max(i for i, w in enumerate(words) if w == "max")
+        if words[0] == "pd2" and words[3:4] == ["max"] and len(words) in (6, 7):
+            return self.first_demod_max(lineno, words)
         if index != len(words) - 2:
             raise Refusal(lineno, words[0], "only the last demodulation phase can be "
                           "'max' in this kat")
@@ -874,6 +1119,8 @@ def apply(model: finesse.Model, translation: Translation, run: bool = False) -> 
         Naming the line of a component, name or expression that cannot be built.
     """
     _modes(model, translation)
+    for name in translation.flipped:  # see _Translator.flip_motion_with_mass
+        model.elements[name].phase = model.elements[name].phase.value + 180.0
     if run:
         allow_sums_past_one(model)
     _beam_parameter_directions(model, translation)
@@ -888,6 +1135,7 @@ def apply(model: finesse.Model, translation: Translation, run: bool = False) -> 
     for lineno, component, param, func, add in translation.puts:
         _put(model, lineno, component, param, values[func], add)
     _beam_trace(model, translation)
+    _laser_gouy_phases(model, translation)
     _install_locks(model, translation)
 
 
@@ -896,22 +1144,26 @@ _GEOMETRY = {"Rc", "Rcx", "Rcy", "L", "n", "alpha", "w0", "z", "w0x", "w0y", "zx
              "zr", "q", "qx", "qy", "lambda"}
 
 
-def _beam_trace(model: finesse.Model, translation: Translation) -> None:
-    """Several ``cav``/``gauss`` with modes: trace the beam as Finesse 2 does."""
+def _geometry_varies(model: finesse.Model, translation: Translation) -> str | None:
+    """The first sweep or ``put`` that changes beam parameters during the run, if any."""
     from finesse.components import Lens
 
+    for lineno, cmd, component, param in translation.targets:
+        element = model.elements.get(component)
+        if param in _GEOMETRY or (param == "f" and isinstance(element, Lens)):
+            return f"'{cmd} {component} {param}' (line {lineno})"
+    return None
+
+
+def _beam_trace(model: finesse.Model, translation: Translation) -> None:
+    """Several ``cav``/``gauss`` with modes: trace the beam as Finesse 2 does."""
     from katparallel.finesse2 import trace
 
     if translation.maxtem in (None, "off") or len(translation.trace_sources) < 2:
         return
-    varies = None
-    for lineno, cmd, component, param in translation.targets:
-        element = model.elements.get(component)
-        if param in _GEOMETRY or (param == "f" and isinstance(element, Lens)):
-            varies = f"'{cmd} {component} {param}' (line {lineno})"
-            break
     try:
-        trace.reproduce(model, [name for _, name in translation.trace_sources], varies)
+        trace.reproduce(model, [name for _, name in translation.trace_sources],
+                        _geometry_varies(model, translation))
     except trace.TraceDiffers as exc:
         lines = {name: lineno for lineno, name in translation.trace_sources}
         lineno = lines.get(exc.source, translation.trace_sources[0][0])
@@ -919,6 +1171,72 @@ def _beam_trace(model: finesse.Model, translation: Translation) -> None:
             else "cav"
         raise Refusal(lineno, construct, f"Finesse 2's beam trace cannot be reproduced: "
                       f"{exc}") from None
+
+
+def _laser_gouy_phases(model: finesse.Model, translation: Translation) -> None:
+    """Give each laser's modes the Gouy phase Finesse 2 gives them.
+
+    Both programs multiply a laser's HG(n, m) field by exp(i G), where (Finesse 3's
+    ``set_tem_gouy_phases``; ``phase`` levels 2 and 3 take the 00 mode's part away)
+
+        G = (n + 1/2) psi_x + (m + 1/2) psi_y [- (psi_x + psi_y) / 2],
+
+    psi = arctan(z / z_R) of the beam parameter q = z + i z_R at the laser's node.
+    Finesse 3 takes the q of the beam leaving the laser. Finesse 2 keeps one q per
+    node, for the beam travelling the way its trace reached the node (see
+    :mod:`katparallel.finesse2.trace`), and uses that one: when the trace comes to
+    the laser from the rest of the network (a ``cav``, or a ``gauss`` elsewhere), it
+    is the beam going into the laser, q' = -conj(q), so z and psi change sign and
+    Finesse 2's factor is exp(-i G). Measured against Finesse 2.3.1 (``laser_gouy_*``
+    references: HG10, HG01, HG21 and HG00 at ``phase`` 0 to 3, before a cavity and
+    before a ``gauss`` set downstream): the phases differ by exactly 2 G.
+
+    So such a laser (one with light in a mode whose G is not always 0) gets
+    ``add_gouy_phase`` off and its Finesse 2 factor, exp(-i G)
+    for the beam parameters of the model as it stands, written into its modes' phases.
+    A sweep or ``put`` of the geometry would leave those phases stale: refused.
+
+    Raises
+    ------
+    Refusal
+        If such a laser's beam parameters change during the run.
+    """
+    from finesse.components import Laser
+
+    from katparallel.finesse2 import trace
+
+    if translation.maxtem in (None, "off") or not translation.trace_sources:
+        return
+    zero00 = model._settings.phase_config.zero_tem00_gouy
+    lasers = [laser for laser in model.elements.values() if isinstance(laser, Laser)
+              and any(factor and ((n, m) != (0, 0) or not zero00)  # G not always 0
+                      for (n, m), (factor, _) in laser.power_coeffs.items())]
+    if not lasers:
+        return
+    stored = trace.reported_nodes(model, [name for _, name in translation.trace_sources])
+    lasers = [laser for laser in lasers if stored.get(laser.p1.o) is laser.p1.i]
+    if not lasers:
+        return
+    varies = _geometry_varies(model, translation)
+    if varies:
+        lineno, name = translation.trace_sources[0]
+        raise Refusal(lineno, "cav" if name in model.cavities else "gauss",
+                      f"Finesse 2 gives laser '{lasers[0].name}' the Gouy phase of the "
+                      "beam going into it, which katparallel can only fix for a geometry "
+                      f"that does not change, and {varies} changes it")
+    try:
+        beams = model.beam_trace(store=False)
+    except Exception:  # noqa: BLE001 - an unstable cavity: the run reports it
+        return
+    for laser in lasers:
+        qx, qy = beams[laser.p1.o]
+        psi_x, psi_y = float(qx.psi), float(qy.psi)
+        for (n, m), (factor, phase) in laser.power_coeffs.items():
+            gouy = (n + 0.5) * psi_x + (m + 0.5) * psi_y
+            if zero00:
+                gouy -= 0.5 * (psi_x + psi_y)
+            laser.tem(n, m, factor, phase - math.degrees(gouy))
+        laser.add_gouy_phase = False
 
 
 def _beam_parameter_directions(model: finesse.Model, translation: Translation) -> None:
@@ -1089,6 +1407,7 @@ def _put(model: finesse.Model, lineno: int, component: str, param: str, value: o
          add: bool) -> None:
     """``put[*] COMPONENT PARAM $FUNC``: the parameter follows the function."""
     from finesse.detectors.general import Detector
+    from finesse.exceptions import FinesseException
     from finesse.script.legacy import attribute_map
     from finesse.symbols import Constant, Symbol
 
@@ -1102,4 +1421,7 @@ def _put(model: finesse.Model, lineno: int, component: str, param: str, value: o
     name = attribute_map.get(param, param)
     if not isinstance(name, str) or not hasattr(element, name):
         raise Refusal(lineno, "put", f"'{component}' has no parameter '{param}'")
-    setattr(element, name, getattr(element, name).value + value if add else value)
+    try:
+        setattr(element, name, getattr(element, name).value + value if add else value)
+    except FinesseException as exc:  # e.g. a parameter put onto itself
+        raise Refusal(lineno, "put", str(exc).strip()) from None

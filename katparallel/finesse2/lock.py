@@ -48,7 +48,7 @@ import numpy as np
 
 from finesse.analysis.actions.base import Action
 
-from katparallel.finesse2.frontend import STANDARD_INI, Lock, Refusal
+from katparallel.finesse2.constructs import STANDARD_INI, Lock, Refusal
 
 __all__ = ("Locking", "constants")
 

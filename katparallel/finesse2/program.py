@@ -18,6 +18,10 @@ Usage, as PyKat 1.2.94 calls Finesse 2::
     banner on standard output.
 ``--no-backspace``
     Accepted; this program never writes backspace-animated progress.
+``-cr=on``, ``-cr=off``
+    Accepted (PyKat's ``ifo.scan_f`` passes ``-cr=on``): Finesse 2's coupling
+    reduction left its output byte for byte the same on four reference files
+    (modes, two cavities, a strain signal, quantum noise).
 ``-format=FMT``
     printf-style format of each number in the output file (default ``%.15g``).
 
@@ -55,14 +59,11 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import functools
-import importlib.metadata
 import math
 import os
 import re
 import sys
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -71,7 +72,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from katparallel.finesse2.frontend import (
-    STANDARD_INI, Refusal, Translation, apply, translate,
+    PLANCK_FINESSE2, STANDARD_INI, Refusal, Translation,
+)
+from katparallel.finesse2.model import (
+    KatError, _code_words, _declarations, _finesse3_version, _line_of, _translated,
+    load_model,
 )
 
 if TYPE_CHECKING:
@@ -85,12 +90,6 @@ DEFAULT_FORMAT = "%.15g"
 _PIPE_TIMEOUT = 10.0  # seconds to wait for PyKat to open its pipe
 _DASHES = "-" * 72  # PyKat cuts the banner at the second line of 72 dashes
 
-# Commands whose second word names another element rather than declaring one.
-_REFERRING = {"attr", "put", "put*", "set", "xaxis", "xaxis*", "x2axis", "x2axis*",
-              "x3axis", "x3axis*", "pdtype", "tem", "lock", "lock*", "noplot"}
-_FINESSE3_MESSAGE = re.compile(r"^(\d+):(\d+): (.+)$")
-_NAMED_ELEMENT = re.compile(r"In block '[^']*': (\S+):")
-_QUOTED = re.compile(r"'([^'\s]+)'")
 _ABSENT_BIN = re.compile(r"Error in amplitude detector (\S+):\s*Could not find a "
                          r"frequency bin")
 _COLUMN_KINDS = {"abs": "Abs", "deg": "Phase [Deg]", "re": "Re", "im": "Im", "db": "dB"}
@@ -98,50 +97,6 @@ _COLUMN_KINDS = {"abs": "Abs", "deg": "Phase [Deg]", "re": "Re", "im": "Im", "db
 
 class UsageError(Exception):
     """The command line cannot be understood."""
-
-
-class KatError(Exception):
-    """Finesse 3 cannot read or run the kat file.
-
-    Parameters
-    ----------
-    action : str
-        What failed, completing "Finesse 3's legacy (Finesse 2) parser cannot ...".
-    problems : list of (int or None, str)
-        Each problem's line number in the kat file (None if unknown) and message.
-    """
-
-    def __init__(self, action: str, problems: list[tuple[int | None, str]]):
-        super().__init__(action)
-        self.action = action
-        self.problems = problems
-
-    def render(self, text: str, filename: str) -> str:
-        """Return the Finesse-style error message for standard error.
-
-        Parameters
-        ----------
-        text : str
-            The kat file's contents, to quote the offending lines.
-        filename : str
-            The kat file's name.
-        """
-        lines = text.splitlines()
-        out = [f"*** Error: Finesse 3's legacy (Finesse 2) parser cannot "
-               f"{self.action} '{filename}':"]
-        for lineno, message in self.problems:
-            if lineno is not None and 0 < lineno <= len(lines):
-                out.append(f"    line {lineno}: {lines[lineno - 1].strip()}")
-                out.append(f"      {message}")
-            else:
-                out.append(f"    {message}")
-        out.append(
-            f"    This kat is katparallel's Finesse-3-backed stand-in for Finesse 2 "
-            f"(Finesse {_finesse3_version()}). To run this file, install Finesse 2 "
-            "and set FINESSE_DIR to its directory; a real Finesse 2 is always used "
-            "when present."
-        )
-        return "\n".join(out) + "\n"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,6 +159,8 @@ def parse_args(argv: Sequence[str]) -> Options:
             version = True
         elif arg in ("--perl1", "--no-backspace"):
             pass  # no pipe is the default; progress is never backspace-animated
+        elif arg in ("-cr=on", "-cr=off"):
+            pass  # coupling reduction (PyKat's scan_f): Finesse 2's numbers unchanged
         elif arg.startswith("--pykat="):
             pipe = Path(arg.split("=", 1)[1])
         elif arg.startswith("-format="):
@@ -212,7 +169,7 @@ def parse_args(argv: Sequence[str]) -> Options:
             raise UsageError(
                 f"option '{arg}' is not supported by katparallel's Finesse-3-backed "
                 "kat (supported: -v, --perl1, --pykat=PIPE, --no-backspace, "
-                "-format=FMT)"
+                "-cr=on|off, -format=FMT)"
             )
         else:
             files.append(Path(arg))
@@ -236,11 +193,6 @@ def _checked_format(fmt: str) -> str:
             "use e.g. -format=%.15g"
         ) from exc
     return fmt
-
-
-@functools.cache  # a metadata lookup costs ms, and a server asks on every run
-def _finesse3_version() -> str:
-    return importlib.metadata.version("finesse")
 
 
 def build_id() -> str:
@@ -338,112 +290,6 @@ class PykatPipe:
         self.path.unlink(missing_ok=True)
 
 
-def _code_words(line: str) -> list[str]:
-    return re.split(r"[#%]", line, maxsplit=1)[0].split()
-
-
-def _declarations(text: str) -> dict[str, int]:
-    """Map each element name to the (1-based) line declaring it."""
-    found: dict[str, int] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        words = _code_words(line)
-        if len(words) > 1 and words[0] not in _REFERRING:
-            found.setdefault(words[1], lineno)
-    return found
-
-
-def _line_of(message: str, text: str) -> int | None:
-    """Guess the line a Finesse 3 message without a line number is about.
-
-    The element it names first (``In block 'b': NAME: ...``, then quoted names) is
-    looked up among the file's declarations.
-    """
-    declared = _declarations(text)
-    names = _NAMED_ELEMENT.findall(message) + _QUOTED.findall(message)
-    return next((declared[n] for n in names if n in declared), None)
-
-
-def _numbered_problems(message: str) -> list[tuple[int | None, str]]:
-    """Split Finesse 3's ``LINE:COL: message`` lines into (line, message) pairs."""
-    problems = []
-    for raw in message.splitlines():
-        match = _FINESSE3_MESSAGE.match(raw.strip())
-        if match:
-            problems.append((int(match[1]), match[3]))
-    return problems
-
-
-def load_model(text: str, translation: Translation | None = None, run: bool = False
-               ) -> finesse.Model:
-    """Parse Finesse 2 kat script with Finesse 3's legacy parser.
-
-    The text goes through katparallel's Finesse 2 front end first (see
-    :mod:`katparallel.finesse2.frontend`). Commands the legacy parser accepts but does
-    not implement (``tf``, ``map``, ...) would silently change the model, so they are
-    errors here; commands it calls obsolete (``gnuterm``, ``time``, ...) are ignored
-    as Finesse 2's output does not depend on them.
-
-    Parameters
-    ----------
-    text : str
-        The kat file's contents.
-    translation : Translation, optional
-        ``translate(text)``, if already made.
-    run : bool
-        True for this program's own run of the file (see :func:`frontend.apply`).
-
-    Returns
-    -------
-    finesse.Model
-
-    Raises
-    ------
-    KatError
-        Naming each offending line.
-    """
-    # Imported here: importing Finesse 3 takes seconds, and `kat -v` must not wait.
-    import finesse
-    from finesse.script.legacy import KatParserError
-
-    translation = translation or _translated(text)
-    model = finesse.Model()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            model.parse_legacy(translation.text)
-        except KatParserError as exc:
-            raise KatError("read", _numbered_problems(str(exc))) from exc
-        except Exception as exc:  # the legacy builder raises plain ValueError/KeyError
-            raise KatError("read", [(_line_of(str(exc), text), str(exc))]) from exc
-    unimplemented = []
-    for warning in caught:
-        message = str(warning.message)
-        if "not yet implemented" in message:
-            unimplemented += _numbered_problems(message)
-        elif "is obsolete, ignoring" not in message:
-            sys.stderr.write(f"** Warning: {message}\n")
-    if unimplemented:
-        raise KatError("run", unimplemented)
-    try:
-        apply(model, translation, run)  # Rc 0, func and put, which the parser lacks
-    except Refusal as exc:
-        raise KatError("run", [exc.problem]) from exc
-    return model
-
-
-def _translated(text: str) -> Translation:
-    """Run the Finesse 2 front end; its refusals become a :class:`KatError`."""
-    try:
-        translation = translate(text)
-    except Refusal as exc:
-        raise KatError("run", [exc.problem]) from exc
-    for note in translation.notes:
-        sys.stderr.write(f"** Finesse 2 quirk: {note}\n")
-    for warning in translation.warnings:
-        sys.stderr.write(f"** Warning: {warning}\n")
-    return translation
-
-
 def _kind_columns(values: np.ndarray, kind: str) -> np.ndarray:
     real = not np.iscomplexobj(values)
     if kind == "abs":
@@ -505,6 +351,11 @@ def simulate(model: finesse.Model, text: str, translation: Translation) -> Table
         raise KatError("run", [(None, f"yaxis kind '{':'.join(kinds)}' is not one "
                                       f"of {', '.join(_COLUMN_KINDS)}")])
     solution, absent = _run_model(model, text)
+    silent = [d.name for d in model.detectors
+              if d.name not in solution.outputs and d.name not in absent]
+    if silent:  # an output Finesse 2 writes must never go missing silently
+        raise KatError("run", [(_line_of(f"'{silent[0]}'", text), f"Finesse 3 "
+                                f"computed no output for detector '{silent[0]}'")])
     if translation.beam_axes:
         axes = _camera_axes(model, translation.beam_axes)
     elif isinstance(analysis, Noxaxis):
@@ -518,7 +369,8 @@ def simulate(model: finesse.Model, text: str, translation: Translation) -> Table
     # order.
     computed = {name: lineno for lineno, name, _ in translation.funcs}
     computed.update({lock.name: lock.lineno for lock in translation.locks})
-    names = sorted([*solution.outputs, *absent],
+    hidden = translation.hidden()
+    names = sorted([n for n in [*solution.outputs, *absent] if n not in hidden],
                    key=lambda n: (n in computed, computed.get(n) or
                                   declared.get(n, len(text))))
     outputs = {name: _output(solution, name, absent, translation, model, shape)
@@ -599,9 +451,30 @@ def _output(solution, name: str, absent: list[str], translation: Translation,
         values = np.where(np.isnan(values), np.inf, values)
     if translation.beam_axes:
         values = _camera_values(model, values, name, translation.beam_axes, shape)
+    if name in translation.first_max:  # see frontend._Translator.first_demod_max
+        other, phase = translation.first_max[name]
+        p = values + 1j * np.asarray(solution[other])
+        q = values - 1j * np.asarray(solution[other])
+        phi = (np.angle(p) - np.angle(q)) / 2  # each angle in (-pi, pi], unwrapped
+        values = (p * np.exp(-1j * phi) + q * np.exp(1j * phi)) / 2
+        if phase is not None:
+            values = np.real(np.exp(-1j * math.radians(phase)) * values)
     if name in translation.moduli:
         values = np.abs(values)
+    if name in translation.noise:  # see frontend._Translator.noise
+        values = values * math.sqrt(PLANCK_FINESSE2 / _planck())
+        signal = translation.noise[name]
+        if signal is not None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                values = values / np.abs(np.asarray(solution[signal]))
     return values * translation.scale_of(name, float(model.lambda0))
+
+
+def _planck() -> float:
+    """Planck's constant as Finesse 3 computes quantum noise with it."""
+    from finesse.constants import values
+
+    return float(values.H_PLANCK)
 
 
 def _is_roc(detector) -> bool:
