@@ -35,23 +35,27 @@ import functools
 import hashlib
 import logging
 import os
+import select
+import signal
+import socket
 import stat
 import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import dill
 
 LOGGER = logging.getLogger(__name__)
 
 __all__ = (
-    "Entry", "MIN_PARSE_SECONDS", "Unsaved", "cache_dir", "entry_key", "load", "recording_notes",
-    "save_in_background", "source_digest", "unsaved",
+    "Entry", "MIN_PARSE_SECONDS", "Saving", "cache_dir", "entry_key", "load", "recording_notes",
+    "save_in_child", "source_digest",
 )
 
 #: Models that parse faster than this are not cached (loading would not pay).
@@ -60,14 +64,20 @@ MIN_PARSE_SECONDS = 0.3
 MAX_ENTRIES = 32
 #: A partial write (``.writing-*``) older than this was left by a process that died.
 STALE_WRITE_SECONDS = 3600.0
+#: A child still writing after this long when its entry is awaited is stopped.
+SETTLE_SECONDS = 300.0
 # Pickling a big model recurses deeply (dill needs a recursion limit of 1600-1900
-# for the aLIGO model: benchmarks/modelcache_costs.py): a thread with a stack of
-# its own does it while the thread that asked waits, having raised the limit.
-_STACK_BYTES = 256 * 1024 * 1024
+# for the aLIGO model: benchmarks/modelcache_costs.py); the child that pickles
+# raises its own limit (a crash there only loses the entry).
 _RECURSION_LIMIT = 50_000
-_LOCK = threading.Lock()
+_SAY_BYTES = 512  # at most this much status from the child: one atomic pipe write
+_WRITTEN = "written"
+# A word to a child that is gone must not kill this process (a user's SIGPIPE set
+# to its default action) where the flag exists (Linux); elsewhere SIGPIPE is ignored.
+_NO_SIGPIPE = getattr(socket, "MSG_NOSIGNAL", 0)
 _SAID: set[str] = set()
-_CAN_CHECK = hasattr(os, "O_NOFOLLOW") and hasattr(os, "getuid") and os.open in os.supports_dir_fd
+_CAN_CHECK = (hasattr(os, "O_NOFOLLOW") and hasattr(os, "getuid") and hasattr(os, "fork")
+              and os.open in os.supports_dir_fd)
 
 #: A note a parse logged: ``(logger name, level, message)``.
 Note = tuple[str, int, str]
@@ -84,20 +94,6 @@ class Entry:
         """Log the notes again, as the parse did."""
         for name, level, message in self.notes:
             logging.getLogger(name).log(level, "%s", message)
-
-
-@dataclass(frozen=True)
-class Unsaved:
-    """A freshly parsed model, pickled before any job ran on it, not yet on disk.
-
-    ``fingerprint(model)`` must be the same for the parse and for the model
-    the pickle loads back as; else nothing is written.
-    """
-
-    key: str
-    data: bytes
-    expected: Any
-    fingerprint: Callable[[Any], Any]
 
 
 def enabled() -> bool:
@@ -227,76 +223,145 @@ def _say_once(message: str) -> None:
 
 
 # ------------------------------------------------------------------ writing
-def unsaved(
-    key: str, model: Any, notes: list[Note], fingerprint: Callable[[Any], Any]
-) -> Unsaved | None:
-    """Pickle a freshly parsed ``model`` and its ``notes`` now, for a later
-    :func:`save_in_background`; None if it cannot be pickled (it is then not cached).
+class Saving:
+    """A child process caching a fresh parse: it pickles the model right away and
+    writes the entry once told to (:meth:`start`), or once this process lets go
+    of it (drops this object, or exits).
 
-    The pickling runs on a thread with a big stack while this thread waits; this
-    thread raises the recursion limit for it and puts it back.
+    The child is forked through a short-lived middle process that this one
+    reaps at once: the writer is nobody's child here, so it leaves no zombie
+    and no ``os.wait()`` of the caller's ever returns it. It says its process
+    id on a line, then how it ended, through a pipe whose end of file means it
+    is gone.
+    """
+
+    def __init__(self, key: str, go: int, done: int):
+        self.key = key
+        self._go, self._done = go, done
+        self._fds = [go, done]  # the ones still open (a finalizer closes them)
+        self._heard = b""
+        weakref.finalize(self, _close_all, self._fds)
+
+    def start(self) -> None:
+        """Tell the child to write the entry now (this does not wait for it)."""
+        if self._go in self._fds:
+            self._fds.remove(self._go)
+            with socket.socket(fileno=self._go) as go, contextlib.suppress(OSError):
+                go.send(b"w", _NO_SIGPIPE)  # the child is gone: nothing to write
+
+    def wait(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for the child to end; True if it has."""
+        deadline = time.monotonic() + timeout
+        while self._done in self._fds:
+            left = max(deadline - time.monotonic(), 0.0)
+            if not select.select([self._done], [], [], left)[0]:
+                return False
+            heard = os.read(self._done, 4096)
+            self._heard += heard
+            if not heard:
+                said = self._heard.partition(b"\n")[2].decode(errors="replace")
+                if said != _WRITTEN:
+                    LOGGER.debug("model %s %s", self.key[:12], said or "not cached: its writer died")
+                self._close(self._done)
+        return True
+
+    def settle(self) -> None:
+        """:meth:`start`, and wait until the entry is written (or not). A child
+        still at it after :data:`SETTLE_SECONDS` is stopped: only the entry is lost."""
+        self.start()
+        if not self.wait(SETTLE_SECONDS):
+            LOGGER.debug("model %s not cached after %.0f s; its writer is stopped",
+                         self.key[:12], SETTLE_SECONDS)
+            pid = self._heard.partition(b"\n")[0]
+            if pid.isdigit():  # still running (it holds the pipe open): the id is its
+                with contextlib.suppress(OSError):
+                    os.kill(int(pid), signal.SIGKILL)
+
+    def _close(self, fd: int) -> None:
+        self._fds.remove(fd)
+        os.close(fd)
+
+
+def _close_all(fds: list[int]) -> None:
+    while fds:
+        with contextlib.suppress(OSError):
+            os.close(fds.pop())
+
+
+def save_in_child(
+    key: str, model: Any, notes: list[Note], fingerprint: Callable[[Any], Any]
+) -> Saving | None:
+    """Fork a child that caches the freshly parsed ``model`` and its ``notes``;
+    None if the cache is off or no process could start (only the speed-up is lost).
+
+    The child has a copy-on-write snapshot of this process as it is now, so it
+    pickles the parse whatever jobs do to ``model`` here, and this process goes
+    on at once. It writes only if ``fingerprint`` is the same for ``model`` and
+    for what the pickle loads back as. It runs no simulation (a forked process
+    that runs OpenMP after its parent did can hang in libgomp).
     """
     if not enabled():
         return None
-    done: dict[str, Any] = {}
-
-    def pickle() -> None:
-        try:
-            done["data"] = dill.dumps({"model": model, "notes": list(notes)})
-        except BaseException as exc:  # noqa: BLE001 - e.g. RecursionError: not cached
-            done["error"] = exc
-
-    thread = _big_stack_thread(pickle, "katparallel-model-pickle")
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(limit, _RECURSION_LIMIT))
+    go_read, go_write = (end.detach() for end in socket.socketpair())
+    done_read, done_write = os.pipe()
     try:
-        thread.start()
-        thread.join()
-    except RuntimeError as exc:  # can't start new thread
-        done["error"] = exc
-    finally:
-        sys.setrecursionlimit(limit)
-    if "data" not in done:
-        LOGGER.debug("could not pickle model %s: %s", key[:12], done.get("error"))
+        middle = os.fork()
+    except OSError as exc:
+        _close_all([go_read, go_write, done_read, done_write])
+        LOGGER.debug("could not start caching model %s: %s", key[:12], exc)
         return None
-    return Unsaved(key, done["data"], fingerprint(model), fingerprint)
-
-
-def _big_stack_thread(target: Callable[[], None], name: str) -> threading.Thread:
-    with _LOCK:  # stack_size applies to threads created after it: set and restore together
-        previous = threading.stack_size(_STACK_BYTES)
+    if middle == 0:
         try:
-            return threading.Thread(target=target, name=name)
+            if os.fork() == 0:
+                _child(key, model, notes, fingerprint, go_read, done_write)
         finally:
-            threading.stack_size(previous)
+            os._exit(0)  # never back into the caller's code, its atexit or its buffers
+    _close_all([go_read, done_write])
+    with contextlib.suppress(ChildProcessError):  # e.g. SIGCHLD ignored: reaped already
+        os.waitpid(middle, 0)
+    return Saving(key, go_write, done_read)
 
 
-def save_in_background(entry: Unsaved) -> threading.Thread | None:
-    """Write ``entry`` from a background thread; return the thread (None if
-    the cache is off or no thread could start: only the speed-up is lost)."""
-    if not enabled():
-        return None
-    # Not a daemon: a script that ends right after its run still leaves
-    # the model cached (its exit waits for the write).
-    thread = threading.Thread(target=_save, args=(entry,), daemon=False,
-                              name="katparallel-model-cache")
+def _child(key: str, model: Any, notes: list[Note], fingerprint: Callable[[Any], Any],
+           go: int, done: int) -> NoReturn:
+    """The writer: pickle, check, wait for the word (or for the parent's exit), write."""
+    said = "not cached: stopped"
     try:
-        thread.start()
-    except RuntimeError as exc:  # can't start new thread
-        LOGGER.debug("could not start writing model %s: %s", entry.key[:12], exc)
-        return None
-    return thread
+        os.write(done, f"{os.getpid()}\n".encode())
+        _detach(keep=(go, done))
+        sys.setrecursionlimit(_RECURSION_LIMIT)  # its own process: nobody else sees it
+        expected = fingerprint(model)
+        data = dill.dumps({"model": model, "notes": list(notes)})
+        if fingerprint(dill.loads(data)["model"]) != expected:
+            said = "does not load back as parsed; not cached"
+        else:
+            os.read(go, 1)
+            _write(cache_dir(), f"{key}.dill", data)
+            said = _WRITTEN
+    except BaseException as exc:  # noqa: BLE001 - e.g. RecursionError: not cached
+        said = f"not cached: {type(exc).__name__}: {exc}"
+    finally:
+        with contextlib.suppress(BaseException):
+            os.write(done, said.encode()[:_SAY_BYTES])
+        os._exit(0)
 
 
-def _save(entry: Unsaved) -> None:
-    try:
-        loaded = dill.loads(entry.data)["model"]
-        if entry.fingerprint(loaded) != entry.expected:
-            LOGGER.debug("model %s does not load back as parsed; not cached", entry.key[:12])
-            return
-        _write(cache_dir(), f"{entry.key}.dill", entry.data)
-    except Exception as exc:  # noqa: BLE001 - only the speed-up is lost
-        LOGGER.debug("could not cache model %s: %s", entry.key[:12], exc)
+def _detach(keep: tuple[int, int]) -> None:
+    """In the child: none of the parent's signal handlers (a user's SIGTERM handler
+    that saves results) nor its files (a pool's pipes, whose workers must see the
+    parent exit); SIGINT ignored (a Ctrl-C for the parent); stdio on /dev/null."""
+    for signum in signal.valid_signals():
+        if callable(signal.getsignal(signum)):
+            signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a parent gone: its status is lost, no more
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    low, high = sorted(keep)
+    os.closerange(3, low)
+    os.closerange(low + 1, high)
+    os.closerange(high + 1, os.sysconf("SC_OPEN_MAX"))
 
 
 def _write(folder: Path, name: str, data: bytes) -> None:
