@@ -123,6 +123,18 @@ def test_for_workers_that_inherit_it_the_model_is_written_after_the_run(cache_ev
     assert _entry(text).is_file()
 
 
+def test_for_workers_that_inherit_it_the_writer_gives_way_to_the_jobs(cache_everything):
+    text = MODEL.format(tag="make way")
+    adapter = Ensemble(text)._adapter
+    writer = finesse_adapter.thread_cache("models")[adapter.key].saving.pid
+    assert os.getpriority(os.PRIO_PROCESS, writer) == os.getpriority(os.PRIO_PROCESS, 0)
+    adapter.before_dispatch(workers_inherit=True)  # it waits to be told to write: still there
+    assert os.getpriority(os.PRIO_PROCESS, writer) == 19
+    adapter.after_run()
+    _settle(adapter)
+    assert _entry(text).is_file()
+
+
 def test_which_backends_run_where_the_model_already_is():
     from katparallel.backends.serial import SerialBackend
 

@@ -124,6 +124,12 @@ class BaseModel:
             if self.saving.wait(0.0):
                 self.saving = None
 
+    def make_way(self) -> None:
+        """Let the child process that caches the model run only on CPU time the
+        jobs about to run here do not want."""
+        if self.saving is not None:
+            self.saving.make_way()
+
     def settle(self) -> "BaseModel":
         """Have the model written to the on-disk cache and wait for it; return self."""
         if self.saving is not None:
@@ -451,12 +457,14 @@ class FinesseAdapter:
         Workers that read the model get it on disk first, if it was slow to
         parse (they load it instead of parsing it again). Workers that inherit
         this process's memory need nothing; its disk copy then waits for
-        :meth:`after_run`. The copy is made by a child process, not a thread,
-        so a pool may fork.
+        :meth:`after_run`, and the child process that makes it gives way to
+        the jobs. A child process, not a thread: a pool may fork.
         """
         entry = None if self.is_factory else thread_cache("models").get(self.key)
         if entry is not None and not workers_inherit:
             entry.settle()
+        elif entry is not None:
+            entry.make_way()
 
     def after_run(self) -> None:
         """Have a model that was slow to parse written to the on-disk cache, if

@@ -3,16 +3,28 @@
 Parsing KatScript is the biggest fixed cost of a study on a real detector: the
 aLIGO design model parses in 2-4 s, in the parent and again in every worker
 of a fresh pool. Loading the same model with dill takes about a tenth of that.
-So a model that took long to parse is pickled as soon as it is parsed (before
-any job changes it), and written from a background thread before a run whose
-workers would read it, or else after the run (workers forked from the parent
-inherit the model and need no copy); workers and later sessions load it
+So right after a slow parse the parent forks a child, whose copy-on-write
+snapshot holds the model as parsed whatever jobs later do to it; the parent
+goes on at once. The child pickles the model and checks that it loads back
+as parsed, then writes it when told: before a run whose workers would read
+it (the parent waits for it), or after the run (workers forked from the
+parent inherit the model and need no copy; the child gives way to them); or
+when the parent lets go of the model. Workers and later sessions load it
 instead of parsing::
 
-    parent: parse (4 s) ─► pickle (2 s) ─► run on forked workers ─► results ─► thread: save
-    parent: parse (4 s) ─► pickle (2 s) ─► thread: save ─► run on other workers ─► results
-    save:   check that the pickle loads back as the parse (0.2 s), write, fsync, rename
+    parent: parse (4 s) ─► fork (0.1 s) ─► run on forked workers ─► results ─► "write"
+    child:                 pickle, check (2 s) ─► wait ······························► write
+    parent: parse (4 s) ─► fork (0.1 s) ─► "write", wait ─► run on other workers ─► results
+    child:                 pickle, check (2 s) ─► write ─┘
+    write:  fsync, rename, prune (the child's only side effect)
     worker: load (0.2 s) if the file is there and ours, else parse
+
+The child is forked by a middle process that the parent reaps at once, so
+it is never the parent's zombie. It runs no simulation (a forked process that
+runs OpenMP after its parent did can hang in libgomp), none of the parent's
+signal handlers, and never returns into the parent's code. Until it writes it
+holds memory (about 90 MB for aLIGO, more as the parent changes pages they
+share). A fork that fails, or a child that dies, only loses the entry.
 
 An entry is keyed by the model text, its syntax, the versions of Python,
 Finesse, dill and numpy, and a digest of katparallel's own source files, so a
@@ -24,7 +36,8 @@ plant a file there would run code in every process that loads it. Entries are
 written atomically and durably (a reader sees a whole file or none), readable
 only by their owner; beyond :data:`MAX_ENTRIES` the least recently used go.
 A failure anywhere only means a parse. Set ``KATPARALLEL_MODEL_CACHE=0`` to
-turn the cache off; it is off where ownership cannot be checked (Windows).
+turn the cache off; it is off where ownership cannot be checked or a process
+not forked (Windows).
 """
 
 from __future__ import annotations
@@ -230,9 +243,9 @@ class Saving:
 
     The child is forked through a short-lived middle process that this one
     reaps at once: the writer is nobody's child here, so it leaves no zombie
-    and no ``os.wait()`` of the caller's ever returns it. It says its process
-    id on a line, then how it ended, through a pipe whose end of file means it
-    is gone.
+    and no ``os.wait()`` of the caller's ever returns it. Lines come through a
+    pipe (the writer's process id from the middle process, how it ended from
+    the writer), whose end of file means the writer is gone.
     """
 
     def __init__(self, key: str, go: int, done: int):
@@ -241,6 +254,8 @@ class Saving:
         self._fds = [go, done]  # the ones still open (a finalizer closes them)
         self._heard = b""
         weakref.finalize(self, _close_all, self._fds)
+        self.wait(0.0)  # the middle process said the writer's id before it ended
+        self.pid = next((int(line[4:]) for line in self._lines() if line.startswith("pid ")), 0)
 
     def start(self) -> None:
         """Tell the child to write the entry now (this does not wait for it)."""
@@ -248,6 +263,13 @@ class Saving:
             self._fds.remove(self._go)
             with socket.socket(fileno=self._go) as go, contextlib.suppress(OSError):
                 go.send(b"w", _NO_SIGPIPE)  # the child is gone: nothing to write
+
+    def make_way(self) -> None:
+        """Let the child run only on CPU time that no one else here wants (a run
+        whose workers need every core starts now, and does not wait for it)."""
+        if self.pid and not self.wait(0.0):  # running (it holds the pipe): the id is its
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, self.pid, 19)
 
     def wait(self, timeout: float) -> bool:
         """Wait at most ``timeout`` seconds for the child to end; True if it has."""
@@ -259,9 +281,10 @@ class Saving:
             heard = os.read(self._done, 4096)
             self._heard += heard
             if not heard:
-                said = self._heard.partition(b"\n")[2].decode(errors="replace")
-                if said != _WRITTEN:
-                    LOGGER.debug("model %s %s", self.key[:12], said or "not cached: its writer died")
+                said = [line for line in self._lines() if not line.startswith("pid ")]
+                if said != [_WRITTEN]:
+                    LOGGER.debug("model %s %s", self.key[:12],
+                                 " ".join(said) or "not cached: its writer died")
                 self._close(self._done)
         return True
 
@@ -269,13 +292,14 @@ class Saving:
         """:meth:`start`, and wait until the entry is written (or not). A child
         still at it after :data:`SETTLE_SECONDS` is stopped: only the entry is lost."""
         self.start()
-        if not self.wait(SETTLE_SECONDS):
+        if not self.wait(SETTLE_SECONDS) and self.pid:
             LOGGER.debug("model %s not cached after %.0f s; its writer is stopped",
                          self.key[:12], SETTLE_SECONDS)
-            pid = self._heard.partition(b"\n")[0]
-            if pid.isdigit():  # still running (it holds the pipe open): the id is its
-                with contextlib.suppress(OSError):
-                    os.kill(int(pid), signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+
+    def _lines(self) -> list[str]:
+        return self._heard.decode(errors="replace").splitlines()
 
     def _close(self, fd: int) -> None:
         self._fds.remove(fd)
@@ -312,8 +336,10 @@ def save_in_child(
         return None
     if middle == 0:
         try:
-            if os.fork() == 0:
+            writer = os.fork()
+            if writer == 0:
                 _child(key, model, notes, fingerprint, go_read, done_write)
+            os.write(done_write, f"pid {writer}\n".encode())
         finally:
             os._exit(0)  # never back into the caller's code, its atexit or its buffers
     _close_all([go_read, done_write])
@@ -327,7 +353,6 @@ def _child(key: str, model: Any, notes: list[Note], fingerprint: Callable[[Any],
     """The writer: pickle, check, wait for the word (or for the parent's exit), write."""
     said = "not cached: stopped"
     try:
-        os.write(done, f"{os.getpid()}\n".encode())
         _detach(keep=(go, done))
         sys.setrecursionlimit(_RECURSION_LIMIT)  # its own process: nobody else sees it
         expected = fingerprint(model)
@@ -342,7 +367,7 @@ def _child(key: str, model: Any, notes: list[Note], fingerprint: Callable[[Any],
         said = f"not cached: {type(exc).__name__}: {exc}"
     finally:
         with contextlib.suppress(BaseException):
-            os.write(done, said.encode()[:_SAY_BYTES])
+            os.write(done, said.encode()[:_SAY_BYTES] + b"\n")
         os._exit(0)
 
 
