@@ -344,11 +344,37 @@ def test_a_fork_that_fails_loses_no_results(cache_everything, monkeypatch):
     assert _power(text) == res["P"].values.ravel().tolist() == also["P"].values.ravel().tolist()
 
 
+# Runs in a new process whose SIGPIPE kills it (as some programs set it): its
+# model's writer dies, then the run tells it to write.
+WRITER_DIES = """
+import os, signal, sys
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+from katparallel import Ensemble
+from katparallel.adapters import finesse as fa, modelcache
+modelcache.MIN_PARSE_SECONDS = 0.0
+ens = Ensemble(sys.argv[1]).vary("L0.P", [1.0, 2.0])
+writer = fa.thread_cache("models")[ens._adapter.key].saving.pid
+os.kill(writer, signal.SIGKILL)
+res = ens.run(backend="serial", progress=False)
+fa.thread_cache("models")[ens._adapter.key].settle()
+print(res["P"].values.ravel().tolist())
+"""
+
+
+def test_a_writer_that_died_takes_nothing_down():
+    text = MODEL.format(tag="writer dies")
+    done = subprocess.run([sys.executable, "-c", WRITER_DIES, text], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == pytest.approx([1.0, 2.0])
+    assert not _entry(text).exists()
+
+
 def test_the_parents_recursion_limit_never_changes_during_a_cached_parse(
         cache_everything, monkeypatch):
     changed = []
     real = sys.setrecursionlimit
-    monkeypatch.setattr(sys, "setrecursionlimit", lambda limit: changed.append(limit) or real(limit))
+    monkeypatch.setattr(sys, "setrecursionlimit", lambda n: changed.append(n) or real(n))
     before = sys.getrecursionlimit()
     assert _written(MODEL.format(tag="recursion limit")).is_file()
     assert not changed and sys.getrecursionlimit() == before  # a child's own limit is not ours

@@ -13,9 +13,9 @@ when the parent lets go of the model. Workers and later sessions load it
 instead of parsing::
 
     parent: parse (4 s) ─► fork (0.1 s) ─► run on forked workers ─► results ─► "write"
-    child:                 pickle, check (2 s) ─► wait ······························► write
-    parent: parse (4 s) ─► fork (0.1 s) ─► "write", wait ─► run on other workers ─► results
-    child:                 pickle, check (2 s) ─► write ─┘
+    child:        pickle, check (2 s) ─► wait ·········(gives way)·········► write
+    parent: parse (4 s) ─► fork ─► "write", wait ─► run on other workers ─► results
+    child:        pickle, check (2 s) ─► write ─┘
     write:  fsync, rename, prune (the child's only side effect)
     worker: load (0.2 s) if the file is there and ours, else parse
 
@@ -267,7 +267,7 @@ class Saving:
     def make_way(self) -> None:
         """Let the child run only on CPU time that no one else here wants (a run
         whose workers need every core starts now, and does not wait for it)."""
-        if self.pid and not self.wait(0.0):  # running (it holds the pipe): the id is its
+        if self.pid and not self.wait(0.0):  # running (it holds the pipe): the id is still its
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, self.pid, 19)
 
@@ -275,8 +275,9 @@ class Saving:
         """Wait at most ``timeout`` seconds for the child to end; True if it has."""
         deadline = time.monotonic() + timeout
         while self._done in self._fds:
-            left = max(deadline - time.monotonic(), 0.0)
-            if not select.select([self._done], [], [], left)[0]:
+            waiting = select.poll()  # not select(): any file number
+            waiting.register(self._done, select.POLLIN)
+            if not waiting.poll(max(deadline - time.monotonic(), 0.0) * 1000):
                 return False
             heard = os.read(self._done, 4096)
             self._heard += heard
