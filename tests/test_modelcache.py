@@ -8,6 +8,7 @@ cannot inherit the parent's model. Nothing depends on how fast a parse is.
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import logging
 import os
@@ -123,15 +124,67 @@ def test_for_workers_that_inherit_it_the_model_is_written_after_the_run(cache_ev
     assert _entry(text).is_file()
 
 
-def test_for_workers_that_inherit_it_the_writer_gives_way_to_the_jobs(cache_everything):
+@pytest.fixture
+def held_writer(monkeypatch, tmp_path):
+    """Writers wait, before they pickle, until the test lets them go (a file appears)."""
+    release, parent = tmp_path / "release", os.getpid()
+    real = finesse_adapter._parameter_state
+
+    def state(model):
+        while os.getpid() != parent and not release.exists():
+            time.sleep(0.01)
+        return real(model)
+
+    monkeypatch.setattr(finesse_adapter, "_parameter_state", state)
+    return release
+
+
+def _saving(adapter) -> modelcache.Saving:
+    return finesse_adapter.thread_cache("models")[adapter.key].saving
+
+
+def test_for_workers_that_inherit_it_the_writer_gives_way_to_the_jobs(
+        cache_everything, held_writer):
     text = MODEL.format(tag="make way")
     adapter = Ensemble(text)._adapter
-    writer = finesse_adapter.thread_cache("models")[adapter.key].saving.pid
+    writer = _saving(adapter).pid
     assert os.getpriority(os.PRIO_PROCESS, writer) == os.getpriority(os.PRIO_PROCESS, 0)
-    adapter.before_dispatch(workers_inherit=True)  # it waits to be told to write: still there
+    adapter.before_dispatch(workers_inherit=True)
     assert os.getpriority(os.PRIO_PROCESS, writer) == 19
+    held_writer.touch()
     adapter.after_run()
     _settle(adapter)
+    assert _entry(text).is_file()
+
+
+def test_a_writer_does_not_wait_through_the_run_the_parent_names_its_file(cache_everything):
+    text = MODEL.format(tag="named here")
+    adapter = Ensemble(text)._adapter
+    assert _saving(adapter).wait(300.0)  # the writer has ended, before any run
+    assert not _entry(text).exists()
+    adapter.after_run()  # no waiting: a rename here
+    assert _entry(text).is_file()
+    assert modelcache.load(modelcache.entry_key(text, "katscript")) is not None
+
+
+def test_a_model_let_go_of_is_written(cache_everything):
+    text = MODEL.format(tag="let go")
+    assert _saving(Ensemble(text)._adapter).wait(300.0)  # its file is written, not named
+    finesse_adapter.thread_cache("models").clear()
+    gc.collect()
+    assert _entry(text).is_file()  # named here
+
+
+def test_a_model_let_go_of_while_its_writer_works_is_written_by_the_writer(
+        cache_everything, held_writer):
+    text = MODEL.format(tag="let go, writer at work")
+    writer = _saving(Ensemble(text)._adapter).pid
+    finesse_adapter.thread_cache("models").clear()
+    gc.collect()  # the writer is told before it could say where its file is
+    held_writer.touch()
+    deadline = time.monotonic() + 300
+    while Path(f"/proc/{writer}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # not our child: wait for it to go
     assert _entry(text).is_file()
 
 
@@ -352,8 +405,10 @@ signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 from katparallel import Ensemble
 from katparallel.adapters import finesse as fa, modelcache
 modelcache.MIN_PARSE_SECONDS = 0.0
+real, parent = fa._parameter_state, os.getpid()
+fa._parameter_state = lambda m: real(m) if os.getpid() == parent else signal.pause()
 ens = Ensemble(sys.argv[1]).vary("L0.P", [1.0, 2.0])
-writer = fa.thread_cache("models")[ens._adapter.key].saving.pid
+writer = fa.thread_cache("models")[ens._adapter.key].saving.pid  # waits in _parameter_state
 os.kill(writer, signal.SIGKILL)
 res = ens.run(backend="serial", progress=False)
 fa.thread_cache("models")[ens._adapter.key].settle()

@@ -105,8 +105,8 @@ class BaseModel:
     """A parsed model and the value of each of its parameters when parsed.
 
     ``saving`` is set while a model that was slow to parse is not yet in the
-    on-disk cache: the child process that pickled its fresh parse, which
-    :meth:`save` tells to write it there (:meth:`settle` waits for it).
+    on-disk cache: the child process that pickles its fresh parse, whose
+    entry :meth:`save` has named there (:meth:`settle` waits for it).
     """
 
     def __init__(self, model: Any, read_seconds: float = 0.0,
@@ -457,7 +457,7 @@ class FinesseAdapter:
         Workers that read the model get it on disk first, if it was slow to
         parse (they load it instead of parsing it again). Workers that inherit
         this process's memory need nothing; its disk copy then waits for
-        :meth:`after_run`, and the child process that makes it gives way to
+        :meth:`after_run`, and the child process that writes it gives way to
         the jobs. A child process, not a thread: a pool may fork.
         """
         entry = None if self.is_factory else thread_cache("models").get(self.key)

@@ -5,26 +5,27 @@ aLIGO design model parses in 2-4 s, in the parent and again in every worker
 of a fresh pool. Loading the same model with dill takes about a tenth of that.
 So right after a slow parse the parent forks a child, whose copy-on-write
 snapshot holds the model as parsed whatever jobs later do to it; the parent
-goes on at once. The child pickles the model and checks that it loads back
-as parsed, then writes it when told: before a run whose workers would read
-it (the parent waits for it), or after the run (workers forked from the
-parent inherit the model and need no copy; the child gives way to them); or
-when the parent lets go of the model. Workers and later sessions load it
-instead of parsing::
+goes on at once. The child pickles the model, checks that it loads back as
+parsed, writes it to a temporary file and ends. The entry gets its name (a
+rename) when the parent says so: before a run whose workers would read it
+(the parent waits for the child), or after the run (workers forked from the
+parent inherit the model and need no copy; the child gives way to them), or
+when the parent lets go of the model. The child names the file if it hears
+that before it ends, else the parent does. Workers and later sessions load
+it instead of parsing::
 
-    parent: parse (4 s) ─► fork (0.1 s) ─► run on forked workers ─► results ─► "write"
-    child:        pickle, check (2 s) ─► wait ·········(gives way)·········► write
-    parent: parse (4 s) ─► fork ─► "write", wait ─► run on other workers ─► results
-    child:        pickle, check (2 s) ─► write ─┘
-    write:  fsync, rename, prune (the child's only side effect)
+    parent: parse (4 s) ─► fork (0.1 s) ─► run on forked workers ─► results ─► name it
+    child:      pickle, check, write (2 s; gives way to the workers) ─► end
+    parent: parse (4 s) ─► fork ─► "name it", wait ─► run on other workers ─► results
+    child:      pickle, check, write (2 s) ─► name ─┘
+    write:  temporary file, fsync; name: rename, fsync the folder, prune
     worker: load (0.2 s) if the file is there and ours, else parse
 
-The child is forked by a middle process that the parent reaps at once, so
-it is never the parent's zombie. It runs no simulation (a forked process that
+The child is forked by a middle process that the parent reaps at once, so it
+is never the parent's zombie. It runs no simulation (a forked process that
 runs OpenMP after its parent did can hang in libgomp), none of the parent's
-signal handlers, and never returns into the parent's code. Until it writes it
-holds memory (about 90 MB for aLIGO, more as the parent changes pages they
-share). A fork that fails, or a child that dies, only loses the entry.
+signal handlers, and never returns into the parent's code. A fork that
+fails, or a child that dies, only loses the entry.
 
 An entry is keyed by the model text, its syntax, the versions of Python,
 Finesse, dill and numpy, and a digest of katparallel's own source files, so a
@@ -83,7 +84,7 @@ SETTLE_SECONDS = 300.0
 # for the aLIGO model: benchmarks/modelcache_costs.py); the child that pickles
 # raises its own limit (a crash there only loses the entry).
 _RECURSION_LIMIT = 50_000
-_SAY_BYTES = 512  # at most this much status from the child: one atomic pipe write
+_SAY_BYTES = select.PIPE_BUF - 1  # a line from the child: one atomic pipe write
 _WRITTEN = "written"
 # A word to a child that is gone must not kill this process (a user's SIGPIPE set
 # to its default action) where the flag exists (Linux); elsewhere SIGPIPE is ignored.
@@ -237,57 +238,38 @@ def _say_once(message: str) -> None:
 
 # ------------------------------------------------------------------ writing
 class Saving:
-    """A child process caching a fresh parse: it pickles the model right away and
-    writes the entry once told to (:meth:`start`), or once this process lets go
-    of it (drops this object, or exits).
+    """A child process caching a fresh parse, as the parent sees it.
 
-    The child is forked through a short-lived middle process that this one
-    reaps at once: the writer is nobody's child here, so it leaves no zombie
-    and no ``os.wait()`` of the caller's ever returns it. Lines come through a
-    pipe (the writer's process id from the middle process, how it ended from
-    the writer), whose end of file means the writer is gone.
+    The child pickles the model right away, writes it to a temporary file and
+    ends; the entry gets its name once the parent says so (:meth:`start`) or
+    lets go of this object (drops it, or exits): by the child, if it hears
+    that before it ends, else here (a rename). It is forked through a
+    short-lived middle process that this one reaps at once: the writer is
+    nobody's child here, so it leaves no zombie and no ``os.wait()`` of the
+    caller's ever returns it.
     """
 
     def __init__(self, key: str, go: int, done: int):
         self.key = key
-        self._go, self._done = go, done
-        self._fds = [go, done]  # the ones still open (a finalizer closes them)
-        self._heard = b""
-        weakref.finalize(self, _close_all, self._fds)
-        self.wait(0.0)  # the middle process said the writer's id before it ended
-        self.pid = next((int(line[4:]) for line in self._lines() if line.startswith("pid ")), 0)
+        self._link = _Link(key, go, done)
+        weakref.finalize(self, self._link.let_go)
+        self._link.listen(0.0)  # the middle process said the writer's id before it ended
+        self.pid = self._link.pid()
 
     def start(self) -> None:
-        """Tell the child to write the entry now (this does not wait for it)."""
-        if self._go in self._fds:
-            self._fds.remove(self._go)
-            with socket.socket(fileno=self._go) as go, contextlib.suppress(OSError):
-                go.send(b"w", _NO_SIGPIPE)  # the child is gone: nothing to write
+        """Have the entry written now (this does not wait for the child)."""
+        self._link.tell()
 
     def make_way(self) -> None:
         """Let the child run only on CPU time that no one else here wants (a run
         whose workers need every core starts now, and does not wait for it)."""
-        if self.pid and not self.wait(0.0):  # running (it holds the pipe): the id is still its
+        if self.pid and not self._link.listen(0.0):  # running: the id is still its
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, self.pid, 19)
 
     def wait(self, timeout: float) -> bool:
         """Wait at most ``timeout`` seconds for the child to end; True if it has."""
-        deadline = time.monotonic() + timeout
-        while self._done in self._fds:
-            waiting = select.poll()  # not select(): any file number
-            waiting.register(self._done, select.POLLIN)
-            if not waiting.poll(max(deadline - time.monotonic(), 0.0) * 1000):
-                return False
-            heard = os.read(self._done, 4096)
-            self._heard += heard
-            if not heard:
-                said = [line for line in self._lines() if not line.startswith("pid ")]
-                if said != [_WRITTEN]:
-                    LOGGER.debug("model %s %s", self.key[:12],
-                                 " ".join(said) or "not cached: its writer died")
-                self._close(self._done)
-        return True
+        return self._link.listen(timeout)
 
     def settle(self) -> None:
         """:meth:`start`, and wait until the entry is written (or not). A child
@@ -299,12 +281,75 @@ class Saving:
             with contextlib.suppress(OSError):
                 os.kill(self.pid, signal.SIGKILL)
 
-    def _lines(self) -> list[str]:
-        return self._heard.decode(errors="replace").splitlines()
 
-    def _close(self, fd: int) -> None:
-        self._fds.remove(fd)
-        os.close(fd)
+class _Link:
+    """The parent's ends of the pipes to one writer, and what came through.
+
+    Lines come from the child: ``pid N`` (from the middle process), then
+    ``written``, or ``temp PATH`` (written there, named by the parent), or why
+    it did not cache the model. End of file: the writer is gone.
+    """
+
+    def __init__(self, key: str, go: int, done: int):
+        self.key = key
+        self.go: int | None = go
+        self.done: int | None = done
+        self.heard = b""
+        self.told = False
+
+    def pid(self) -> int:
+        return next((int(line[4:]) for line in self._lines() if line.startswith("pid ")), 0)
+
+    def tell(self) -> None:
+        """Say "write now" (the end of file says it too)."""
+        self.told = True
+        if self.go is not None:
+            with socket.socket(fileno=self.go) as go, contextlib.suppress(OSError):
+                go.send(b"w", _NO_SIGPIPE)  # the child is gone: it said what it did
+            self.go = None
+        self._name_it()
+
+    def listen(self, timeout: float) -> bool:
+        """Read what the child says for at most ``timeout`` s; True once it is gone."""
+        deadline = time.monotonic() + timeout
+        while self.done is not None:
+            waiting = select.poll()  # not select(): any file number
+            waiting.register(self.done, select.POLLIN)
+            if not waiting.poll(max(deadline - time.monotonic(), 0.0) * 1000):
+                return False
+            heard = os.read(self.done, 4096)
+            self.heard += heard
+            self._name_it()
+            if not heard:
+                os.close(self.done)
+                self.done = None
+                said = [ln for ln in self._lines() if not ln.startswith("pid ")]
+                if not said or not said[0].startswith(("temp ", _WRITTEN)):
+                    LOGGER.debug("model %s %s", self.key[:12],
+                                 " ".join(said) or "not cached: its writer died")
+        return True
+
+    def let_go(self) -> None:
+        """The parent is done with the model (a finalizer): have it written."""
+        self.tell()
+        self.listen(0.0)
+        if self.done is not None:
+            os.close(self.done)
+            self.done = None
+
+    def _name_it(self) -> None:
+        """Once told, give the child's temporary file its name, if it left that to us."""
+        temporary = next((ln[5:] for ln in self._lines() if ln.startswith("temp ")), None)
+        if self.told and temporary is not None:
+            line = f"temp {temporary}\n".encode()
+            self.heard = self.heard.replace(line, f"{_WRITTEN}\n".encode())  # named once
+            try:
+                _name(temporary, Path(temporary).parent / f"{self.key}.dill")
+            except OSError as exc:
+                LOGGER.debug("could not cache model %s: %s", self.key[:12], exc)
+
+    def _lines(self) -> list[str]:
+        return self.heard.decode(errors="replace").split("\n")[:-1]  # whole lines
 
 
 def _close_all(fds: list[int]) -> None:
@@ -351,7 +396,8 @@ def save_in_child(
 
 def _child(key: str, model: Any, notes: list[Note], fingerprint: Callable[[Any], Any],
            go: int, done: int) -> NoReturn:
-    """The writer: pickle, check, wait for the word (or for the parent's exit), write."""
+    """The writer: pickle, check, write a temporary file; name it if the parent
+    said the word (or is gone), else leave that to the parent."""
     said = "not cached: stopped"
     try:
         _detach(keep=(go, done))
@@ -361,9 +407,14 @@ def _child(key: str, model: Any, notes: list[Note], fingerprint: Callable[[Any],
         if fingerprint(dill.loads(data)["model"]) != expected:
             said = "does not load back as parsed; not cached"
         else:
-            os.read(go, 1)
-            _write(cache_dir(), f"{key}.dill", data)
-            said = _WRITTEN
+            temporary = _write_temporary(cache_dir(), data)
+            told = select.poll()
+            told.register(go, select.POLLIN)
+            if told.poll(0):  # the word, or the parent's end: name it now
+                _name(temporary, Path(temporary).parent / f"{key}.dill")
+                said = _WRITTEN
+            else:  # the parent names it when it says the word
+                said = f"temp {temporary}"
     except BaseException as exc:  # noqa: BLE001 - e.g. RecursionError: not cached
         said = f"not cached: {type(exc).__name__}: {exc}"
     finally:
@@ -390,8 +441,9 @@ def _detach(keep: tuple[int, int]) -> None:
     os.closerange(high + 1, os.sysconf("SC_OPEN_MAX"))
 
 
-def _write(folder: Path, name: str, data: bytes) -> None:
-    """Write durably and atomically (temporary file, fsync, rename), owner-only; prune."""
+def _write_temporary(folder: Path, data: bytes) -> str:
+    """Write ``data`` durably (fsync) to a new owner-only temporary file in
+    ``folder``, created for this user alone if need be; its path."""
     _private_folder(folder)
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=".writing-")
     try:
@@ -399,16 +451,21 @@ def _write(folder: Path, name: str, data: bytes) -> None:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(temporary, folder / name)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    return temporary
+
+
+def _name(temporary: str, path: Path) -> None:
+    """Give a written temporary file its name, atomically and durably; prune."""
+    os.replace(temporary, path)
+    folder_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(folder_fd)  # the rename itself survives a crash
     finally:
         os.close(folder_fd)
-    _prune(folder)
+    _prune(path.parent)
 
 
 def _private_folder(folder: Path) -> None:
