@@ -3,8 +3,8 @@
 Measures, in one process with a fresh cache folder: the parse; what the
 parent pays after it (forking the child that pickles the fresh parse),
 beside what pickling it here would cost (the parent paid that before the
-child did it); the child's pickle, check and write, as waited for by a run
-whose workers read the model from disk; a load; and the smallest recursion
+child did it); the child's pickle, check, write and rename, as waited for by
+a run whose workers read the model from disk; a load; and the smallest recursion
 limit with which ``dill.dumps`` and ``dill.loads`` of the model succeed (the
 child raises its own limit because of the first).
 
@@ -73,7 +73,7 @@ def main() -> None:
     loads_needs = needed_limit(lambda: dill.loads(data))
     print(f"parse {parse:.2f} s | parent after the parse: fork {fork:.3f} s "
           f"(pickling here instead: {here:.2f} s, {here / fork:.0f}x) | "
-          f"child's pickle+check+write, awaited {child:.2f} s | load {load:.2f} s | "
+          f"child's pickle+check+write+name, awaited {child:.2f} s | load {load:.2f} s | "
           f"entry {len(data) / 1e6:.1f} MB | recursion limit needed: dumps {dumps_needs}, "
           f"loads {loads_needs}")
 

@@ -183,8 +183,9 @@ def test_a_model_let_go_of_while_its_writer_works_is_written_by_the_writer(
     gc.collect()  # the writer is told before it could say where its file is
     held_writer.touch()
     deadline = time.monotonic() + 300
-    while Path(f"/proc/{writer}").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)  # not our child: wait for it to go
+    while not _entry(text).exists() and Path(f"/proc/{writer}").exists():
+        assert time.monotonic() < deadline, "the writer neither wrote nor ended"
+        time.sleep(0.05)  # not our child: nothing to wait on but its file or its end
     assert _entry(text).is_file()
 
 
