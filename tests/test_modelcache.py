@@ -189,6 +189,25 @@ def test_a_model_let_go_of_while_its_writer_works_is_written_by_the_writer(
     assert _entry(text).is_file()
 
 
+def test_a_forked_process_that_drops_the_model_says_nothing_to_its_writer(
+        cache_everything, held_writer):
+    text = MODEL.format(tag="a worker lets go")
+    adapter = Ensemble(text)._adapter
+    worker = os.fork()  # as a pool worker inherits the model
+    if worker == 0:
+        try:
+            finesse_adapter.thread_cache("models").clear()
+            gc.collect()
+        finally:
+            os._exit(0)
+    os.waitpid(worker, 0)
+    held_writer.touch()
+    assert _saving(adapter).wait(300.0)
+    assert not _entry(text).exists()  # the word is the parent's alone
+    adapter.after_run()
+    assert _entry(text).is_file()
+
+
 def test_which_backends_run_where_the_model_already_is():
     from katparallel.backends.serial import SerialBackend
 

@@ -296,6 +296,7 @@ class _Link:
         self.done: int | None = done
         self.heard = b""
         self.told = False
+        self.owner = os.getpid()  # a forked copy (a worker, a writer) leaves the link alone
 
     def pid(self) -> int:
         return next((int(line[4:]) for line in self._lines() if line.startswith("pid ")), 0)
@@ -331,6 +332,8 @@ class _Link:
 
     def let_go(self) -> None:
         """The parent is done with the model (a finalizer): have it written."""
+        if os.getpid() != self.owner:  # its file numbers may name other files here
+            return
         self.tell()
         self.listen(0.0)
         if self.done is not None:
