@@ -7,13 +7,14 @@ cannot inherit the parent's model. Nothing depends on how fast a parse is.
 
 from __future__ import annotations
 
+import errno
+import gc
 import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -120,6 +121,90 @@ def test_for_workers_that_inherit_it_the_model_is_written_after_the_run(cache_ev
     assert not _entry(text).exists()  # not on the way to the results
     adapter.after_run()
     _settle(adapter)
+    assert _entry(text).is_file()
+
+
+@pytest.fixture
+def held_writer(monkeypatch, tmp_path):
+    """Writers wait, before they pickle, until the test lets them go (a file appears)."""
+    release, parent = tmp_path / "release", os.getpid()
+    real = finesse_adapter._parameter_state
+
+    def state(model):
+        while os.getpid() != parent and not release.exists():
+            time.sleep(0.01)
+        return real(model)
+
+    monkeypatch.setattr(finesse_adapter, "_parameter_state", state)
+    return release
+
+
+def _saving(adapter) -> modelcache.Saving:
+    return finesse_adapter.thread_cache("models")[adapter.key].saving
+
+
+def test_for_workers_that_inherit_it_the_writer_gives_way_to_the_jobs(
+        cache_everything, held_writer):
+    text = MODEL.format(tag="make way")
+    adapter = Ensemble(text)._adapter
+    writer = _saving(adapter).pid
+    assert os.getpriority(os.PRIO_PROCESS, writer) == os.getpriority(os.PRIO_PROCESS, 0)
+    adapter.before_dispatch(workers_inherit=True)
+    assert os.getpriority(os.PRIO_PROCESS, writer) == 19
+    held_writer.touch()
+    adapter.after_run()
+    _settle(adapter)
+    assert _entry(text).is_file()
+
+
+def test_a_writer_does_not_wait_through_the_run_the_parent_names_its_file(cache_everything):
+    text = MODEL.format(tag="named here")
+    adapter = Ensemble(text)._adapter
+    assert _saving(adapter).wait(300.0)  # the writer has ended, before any run
+    assert not _entry(text).exists()
+    adapter.after_run()  # no waiting: a rename here
+    assert _entry(text).is_file()
+    assert modelcache.load(modelcache.entry_key(text, "katscript")) is not None
+
+
+def test_a_model_let_go_of_is_written(cache_everything):
+    text = MODEL.format(tag="let go")
+    assert _saving(Ensemble(text)._adapter).wait(300.0)  # its file is written, not named
+    finesse_adapter.thread_cache("models").clear()
+    gc.collect()
+    assert _entry(text).is_file()  # named here
+
+
+def test_a_model_let_go_of_while_its_writer_works_is_written_by_the_writer(
+        cache_everything, held_writer):
+    text = MODEL.format(tag="let go, writer at work")
+    writer = _saving(Ensemble(text)._adapter).pid
+    finesse_adapter.thread_cache("models").clear()
+    gc.collect()  # the writer is told before it could say where its file is
+    held_writer.touch()
+    deadline = time.monotonic() + 300
+    while not _entry(text).exists() and Path(f"/proc/{writer}").exists():
+        assert time.monotonic() < deadline, "the writer neither wrote nor ended"
+        time.sleep(0.05)  # not our child: nothing to wait on but its file or its end
+    assert _entry(text).is_file()
+
+
+def test_a_forked_process_that_drops_the_model_says_nothing_to_its_writer(
+        cache_everything, held_writer):
+    text = MODEL.format(tag="a worker lets go")
+    adapter = Ensemble(text)._adapter
+    worker = os.fork()  # as a pool worker inherits the model
+    if worker == 0:
+        try:
+            finesse_adapter.thread_cache("models").clear()
+            gc.collect()
+        finally:
+            os._exit(0)
+    os.waitpid(worker, 0)
+    held_writer.touch()
+    assert _saving(adapter).wait(300.0)
+    assert not _entry(text).exists()  # the word is the parent's alone
+    adapter.after_run()
     assert _entry(text).is_file()
 
 
@@ -248,21 +333,32 @@ def test_the_entry_is_the_fresh_parse_not_the_model_after_the_run(cache_everythi
 
 
 # ----------------------------------------------------------------- 4: durable, pruned, LRU
-def test_an_entry_is_on_disk_before_it_gets_its_name(cache_everything, monkeypatch):
-    events = []
+def _note(record: Path, *event: object) -> None:
+    """Append ``event`` to ``record``: a spy's finding, whichever process finds it."""
+    with open(record, "a") as out:
+        out.write(json.dumps([os.getpid(), *event]) + "\n")
+
+
+def _noted(record: Path) -> list[list]:
+    return [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
+
+
+def test_an_entry_is_on_disk_before_it_gets_its_name(cache_everything, monkeypatch, tmp_path):
+    record = tmp_path / "events"
     real_fsync, real_replace = os.fsync, os.replace
 
     def fsync(fd):
-        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        _note(record, "fsync", os.readlink(f"/proc/self/fd/{fd}"))
         return real_fsync(fd)
 
     def replace(src, dst, **kw):
-        events.append(("replace", str(src)))
+        _note(record, "replace", str(src))
         return real_replace(src, dst, **kw)
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
     _written(MODEL.format(tag="durable"))
+    events = [tuple(event[1:]) for event in _noted(record)]
     replaced = [i for i, (what, _) in enumerate(events) if what == "replace"]
     assert len(replaced) == 1
     temporary = events[replaced[0]][1]
@@ -300,37 +396,118 @@ def test_a_truncated_entry_is_replaced_by_the_next_save(cache_everything):
     assert modelcache.load(modelcache.entry_key(text, "katscript")) is not None
 
 
-# ----------------------------------------------------------------- 5: threads
-@pytest.mark.filterwarnings("ignore::tqdm.TqdmMonitorWarning")  # nor can tqdm's thread
-def test_a_save_thread_that_cannot_start_loses_no_results(cache_everything, monkeypatch):
-    text = MODEL.format(tag="no threads")
-    ens = Ensemble(text).vary("m1.T", [0.01, 0.005])
+# ----------------------------------------------------------------- 5: a child process writes
+def test_a_fork_that_fails_loses_no_results(cache_everything, monkeypatch):
+    text, other = MODEL.format(tag="no fork"), MODEL.format(tag="no second fork")
+    real_fork, parent = os.fork, os.getpid()
 
-    def refuse(self):
-        raise RuntimeError("can't start new thread")
+    def refuse():
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
 
-    monkeypatch.setattr(threading.Thread, "start", refuse)
-    res = ens.run(backend="serial", batch=False, progress=False)  # the write cannot start
-    other = MODEL.format(tag="no threads at all")
-    also = Ensemble(other).vary("m1.T", [0.01, 0.005]).run(  # nor the pickling
+    monkeypatch.setattr(os, "fork", refuse)
+    res = Ensemble(text).vary("m1.T", [0.01, 0.005]).run(  # no writer can start
         backend="serial", batch=False, progress=False)
+    monkeypatch.setattr(os, "fork", lambda: real_fork() if os.getpid() == parent else refuse())
+    ens = Ensemble(other)  # the middle process starts, the writer cannot
+    also = ens.vary("m1.T", [0.01, 0.005]).run(backend="serial", batch=False, progress=False)
+    _settle(ens._adapter)  # returns: the writer that never was is not awaited
     monkeypatch.undo()
     assert not res.failures and not also.failures
+    assert not _entry(text).exists() and not _entry(other).exists()
     assert _power(text) == res["P"].values.ravel().tolist() == also["P"].values.ravel().tolist()
-    assert not _entry(other).exists()
 
 
-def test_only_the_thread_that_asked_changes_the_recursion_limit(cache_everything, monkeypatch):
-    changed_by = []
+# Runs in a new process whose SIGPIPE kills it (as some programs set it): its
+# model's writer dies, then the run tells it to write.
+WRITER_DIES = """
+import os, signal, sys
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+from katparallel import Ensemble
+from katparallel.adapters import finesse as fa, modelcache
+modelcache.MIN_PARSE_SECONDS = 0.0
+real, parent = fa._parameter_state, os.getpid()
+fa._parameter_state = lambda m: real(m) if os.getpid() == parent else signal.pause()
+ens = Ensemble(sys.argv[1]).vary("L0.P", [1.0, 2.0])
+writer = fa.thread_cache("models")[ens._adapter.key].saving.pid  # waits in _parameter_state
+os.kill(writer, signal.SIGKILL)
+res = ens.run(backend="serial", progress=False)
+fa.thread_cache("models")[ens._adapter.key].settle()
+print(res["P"].values.ravel().tolist())
+"""
+
+
+def test_a_writer_that_died_takes_nothing_down():
+    text = MODEL.format(tag="writer dies")
+    done = subprocess.run([sys.executable, "-c", WRITER_DIES, text], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == pytest.approx([1.0, 2.0])
+    assert not _entry(text).exists()
+
+
+def test_the_parents_recursion_limit_never_changes_during_a_cached_parse(
+        cache_everything, monkeypatch):
+    changed = []
     real = sys.setrecursionlimit
+    monkeypatch.setattr(sys, "setrecursionlimit", lambda n: changed.append(n) or real(n))
+    before = sys.getrecursionlimit()
+    assert _written(MODEL.format(tag="recursion limit")).is_file()
+    assert not changed and sys.getrecursionlimit() == before  # a child's own limit is not ours
 
-    def spy(limit):
-        changed_by.append(threading.current_thread().name)
-        return real(limit)
 
-    monkeypatch.setattr(sys, "setrecursionlimit", spy)
-    _written(MODEL.format(tag="recursion limit"))
-    assert changed_by and set(changed_by) == {threading.current_thread().name}
+def test_the_parent_never_pickles_the_model(cache_everything, monkeypatch, tmp_path):
+    record, here = tmp_path / "pickled", []
+    real = dill.dumps
+
+    def spy(obj, *args, **kwargs):
+        if isinstance(obj, dict) and "model" in obj:  # an entry
+            here.append(obj)  # in this process's memory, or in a child's copy of it
+            _note(record, "dumps")
+        return real(obj, *args, **kwargs)
+
+    monkeypatch.setattr(dill, "dumps", spy)
+    text = MODEL.format(tag="pickled elsewhere")
+    ens = Ensemble(text)
+    assert not here  # Ensemble(...) returned without pickling its model
+    ens.vary("L0.P", [1.0]).run(backend="serial", progress=False)
+    _settle(ens._adapter)
+    pickled_by = [pid for pid, _ in _noted(record)]
+    assert _entry(text).is_file() and not here
+    assert len(pickled_by) == 1 and pickled_by[0] != os.getpid()
+
+
+def test_a_model_is_cached_after_the_parent_ran_higher_order_modes(cache_everything):
+    first = Ensemble(HOM_KATSCRIPT + "# run first\n").vary("m1.T", [0.01, 0.005]).run(
+        backend="serial", batch=False, progress=False)  # OpenMP has run here
+    assert not first.failures
+    text = HOM_KATSCRIPT + "# parsed after a run\n"
+    assert _written(text).is_file()  # its writer, forked after OpenMP ran, did not hang
+    cached = modelcache.load(modelcache.entry_key(text, "katscript")).model
+    parsed = finesse_adapter._parse(text, "katscript")
+    assert finesse_adapter._parameter_state(cached) == finesse_adapter._parameter_state(parsed)
+
+
+def _children() -> set[int]:
+    """This process's child processes, running or zombie (ended, not reaped)."""
+    children = set()
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rpartition(")")[2].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[1]) == os.getpid():
+            children.add(int(stat_file.parent.name))
+    return children
+
+
+def test_no_process_of_ours_is_left_behind_by_a_run(cache_everything):
+    before = _children()
+    text = MODEL.format(tag="no zombie")
+    ens = Ensemble(text)
+    ens.vary("L0.P", [1.0, 2.0]).run(backend="serial", progress=False)
+    assert _children() == before  # the writer is not our child: it can never be our zombie
+    _settle(ens._adapter)
+    assert _entry(text).is_file() and _children() == before
 
 
 # ----------------------------------------------------------------- 6: notes

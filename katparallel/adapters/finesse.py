@@ -97,29 +97,36 @@ class Outputs:
 class BaseModel:
     """A parsed model and the value of each of its parameters when parsed.
 
-    ``unsaved`` is set while a model that was slow to parse is not yet in the
-    on-disk cache: the pickle of its fresh parse, which :meth:`save` writes
-    there from a background thread (:meth:`settle` waits for it).
+    ``saving`` is set while a model that was slow to parse is not yet in the
+    on-disk cache: the child process that pickles its fresh parse, whose
+    entry :meth:`save` has named there (:meth:`settle` waits for it).
     """
 
     def __init__(self, model: Any, read_seconds: float = 0.0,
-                 unsaved: modelcache.Unsaved | None = None):
+                 saving: modelcache.Saving | None = None):
         self.model = model
         self.snapshot = [(p, p.value) for p in model.all_parameters]
         self.read_seconds = read_seconds
-        self.unsaved = unsaved
-        self.saving: threading.Thread | None = None
+        self.saving = saving
 
     def save(self) -> None:
-        """Start writing the fresh parse to the on-disk cache, if it is due there."""
-        if self.unsaved is not None:
-            self.saving = modelcache.save_in_background(self.unsaved)
-            self.unsaved = None
+        """Have the fresh parse written to the on-disk cache, if it is due there
+        (this does not wait for it)."""
+        if self.saving is not None:
+            self.saving.start()
+            if self.saving.wait(0.0):
+                self.saving = None
+
+    def make_way(self) -> None:
+        """Let the child process that caches the model run only on CPU time the
+        jobs about to run here do not want."""
+        if self.saving is not None:
+            self.saving.make_way()
 
     def settle(self) -> "BaseModel":
-        """Wait until the model is written to the on-disk cache; return self."""
+        """Have the model written to the on-disk cache and wait for it; return self."""
         if self.saving is not None:
-            self.saving.join()
+            self.saving.settle()
             self.saving = None
         return self
 
@@ -178,8 +185,8 @@ def _parse(text: str, syntax: str):
 
 def _load_or_parse(text: str, syntax: str, save: bool) -> BaseModel:
     """The model of ``text``: from the on-disk cache (saying again the notes its
-    parse logged), else parsed (and, if ``save`` and the parse was slow,
-    pickled now, before any job changes it, for :meth:`BaseModel.save`)."""
+    parse logged), else parsed (and, if ``save`` and the parse was slow, handed
+    as parsed to a child process that pickles it, for :meth:`BaseModel.save`)."""
     _import_finesse()
     key = modelcache.entry_key(text, syntax)
     started = time.perf_counter()
@@ -190,10 +197,10 @@ def _load_or_parse(text: str, syntax: str, save: bool) -> BaseModel:
     with modelcache.recording_notes(logging.getLogger(exact_model.__module__)) as notes:
         model = _parse(text, syntax)
     seconds = time.perf_counter() - started
-    unsaved = None
+    saving = None
     if save and seconds > modelcache.MIN_PARSE_SECONDS:
-        unsaved = modelcache.unsaved(key, model, notes, _parameter_state)
-    return BaseModel(model, seconds, unsaved)
+        saving = modelcache.save_in_child(key, model, notes, _parameter_state)
+    return BaseModel(model, seconds, saving)
 
 
 def unparse(model) -> str:
@@ -414,19 +421,20 @@ class FinesseAdapter:
         Workers that read the model get it on disk first, if it was slow to
         parse (they load it instead of parsing it again). Workers that inherit
         this process's memory need nothing; its disk copy then waits for
-        :meth:`after_run`. Either way no thread of ours runs afterwards, so a
-        pool may fork.
+        :meth:`after_run`, and the child process that writes it gives way to
+        the jobs. A child process, not a thread: a pool may fork.
         """
         entry = None if self.is_factory else thread_cache("models").get(self.key)
-        if entry is not None:
-            if not workers_inherit:
-                entry.save()
+        if entry is not None and not workers_inherit:
             entry.settle()
+        elif entry is not None:
+            entry.make_way()
 
     def after_run(self) -> None:
-        """Write a model that was slow to parse to the on-disk cache, in the
-        background, if that is not done yet: later sessions load it instead of
-        parsing it. A script's exit waits for the write."""
+        """Have a model that was slow to parse written to the on-disk cache, if
+        that is not done yet, without waiting: later sessions load it instead of
+        parsing it. The child process that writes it outlives a script that
+        ends here."""
         entry = None if self.is_factory else thread_cache("models").get(self.key)
         if entry is not None:
             entry.save()

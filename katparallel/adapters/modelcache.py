@@ -3,16 +3,29 @@
 Parsing KatScript is the biggest fixed cost of a study on a real detector: the
 aLIGO design model parses in 2-4 s, in the parent and again in every worker
 of a fresh pool. Loading the same model with dill takes about a tenth of that.
-So a model that took long to parse is pickled as soon as it is parsed (before
-any job changes it), and written from a background thread before a run whose
-workers would read it, or else after the run (workers forked from the parent
-inherit the model and need no copy); workers and later sessions load it
-instead of parsing::
+So right after a slow parse the parent forks a child, whose copy-on-write
+snapshot holds the model as parsed whatever jobs later do to it; the parent
+goes on at once. The child pickles the model, checks that it loads back as
+parsed, writes it to a temporary file and ends. The entry gets its name (a
+rename) when the parent says so: before a run whose workers would read it
+(the parent waits for the child), or after the run (workers forked from the
+parent inherit the model and need no copy; the child gives way to them), or
+when the parent lets go of the model. The child names the file if it hears
+that before it ends, else the parent does. Workers and later sessions load
+it instead of parsing::
 
-    parent: parse (4 s) ─► pickle (2 s) ─► run on forked workers ─► results ─► thread: save
-    parent: parse (4 s) ─► pickle (2 s) ─► thread: save ─► run on other workers ─► results
-    save:   check that the pickle loads back as the parse (0.2 s), write, fsync, rename
+    parent: parse (4 s) ─► fork (0.1 s) ─► run on forked workers ─► results ─► name it
+    child:      pickle, check, write (2 s; gives way to the workers) ─► end
+    parent: parse (4 s) ─► fork ─► "name it", wait ─► run on other workers ─► results
+    child:      pickle, check, write (2 s) ─► name ─┘
+    write:  temporary file, fsync; name: rename, fsync the folder, prune
     worker: load (0.2 s) if the file is there and ours, else parse
+
+The child is forked by a middle process that the parent reaps at once, so it
+is never the parent's zombie. It runs no simulation (a forked process that
+runs OpenMP after its parent did can hang in libgomp), none of the parent's
+signal handlers, and never returns into the parent's code. A fork that
+fails, or a child that dies, only loses the entry.
 
 An entry is keyed by the model text, its syntax, the versions of Python,
 Finesse, dill and numpy, and a digest of katparallel's own source files, so a
@@ -24,7 +37,8 @@ plant a file there would run code in every process that loads it. Entries are
 written atomically and durably (a reader sees a whole file or none), readable
 only by their owner; beyond :data:`MAX_ENTRIES` the least recently used go.
 A failure anywhere only means a parse. Set ``KATPARALLEL_MODEL_CACHE=0`` to
-turn the cache off; it is off where ownership cannot be checked (Windows).
+turn the cache off; it is off where ownership cannot be checked or a process
+not forked (Windows).
 """
 
 from __future__ import annotations
@@ -35,23 +49,27 @@ import functools
 import hashlib
 import logging
 import os
+import select
+import signal
+import socket
 import stat
 import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import dill
 
 LOGGER = logging.getLogger(__name__)
 
 __all__ = (
-    "Entry", "MIN_PARSE_SECONDS", "Unsaved", "cache_dir", "entry_key", "load", "recording_notes",
-    "save_in_background", "source_digest", "unsaved",
+    "Entry", "MIN_PARSE_SECONDS", "Saving", "cache_dir", "entry_key", "load", "recording_notes",
+    "save_in_child", "source_digest",
 )
 
 #: Models that parse faster than this are not cached (loading would not pay).
@@ -60,14 +78,20 @@ MIN_PARSE_SECONDS = 0.3
 MAX_ENTRIES = 32
 #: A partial write (``.writing-*``) older than this was left by a process that died.
 STALE_WRITE_SECONDS = 3600.0
+#: A child still writing after this long when its entry is awaited is stopped.
+SETTLE_SECONDS = 300.0
 # Pickling a big model recurses deeply (dill needs a recursion limit of 1600-1900
-# for the aLIGO model: benchmarks/modelcache_costs.py): a thread with a stack of
-# its own does it while the thread that asked waits, having raised the limit.
-_STACK_BYTES = 256 * 1024 * 1024
+# for the aLIGO model: benchmarks/modelcache_costs.py); the child that pickles
+# raises its own limit (a crash there only loses the entry).
 _RECURSION_LIMIT = 50_000
-_LOCK = threading.Lock()
+_SAY_BYTES = select.PIPE_BUF - 1  # a line from the child: one atomic pipe write
+_WRITTEN = "written"
+# A word to a child that is gone must not kill this process (a user's SIGPIPE set
+# to its default action) where the flag exists (Linux); elsewhere SIGPIPE is ignored.
+_NO_SIGPIPE = getattr(socket, "MSG_NOSIGNAL", 0)
 _SAID: set[str] = set()
-_CAN_CHECK = hasattr(os, "O_NOFOLLOW") and hasattr(os, "getuid") and os.open in os.supports_dir_fd
+_CAN_CHECK = (hasattr(os, "O_NOFOLLOW") and hasattr(os, "getuid") and hasattr(os, "fork")
+              and os.open in os.supports_dir_fd)
 
 #: A note a parse logged: ``(logger name, level, message)``.
 Note = tuple[str, int, str]
@@ -84,20 +108,6 @@ class Entry:
         """Log the notes again, as the parse did."""
         for name, level, message in self.notes:
             logging.getLogger(name).log(level, "%s", message)
-
-
-@dataclass(frozen=True)
-class Unsaved:
-    """A freshly parsed model, pickled before any job ran on it, not yet on disk.
-
-    ``fingerprint(model)`` must be the same for the parse and for the model
-    the pickle loads back as; else nothing is written.
-    """
-
-    key: str
-    data: bytes
-    expected: Any
-    fingerprint: Callable[[Any], Any]
 
 
 def enabled() -> bool:
@@ -227,80 +237,216 @@ def _say_once(message: str) -> None:
 
 
 # ------------------------------------------------------------------ writing
-def unsaved(
-    key: str, model: Any, notes: list[Note], fingerprint: Callable[[Any], Any]
-) -> Unsaved | None:
-    """Pickle a freshly parsed ``model`` and its ``notes`` now, for a later
-    :func:`save_in_background`; None if it cannot be pickled (it is then not cached).
+class Saving:
+    """A child process caching a fresh parse, as the parent sees it.
 
-    The pickling runs on a thread with a big stack while this thread waits; this
-    thread raises the recursion limit for it and puts it back.
+    The child pickles the model right away, writes it to a temporary file and
+    ends; the entry gets its name once the parent says so (:meth:`start`) or
+    lets go of this object (drops it, or exits): by the child, if it hears
+    that before it ends, else here (a rename). It is forked through a
+    short-lived middle process that this one reaps at once: the writer is
+    nobody's child here, so it leaves no zombie and no ``os.wait()`` of the
+    caller's ever returns it.
+    """
+
+    def __init__(self, key: str, go: int, done: int):
+        self.key = key
+        self._link = _Link(key, go, done)
+        weakref.finalize(self, self._link.let_go)
+        self._link.listen(0.0)  # the middle process said the writer's id before it ended
+        self.pid = self._link.pid()
+
+    def start(self) -> None:
+        """Have the entry written now (this does not wait for the child)."""
+        self._link.tell()
+
+    def make_way(self) -> None:
+        """Let the child run only on CPU time that no one else here wants (a run
+        whose workers need every core starts now, and does not wait for it)."""
+        if self.pid and not self._link.listen(0.0):  # running: the id is still its
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, self.pid, 19)
+
+    def wait(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for the child to end; True if it has."""
+        return self._link.listen(timeout)
+
+    def settle(self) -> None:
+        """:meth:`start`, and wait until the entry is written (or not). A child
+        still at it after :data:`SETTLE_SECONDS` is stopped: only the entry is lost."""
+        self.start()
+        if not self.wait(SETTLE_SECONDS) and self.pid:
+            LOGGER.debug("model %s not cached after %.0f s; its writer is stopped",
+                         self.key[:12], SETTLE_SECONDS)
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+
+
+class _Link:
+    """The parent's ends of the pipes to one writer, and what came through.
+
+    Lines come from the child: ``pid N`` (from the middle process), then
+    ``written``, or ``temp PATH`` (written there, named by the parent), or why
+    it did not cache the model. End of file: the writer is gone.
+    """
+
+    def __init__(self, key: str, go: int, done: int):
+        self.key = key
+        self.go: int | None = go
+        self.done: int | None = done
+        self.heard = b""
+        self.told = False
+        self.owner = os.getpid()  # a forked copy (a worker, a writer) leaves the link alone
+
+    def pid(self) -> int:
+        return next((int(line[4:]) for line in self._lines() if line.startswith("pid ")), 0)
+
+    def tell(self) -> None:
+        """Say "write now" (the end of file says it too)."""
+        self.told = True
+        if self.go is not None:
+            with socket.socket(fileno=self.go) as go, contextlib.suppress(OSError):
+                go.send(b"w", _NO_SIGPIPE)  # the child is gone: it said what it did
+            self.go = None
+        self._name_it()
+
+    def listen(self, timeout: float) -> bool:
+        """Read what the child says for at most ``timeout`` s; True once it is gone."""
+        deadline = time.monotonic() + timeout
+        while self.done is not None:
+            waiting = select.poll()  # not select(): any file number
+            waiting.register(self.done, select.POLLIN)
+            if not waiting.poll(max(deadline - time.monotonic(), 0.0) * 1000):
+                return False
+            heard = os.read(self.done, 4096)
+            self.heard += heard
+            self._name_it()
+            if not heard:
+                os.close(self.done)
+                self.done = None
+                said = [ln for ln in self._lines() if not ln.startswith("pid ")]
+                if not said or not said[0].startswith(("temp ", _WRITTEN)):
+                    LOGGER.debug("model %s %s", self.key[:12],
+                                 " ".join(said) or "not cached: its writer died")
+        return True
+
+    def let_go(self) -> None:
+        """The parent is done with the model (a finalizer): have it written."""
+        if os.getpid() != self.owner:  # its file numbers may name other files here
+            return
+        self.tell()
+        self.listen(0.0)
+        if self.done is not None:
+            os.close(self.done)
+            self.done = None
+
+    def _name_it(self) -> None:
+        """Once told, give the child's temporary file its name, if it left that to us."""
+        temporary = next((ln[5:] for ln in self._lines() if ln.startswith("temp ")), None)
+        if self.told and temporary is not None:
+            line = f"temp {temporary}\n".encode()
+            self.heard = self.heard.replace(line, f"{_WRITTEN}\n".encode())  # named once
+            try:
+                _name(temporary, Path(temporary).parent / f"{self.key}.dill")
+            except OSError as exc:
+                LOGGER.debug("could not cache model %s: %s", self.key[:12], exc)
+
+    def _lines(self) -> list[str]:
+        return self.heard.decode(errors="replace").split("\n")[:-1]  # whole lines
+
+
+def _close_all(fds: list[int]) -> None:
+    while fds:
+        with contextlib.suppress(OSError):
+            os.close(fds.pop())
+
+
+def save_in_child(
+    key: str, model: Any, notes: list[Note], fingerprint: Callable[[Any], Any]
+) -> Saving | None:
+    """Fork a child that caches the freshly parsed ``model`` and its ``notes``;
+    None if the cache is off or no process could start (only the speed-up is lost).
+
+    The child has a copy-on-write snapshot of this process as it is now, so it
+    pickles the parse whatever jobs do to ``model`` here, and this process goes
+    on at once. It writes only if ``fingerprint`` is the same for ``model`` and
+    for what the pickle loads back as. It runs no simulation (a forked process
+    that runs OpenMP after its parent did can hang in libgomp).
     """
     if not enabled():
         return None
-    done: dict[str, Any] = {}
-
-    def pickle() -> None:
-        try:
-            done["data"] = dill.dumps({"model": model, "notes": list(notes)})
-        except BaseException as exc:  # noqa: BLE001 - e.g. RecursionError: not cached
-            done["error"] = exc
-
-    thread = _big_stack_thread(pickle, "katparallel-model-pickle")
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(limit, _RECURSION_LIMIT))
+    go_read, go_write = (end.detach() for end in socket.socketpair())
+    done_read, done_write = os.pipe()
     try:
-        thread.start()
-        thread.join()
-    except RuntimeError as exc:  # can't start new thread
-        done["error"] = exc
-    finally:
-        sys.setrecursionlimit(limit)
-    if "data" not in done:
-        LOGGER.debug("could not pickle model %s: %s", key[:12], done.get("error"))
+        middle = os.fork()
+    except OSError as exc:
+        _close_all([go_read, go_write, done_read, done_write])
+        LOGGER.debug("could not start caching model %s: %s", key[:12], exc)
         return None
-    return Unsaved(key, done["data"], fingerprint(model), fingerprint)
-
-
-def _big_stack_thread(target: Callable[[], None], name: str) -> threading.Thread:
-    with _LOCK:  # stack_size applies to threads created after it: set and restore together
-        previous = threading.stack_size(_STACK_BYTES)
+    if middle == 0:
         try:
-            return threading.Thread(target=target, name=name)
+            writer = os.fork()
+            if writer == 0:
+                _child(key, model, notes, fingerprint, go_read, done_write)
+            os.write(done_write, f"pid {writer}\n".encode())
         finally:
-            threading.stack_size(previous)
+            os._exit(0)  # never back into the caller's code, its atexit or its buffers
+    _close_all([go_read, done_write])
+    with contextlib.suppress(ChildProcessError):  # e.g. SIGCHLD ignored: reaped already
+        os.waitpid(middle, 0)
+    return Saving(key, go_write, done_read)
 
 
-def save_in_background(entry: Unsaved) -> threading.Thread | None:
-    """Write ``entry`` from a background thread; return the thread (None if
-    the cache is off or no thread could start: only the speed-up is lost)."""
-    if not enabled():
-        return None
-    # Not a daemon: a script that ends right after its run still leaves
-    # the model cached (its exit waits for the write).
-    thread = threading.Thread(target=_save, args=(entry,), daemon=False,
-                              name="katparallel-model-cache")
+def _child(key: str, model: Any, notes: list[Note], fingerprint: Callable[[Any], Any],
+           go: int, done: int) -> NoReturn:
+    """The writer: pickle, check, write a temporary file; name it if the parent
+    said the word (or is gone), else leave that to the parent."""
+    said = "not cached: stopped"
     try:
-        thread.start()
-    except RuntimeError as exc:  # can't start new thread
-        LOGGER.debug("could not start writing model %s: %s", entry.key[:12], exc)
-        return None
-    return thread
+        _detach(keep=(go, done))
+        sys.setrecursionlimit(_RECURSION_LIMIT)  # its own process: nobody else sees it
+        expected = fingerprint(model)
+        data = dill.dumps({"model": model, "notes": list(notes)})
+        if fingerprint(dill.loads(data)["model"]) != expected:
+            said = "does not load back as parsed; not cached"
+        else:
+            temporary = _write_temporary(cache_dir(), data)
+            told = select.poll()
+            told.register(go, select.POLLIN)
+            if told.poll(0):  # the word, or the parent's end: name it now
+                _name(temporary, Path(temporary).parent / f"{key}.dill")
+                said = _WRITTEN
+            else:  # the parent names it when it says the word
+                said = f"temp {temporary}"
+    except BaseException as exc:  # noqa: BLE001 - e.g. RecursionError: not cached
+        said = f"not cached: {type(exc).__name__}: {exc}"
+    finally:
+        with contextlib.suppress(BaseException):
+            os.write(done, said.encode()[:_SAY_BYTES] + b"\n")
+        os._exit(0)
 
 
-def _save(entry: Unsaved) -> None:
-    try:
-        loaded = dill.loads(entry.data)["model"]
-        if entry.fingerprint(loaded) != entry.expected:
-            LOGGER.debug("model %s does not load back as parsed; not cached", entry.key[:12])
-            return
-        _write(cache_dir(), f"{entry.key}.dill", entry.data)
-    except Exception as exc:  # noqa: BLE001 - only the speed-up is lost
-        LOGGER.debug("could not cache model %s: %s", entry.key[:12], exc)
+def _detach(keep: tuple[int, int]) -> None:
+    """In the child: none of the parent's signal handlers (a user's SIGTERM handler
+    that saves results) nor its files (a pool's pipes, whose workers must see the
+    parent exit); SIGINT ignored (a Ctrl-C for the parent); stdio on /dev/null."""
+    for signum in signal.valid_signals():
+        if callable(signal.getsignal(signum)):
+            signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a parent gone: its status is lost, no more
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    low, high = sorted(keep)
+    os.closerange(3, low)
+    os.closerange(low + 1, high)
+    os.closerange(high + 1, os.sysconf("SC_OPEN_MAX"))
 
 
-def _write(folder: Path, name: str, data: bytes) -> None:
-    """Write durably and atomically (temporary file, fsync, rename), owner-only; prune."""
+def _write_temporary(folder: Path, data: bytes) -> str:
+    """Write ``data`` durably (fsync) to a new owner-only temporary file in
+    ``folder``, created for this user alone if need be; its path."""
     _private_folder(folder)
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=".writing-")
     try:
@@ -308,16 +454,21 @@ def _write(folder: Path, name: str, data: bytes) -> None:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(temporary, folder / name)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    return temporary
+
+
+def _name(temporary: str, path: Path) -> None:
+    """Give a written temporary file its name, atomically and durably; prune."""
+    os.replace(temporary, path)
+    folder_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(folder_fd)  # the rename itself survives a crash
     finally:
         os.close(folder_fd)
-    _prune(folder)
+    _prune(path.parent)
 
 
 def _private_folder(folder: Path) -> None:
