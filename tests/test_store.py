@@ -9,6 +9,7 @@ import sys
 import time
 
 import numpy as np
+import psutil
 import pytest
 
 from katparallel import Ensemble, Normal
@@ -60,6 +61,20 @@ def assert_same_results(a, b):
         np.testing.assert_array_equal(a[name].values, b[name].values)
         for dim in a[name].dims:
             np.testing.assert_array_equal(a[name][dim].values, b[name][dim].values)
+
+
+def _wait_until_gone(group: int, deadline: float) -> None:
+    """Wait until no live process is left in process group ``group``."""
+    while True:
+        alive = []
+        for proc in psutil.process_iter(["status"]):
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                if os.getpgid(proc.pid) == group and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                    alive.append(proc.pid)
+        if not alive:
+            return
+        assert time.monotonic() < deadline, f"processes {alive} outlived SIGKILL"
+        time.sleep(0.05)
 
 
 @pytest.mark.timeout(TIMEOUT)
