@@ -70,8 +70,11 @@ def timed_runs(ensemble, backend, repeat: int):
 def slurm_cluster(logs: str):
     from dask_jobqueue import SLURMCluster
 
+    # OpenMP as many threads as the job has cores: this test node binds no CPUs
+    # (TaskPlugin=task/none), so without it each worker runs one thread per core.
     return SLURMCluster(cores=1, processes=1, memory="2GB", walltime="00:30:00",
                         python=sys.executable, log_directory=logs,
+                        job_script_prologue=["export OMP_NUM_THREADS=1"],
                         scheduler_options={"dashboard_address": ":0"})
 
 
