@@ -311,12 +311,27 @@ def two_core_ceiling(bench, study: Study, ref: np.ndarray) -> None:
     No pool can beat it: the parse cannot be shared, and every step runs with
     the other cores busy, as a pool's workers do.
     """
+    _ceiling(bench, study, ref, "--stepping-child",
+             f"{bench.workers} fresh processes at once, each parses and steps its "
+             "share; the slowest one's time")
+
+
+def _ceiling(bench, study: Study, ref: np.ndarray, child: str, note: str, together: bool = False) -> None:
+    """Run ``child`` on each worker's share of the draws at once; the slowest one's
+    time is the row's (best of ``bench.repeat``). With ``together``, each child
+    says "ready" after its parse and waits, so every clock starts at once."""
     shares = [dataclasses.replace(study, table=part)
               for part in np.array_split(study.table, bench.workers)]
     best = None
     for _ in range(bench.repeat):
         with tempfile.TemporaryDirectory() as tmp:
-            started = [_start(bench, s, len(s.table), tmp, "--stepping-child", tmp) for s in shares]
+            started = [_start(bench, s, len(s.table), tmp, child, tmp) for s in shares]
+            if together:
+                for proc, _ in started:
+                    assert proc.stdout.readline().strip() == "ready"
+                for proc, _ in started:
+                    proc.stdin.write("go\n")
+                    proc.stdin.flush()
             runs = [_finish(s) for s in started]
         failed = [r for r in runs if isinstance(r, str)]
         if failed:
@@ -325,9 +340,7 @@ def two_core_ceiling(bench, study: Study, ref: np.ndarray) -> None:
         seconds = max(info["seconds"] for info, _ in runs)
         if best is None or seconds < best[0]:
             best = seconds, np.concatenate([got for _, got in runs])
-    bench.add(study.name, CEILING, study.n, best[0], best[1], ref,
-              note=f"{bench.workers} fresh processes at once, each parses and steps its "
-                   "share; the slowest one's time")
+    bench.add(study.name, CEILING, study.n, best[0], best[1], ref, note=note)
 
 
 def fresh_pool_child(job: str, workers: int) -> dict:
@@ -456,28 +469,9 @@ def curves_ceiling(bench, study: Study, ref: np.ndarray) -> None:
     Against half the one-build time it shows what two busy cores give: no pool
     can beat it, as every curve runs with the other cores busy.
     """
-    shares = [dataclasses.replace(study, table=part)
-              for part in np.array_split(study.table, bench.workers)]
-    best = None
-    for _ in range(bench.repeat):
-        with tempfile.TemporaryDirectory() as tmp:
-            started = [_start(bench, s, len(s.table), tmp, "--curves-child", tmp) for s in shares]
-            for proc, _ in started:  # each has parsed its model: start every clock at once
-                assert proc.stdout.readline().strip() == "ready"
-            for proc, _ in started:
-                proc.stdin.write("go\n")
-                proc.stdin.flush()
-            runs = [_finish(s) for s in started]
-        failed = [r for r in runs if isinstance(r, str)]
-        if failed:
-            bench.failed(study.name, CEILING, failed[0])
-            return
-        seconds = max(info["seconds"] for info, _ in runs)
-        if best is None or seconds < best[0]:
-            best = seconds, np.concatenate([got for _, got in runs])
-    bench.add(study.name, CEILING, study.n, best[0], best[1], ref,
-              note=f"{bench.workers} processes at once, model parsed, each steps its share "
-                   "of the curves in one build; the slowest one's time")
+    _ceiling(bench, study, ref, "--curves-child",
+             f"{bench.workers} processes at once, model parsed, each steps its share "
+             "of the curves in one build; the slowest one's time", together=True)
 
 
 def curves_child(job: str) -> dict:
