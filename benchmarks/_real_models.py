@@ -195,12 +195,14 @@ def stepping_child(job: str) -> dict:
     return {"seconds": seconds, "note": ""}
 
 
-def per_draw_loop(bench, study: Study, ref: np.ndarray | None) -> np.ndarray:
-    """(d) The hand-written serial loop over one parsed model (restores every parameter)."""
+def per_draw_loop(bench, study: Study, ref: np.ndarray | None, loop=None) -> np.ndarray:
+    """(d) The hand-written serial loop over one parsed model (restores every parameter);
+    ``loop`` is the per-draw runner (default :func:`_aligo.per_draw_loop`)."""
     model = _aligo.parse(study.text)
+    loop = loop or _aligo.per_draw_loop
 
     def run(k):
-        return _aligo.per_draw_loop(model, study.paths, study.table[:k], study.names, study.analysis)
+        return loop(model, study.paths, study.table[:k], study.names, study.analysis)
 
     k, out, secs = grow(run, study.n, bench.budget, bench.repeat)
     note = _join("reference" if ref is None else "", _prefix_note(k, study.n),
@@ -448,17 +450,7 @@ def one_build_bound(bench, study: Study) -> np.ndarray:
 
 def per_draw_curve_loop(bench, study: Study, ref: np.ndarray | None) -> np.ndarray:
     """The hand-written serial loop over one parsed model, one curve per draw."""
-    model = _aligo.parse(study.text)
-
-    def run(k):
-        return _aligo.per_draw_curves(model, study.paths, study.table[:k], study.names, study.analysis)
-
-    k, out, secs = grow(run, study.n, bench.budget, bench.repeat)
-    note = _join("reference" if ref is None else "", _prefix_note(k, study.n),
-                 "every parameter restored after each draw")
-    bench.add(study.name, "serial loop over one parsed model", k, secs,
-              None if ref is None else out, None if ref is None else ref[:k], note=note)
-    return out
+    return per_draw_loop(bench, study, ref, _aligo.per_draw_curves)
 
 
 def curves_ceiling(bench, study: Study, ref: np.ndarray) -> None:
