@@ -23,6 +23,9 @@ from typing import Any
 
 import numpy as np
 
+# Appended to the model text for sensitivity curves (W6, W6L).
+from katparallel.models import ALIGO_DARM_SIGNALS as SIGNALS
+
 LOGGER = logging.getLogger(__name__)
 
 #: Appended to the model text: the tolerance studies run with HOMs up to order 2.
@@ -227,18 +230,6 @@ def _step_draws_class() -> type:
                 self.out[:, j] = np.real(np.asarray(sol[name], dtype=complex))
 
     return StepDraws
-
-
-#: Appended to the model text for sensitivity curves (W6, W6L): no
-#: higher-order modes, a DARM strain signal, the quantum-noise-to-signal ratio
-#: and the DARM transfer function at the output mode cleaner.
-SIGNALS = """
-modes(off)
-fsig(1)
-sgen darm STRAIN.AC.i
-qnoised NSR OMC_OC.p3.o nsr=True
-pd1 DARMTF OMC_OC.p3.o f=fsig
-"""
 
 
 def w6_distributions() -> dict:

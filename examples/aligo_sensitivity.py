@@ -34,15 +34,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from finesse.analysis.actions import RunLocks, Series, Xaxis  # noqa: E402
 
 from katparallel import Ensemble, Normal  # noqa: E402
-from katparallel.models import aligo  # noqa: E402
-
-SIGNALS = """
-modes(off)
-fsig(1)
-sgen darm STRAIN.AC.i
-qnoised NSR OMC_OC.p3.o nsr=True
-pd1 DARMTF OMC_OC.p3.o f=fsig
-"""
+from katparallel.models import ALIGO_DARM_SIGNALS as SIGNALS, aligo  # noqa: E402
 
 DRAWS = {
     "Xloss": Normal(60e-6, 10e-6),  # model variables: ITMX.L and ETMX.L are Xloss/2

@@ -22,12 +22,24 @@ from pathlib import Path
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ("aligo", "data_folder")
+__all__ = ("ALIGO_DARM_SIGNALS", "aligo", "data_folder")
 
 #: The wheel that ships the aLIGO design model as KatScript. Only its data is
 #: used: finesse-ligo 1.0.15 itself does not import with finesse 3.0.2.
 ALIGO_WHEEL = "finesse-ligo==1.0.15"
 _WHEEL_NAME = "finesse_ligo-1.0.15-py3-none-any.whl"
+
+#: KatScript to append to :func:`aligo` for sensitivity curves: no higher-order
+#: modes, a DARM strain signal, the quantum-noise-to-signal ratio ``NSR`` (float)
+#: and the DARM transfer function ``DARMTF`` (complex) at the output mode cleaner;
+#: analyse with ``Xaxis("fsig.f", "log", 5, 5000, 99)`` or ``FrequencyResponse``.
+ALIGO_DARM_SIGNALS = """
+modes(off)
+fsig(1)
+sgen darm STRAIN.AC.i
+qnoised NSR OMC_OC.p3.o nsr=True
+pd1 DARMTF OMC_OC.p3.o f=fsig
+"""
 #: The digest PyPI publishes for that wheel.
 _WHEEL_SHA256 = "94ca29acaaf68527264e19791d3ce359c8c8248c6bb8bb9366f2129c555e14b6"
 

@@ -16,6 +16,7 @@ from finesse.analysis.actions import FrequencyResponse, RunLocks, Series, Xaxis
 
 from katparallel import Ensemble, Normal, nesting
 from katparallel._testing import CAVITY_KATSCRIPT, aligo_katscript
+from katparallel.models import ALIGO_DARM_SIGNALS as ALIGO_SIGNALS
 from katparallel.nesting import NestingCosts
 
 #: The cavity with a mirror-motion signal, a quantum-noise-to-signal ratio,
@@ -115,13 +116,6 @@ def test_a_band_of_sampled_curves_and_a_single_draw():
 
 
 # ------------------------------------------------------------------ aLIGO
-ALIGO_SIGNALS = """
-modes(off)
-fsig(1)
-sgen darm STRAIN.AC.i
-qnoised NSR OMC_OC.p3.o nsr=True
-pd1 DARMTF OMC_OC.p3.o f=fsig
-"""
 DRAWS = {"Xloss": Normal(60e-6, 10e-6), "Yloss": Normal(60e-6, 10e-6), "SRM.T": Normal(0.32, 0.01)}
 
 
