@@ -116,8 +116,8 @@ if __name__ == "__main__":
 @pytest.mark.parametrize(
     "name, kw",
     [("multiprocessing", {}), ("multiprocessing", {"start_method": "forkserver"}),
-     ("pathos", {})],
-    ids=["forked", "forkserver", "pathos"],
+     ("pathos", {}), ("dask", {})],
+    ids=["forked", "forkserver", "pathos", "dask"],
 )
 def test_a_users_sigterm_and_sighup_handlers_do_not_run_in_workers(name, kw, tmp_path):
     """Slurm signals every process of a cancelled job: only the parent may save."""

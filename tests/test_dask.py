@@ -111,7 +111,7 @@ def test_stopping_early_cancels_the_tasks_not_yet_done(local):
         time.sleep(0.1)
     assert local.client.run_on_scheduler(_katparallel_tasks) == []
     plugins = local.client.run(lambda dask_worker: [p for p in dask_worker.plugins
-                                                    if p.startswith("katparallel-")])
+                                                    if p.startswith("katparallel-shared-")])
     assert set(map(tuple, plugins.values())) == {()}  # no run's shared data left on a worker
 
 

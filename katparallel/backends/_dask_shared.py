@@ -1,4 +1,6 @@
-"""Data every task of a Dask run shares, kept on each worker by a worker plugin.
+"""Worker plugins of katparallel's Dask runs: shared data, and signal dispositions.
+
+Data every task of a Dask run shares is kept on each worker by a worker plugin.
 
 The plugin travels to the scheduler once and from there to every worker once,
 including workers that join later (an adaptive batch-queue cluster) or that a
@@ -10,6 +12,7 @@ and by :mod:`katparallel.backends.dask`, once distributed is known to import.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -17,8 +20,24 @@ from distributed import get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from .pinning import call_pinned
+from .procpool import reset_signals
 
-__all__ = ("SharedData", "call_shared")
+__all__ = ("ResetSignals", "SharedData", "call_shared")
+
+
+class ResetSignals(WorkerPlugin):
+    """Give each worker of a LocalCluster katparallel starts the signal dispositions
+    of its pool workers (:func:`~katparallel.backends.procpool.reset_signals`).
+
+    The spawned worker imports the user's script, so a SIGTERM handler installed
+    at its top level would run in every worker too (Slurm signals every process
+    of a cancelled job); only the parent should run it. Setup runs on the
+    worker's main thread, where its event loop lives.
+    """
+
+    def setup(self, worker) -> None:
+        if threading.current_thread() is threading.main_thread():
+            reset_signals()
 
 
 class SharedData(WorkerPlugin):

@@ -114,6 +114,9 @@ def _start_local_cluster(workers: int, threads: int | None) -> tuple[Any, Any]:
             "'Safe importing of main module')."
         ) from exc
     client = distributed.Client(cluster, set_as_default=False)
+    from ._dask_shared import ResetSignals
+
+    client.register_plugin(ResetSignals(), name="katparallel-reset-signals")
     LOGGER.info("started a Dask LocalCluster of %d workers at %s in %.1f s",
                 workers, cluster.scheduler_address, time.monotonic() - started)
     return cluster, client
