@@ -69,8 +69,11 @@ Translated, as Finesse 2.3.1 does it:
   radiation pressure (``attr NAME mass``), a mirror's own motion signal turned by 180
   degrees when it has a mass (:meth:`_Translator.flip_motion_with_mass`); one ``fsig``
   name at several components (the later ones renamed); ``$fs`` without ``fsig``: 0.
-* ``qnoised``/``qshot`` and their ``S`` forms with no demodulation or one at ``$fs``:
-  Finesse 2's Planck constant and ``S`` normalisation (:meth:`_Translator.noise`).
+* ``qnoised``/``qshot`` and their ``S`` forms with no demodulation or the last at
+  ``$fs``: Finesse 2's Planck constant and ``S`` normalisation
+  (:meth:`_Translator.noise`), its RF demodulation phases (negated for Finesse 3,
+  :meth:`_Translator.rf_demodulations`); a squeezer's 2 mm beam without ``cav``
+  or ``gauss`` (:meth:`_Translator.dummy_gauss`).
 
 * ``lock[*] NAME $INPUT GAIN ACCURACY [OFFSET]``: a model parameter ``NAME__lock``
   holding the lock's value (an output column ``NAME``), iterated before each point
@@ -363,6 +366,8 @@ class _Translator:
         self.fsig_line = next((i for i, line in enumerate(self.lines, start=1)
                                if _code(line)[0][:1] == ["fsig"]), 0)
         self.mechanics = 0  # line of the first tf or mechanical attr dropped
+        # RF-demodulated quantum-noise detectors -> (line, command)
+        self.rf_noise: dict[str, tuple[int, str]] = {}
         # (line, fsig name, kind of component, component)
         self.injections: list[tuple[int, str, str, str]] = []
         self.inward = {word for line in self.lines
@@ -414,6 +419,7 @@ class _Translator:
                 "switches on higher-order modes with maxtem 0 (mode mismatch costs "
                 "power); katparallel follows it")
         self.check_misaligned_masses()
+        self.check_rf_noise()
         moving = next((i for i in self.injections if i[2] == "space"
                        or (i[2] == "mirror" and self.odd_in_x())), None)
         if self.result.maxtem not in (None, "off") and moving:
@@ -622,47 +628,128 @@ class _Translator:
                 raise Refusal(lineno, cmd, f"a laser's frequency varies: {why}")
 
     def noise(self, lineno: int, words: list[str]) -> list[str]:
-        """``qnoised``/``qshot`` ``NAME N [f1 PHASE1] NODE`` and their ``S`` forms.
+        """``qnoised``/``qshot`` ``NAME N [f1 PHASE1 ...] [fN PHASEN] NODE``, ``S`` forms.
 
         Measured against Finesse 2.3.1 (``qnoise_*`` references: a detuned cavity with
-        masses, modulator sidebands, a squeezer), with no demodulation or one at the
-        signal frequency Finesse 3's noise is Finesse 2's times sqrt(h3 / h2), the
+        masses, modulator sidebands, a squeezer), with no demodulation or the last at
+        the signal frequency Finesse 3's noise is Finesse 2's times sqrt(h3 / h2), the
         two programs taking Planck's constant from different CODATA releases; the
-        kat program divides that factor out (:data:`PLANCK_FINESSE2`). A demodulation
-        phase changes no noise of one demodulation in either (and ``max`` is dropped).
-        Finesse 2's ``S`` form is that noise over the modulus of the signal a ``pdN``
-        with the same demodulations gives (its complex modulus without a last phase or
-        with ``max``); Finesse 3's differs, so the front end adds that ``pdN`` as a
+        kat program divides that factor out (:data:`PLANCK_FINESSE2`). The phase of
+        the demodulation at the signal frequency changes no noise in either (and
+        ``max`` there is dropped). RF demodulations before it: see
+        :meth:`rf_demodulations`. Finesse 2's ``S`` form is that noise over the
+        modulus of the signal a ``pdN`` with the same demodulations gives (its complex
+        modulus without a last phase or with ``max``; measured with and without RF
+        demodulations); Finesse 3's differs, so the front end adds that ``pdN`` as a
         hidden detector ``NAME__signal`` and the kat program divides.
         """
         cmd, construct = words[0], words[0]
         if not self.fsig_line:
             raise Refusal(lineno, construct, "without fsig Finesse 3 computes no "
                           "quantum noise (it writes no output for this detector)")
-        if len(words) < 4 or not words[2].isdigit() or int(words[2]) > 1:
-            raise Refusal(lineno, construct, "only quantum noise with no demodulation or "
-                          "one at the signal frequency ($fs) is reproduced (measured: "
-                          "0.7% off with an RF demodulation first)")
+        if len(words) < 4 or not words[2].isdigit():
+            raise Refusal(lineno, construct, "expected 'qnoised name N [f1 phase1 ...] "
+                          "node'")
         demods = int(words[2])
         spec = words[3:-1]
-        if demods == 1 and (len(spec) not in (1, 2) or spec[0] not in ("$fs", "-$fs")):
-            raise Refusal(lineno, construct, "only quantum noise demodulated at the "
-                          "signal frequency ($fs) is reproduced")
         if demods == 0 and (spec or cmd.endswith("S")):
             raise Refusal(lineno, construct, "expected 'qnoised name 0 node' (an S form "
                           "needs a demodulation at the signal frequency)")
-        if spec and spec[-1] == "max":
-            spec = spec[:1]
-        spec = ["-$fs" if word == "$mfs" else word for word in spec]
-        words = self.detector(lineno, [cmd.rstrip("S"), words[1], words[2], *spec,
-                                       words[-1]])
+        rf, last = spec[:2 * demods - 2], spec[2 * demods - 2:]
+        if demods and (len(last) not in (1, 2) or last[0] not in ("$fs", "-$fs", "$mfs")):
+            raise Refusal(lineno, construct, "only quantum noise whose last "
+                          "demodulation is at the signal frequency ($fs) is reproduced")
+        if last[1:] == ["max"]:
+            last = last[:1]
+        last = ["-$fs" if word == "$mfs" else word for word in last]
+        phases = self.rf_demodulations(lineno, cmd, rf)
+        words = self.detector(lineno, [cmd.rstrip("S"), words[1], words[2], *phases,
+                                       *last, words[-1]])
         signal = None
         if cmd.endswith("S"):
             signal = f"{words[1]}__signal"
-            self.extra.append(" ".join(["pd1", signal, *spec, words[-1]]))
+            self.extra.append(" ".join([f"pd{demods}", signal, *rf, *last, words[-1]]))
         self.result.noise[words[1]] = signal
         self.result.inexact.append((lineno, cmd))
+        if rf:
+            self.rf_noise.setdefault(words[1], (lineno, cmd))
         return words
+
+    def rf_demodulations(self, lineno: int, cmd: str, rf: list[str]) -> list[str]:
+        """RF demodulations ``f1 PHASE1 [f2 PHASE2]`` before the one at ``$fs``, for
+        Finesse 3's ``QuantumNoiseDetectorDemod1/2`` and ``QuantumShotNoise...``.
+
+        Measured against Finesse 2.3.1 (``qnoise_rf*`` references; ``qnoised`` and
+        ``qshot``, a detuned cavity, radiation pressure, squeezing, one and two RF
+        demodulations at modulation frequencies and elsewhere): Finesse 2's noise at
+        RF phases (phi1, phi2) is Finesse 3's at (-phi1, -phi2), to 1e-11. The
+        difference is a convention of the demodulation phase: a photocurrent
+        demodulated at phase phi picks up the vacuum field at f_c + f1 + fs beating
+        with the carrier at f_c weighted by exp(-i phi) in Finesse 2, by exp(+i phi)
+        in Finesse 3 (whose own source marks it: "FIXME: There should be a minus sign
+        here"). Where the carrier's upper and lower sidebands are alike (no cavity,
+        phi = 0 or 90) the two agree; where a detuned cavity makes them differ,
+        Finesse 3 is off (0.7% at 20 degrees on the reference). So each RF phase is
+        negated. The signal (``pdN``, also the hidden one of an ``S`` form) keeps its
+        phases: Finesse 2 and Finesse 3 agree there. ``max`` as an RF phase: Finesse
+        2 computes the noise at phase 0 (measured, whatever phase maximises the
+        signal); its ``S`` form takes the noise at the phase maximising the signal,
+        which varies along the sweep and is refused.
+        """
+        if len(rf) // 2 > 2:
+            raise Refusal(lineno, cmd, "Finesse 3 has quantum-noise detectors with at "
+                          "most two RF demodulations before the one at $fs")
+        if len(rf) // 2 > 1 and cmd.endswith("S"):
+            raise Refusal(lineno, cmd, "an S form with two RF demodulations: its signal "
+                          "would be a pd3, which Finesse 3's legacy parser lacks")
+        out = []
+        for freq, phase in zip(rf[::2], rf[1::2]):
+            value = self.result.consts.get(freq[1:], freq) if freq.startswith("$") \
+                else freq
+            if not _is_number(value) or _number(value) < 0:
+                raise Refusal(lineno, cmd, f"an RF demodulation frequency '{freq}' "
+                              "that is not a number >= 0 (Finesse 2 refuses negative "
+                              "ones in quantum-noise detectors)")
+            if phase == "max" and cmd.endswith("S"):
+                raise Refusal(lineno, cmd, "'max' as an RF phase of an S form: Finesse "
+                              "2 takes the noise at the RF phase maximising the signal, "
+                              "which varies along the sweep (Finesse 3's detector has "
+                              "one phase)")
+            value = self.result.consts.get(phase[1:], phase) if phase.startswith("$") \
+                else phase
+            if phase != "max" and not _is_number(value):
+                raise Refusal(lineno, cmd, f"an RF demodulation phase '{phase}' that "
+                              "is not a number or 'max'")
+            out += [freq, "0" if phase == "max" else repr(-_number(value) + 0.0)]
+        return out
+
+    def check_rf_noise(self) -> None:
+        """Refuse RF-demodulated quantum noise with modes on, or its phases swept.
+
+        With higher-order modes (``maxtem`` 1 or more), Finesse 3's
+        ``QuantumNoiseDetectorDemod1/2`` and ``QuantumShotNoiseDetectorDemod1/2``
+        do not reset their sum over carriers from one mode to the next, so the vacuum
+        noise of mode k counts the carriers of modes 0..k: measured exactly sqrt(6)
+        times Finesse 2's noise for a beam in HG00 alone with ``maxtem 2`` (6
+        modes), 1.4% (``qnoised``) and 60% (``qshot``) above it in a misaligned
+        cavity; ``maxtem 0`` agrees. A sweep or ``put`` of such a detector's phase
+        would skip the sign :meth:`rf_demodulations` gives it.
+        """
+        if not self.rf_noise:
+            return
+        name, (lineno, cmd) = next(iter(self.rf_noise.items()))
+        maxtem = self.result.maxtem
+        if maxtem not in (None, "off") and _is_number(maxtem) and _number(maxtem) > 0:
+            raise Refusal(lineno, cmd, f"'{name}': quantum noise with an RF "
+                          "demodulation and higher-order modes on (maxtem "
+                          f"{maxtem}): Finesse 3 adds each mode's vacuum noise "
+                          "to the previous modes' carrier sum (measured: sqrt(6) times "
+                          "Finesse 2's for HG00 light alone with maxtem 2)")
+        for target_line, cmd, component, param in self.result.targets:
+            if component in self.rf_noise:
+                raise Refusal(target_line, cmd, f"a sweep or put of '{component} "
+                              f"{param}' (an RF-demodulated quantum-noise detector) "
+                              "is not reproduced")
 
     def odd_in_x(self) -> bool:
         """Whether the file can have light in modes odd in x (HG10, HG11, ...).
@@ -809,9 +896,29 @@ class _Translator:
         return [*words[:3], _BEAM_PARAMETERS[param], words[4]]
 
     def dummy_gauss(self) -> None:
-        """Finesse 2's beam at each laser when no cav or gauss gives one: w0 = 2 mm."""
+        """Finesse 2's beam at each laser when no cav or gauss gives one: w0 = 2 mm.
+
+        A squeezer (``sq``) gets its own too (measured: a squeezer 1 m from a beam
+        splitter, the laser 1.1 m: Finesse 2's noise is that of a 2 mm waist at each,
+        as with two ``gauss`` commands, 8e-4 away from the laser's beam traced to the
+        squeezer; ``sq_dummy_beam``), and the beams then meet as two ``gauss``
+        commands' do (:mod:`katparallel.finesse2.trace`).
+        """
+        squeezers = [(lineno, words[1], words[-1])
+                     for lineno, line in enumerate(self.lines, start=1)
+                     for words in [_code(line)[0]] if words[:1] == ["sq"]
+                     and len(words) > 2]
         for name, node in self.lasers:
             self.extra.append(f"gauss {name}__dummy {name} {node} 2m 0")
+        for lineno, name, node in squeezers:
+            self.extra.append(f"gauss {name}__dummy {name} {node} 2m 0")
+            self.result.trace_sources.append((lineno, f"{name}__dummy"))
+        if squeezers:
+            declared = {words[1]: lineno
+                        for lineno, line in reversed(list(enumerate(self.lines, 1)))
+                        for words in [_code(line)[0]] if len(words) > 1}
+            self.result.trace_sources[:0] = [(declared[name], f"{name}__dummy")
+                                             for name, _ in self.lasers]
         self.extra.append("retrace off")
         self.result.notes.append(
             "no cavity nor gauss: Finesse 2 gives each laser a beam of waist 2 mm at "

@@ -376,10 +376,13 @@ def simulate(model: finesse.Model, text: str, translation: Translation) -> Table
     outputs = {name: _output(solution, name, absent, translation, model, shape)
                for name in names}
     # Finesse 2 writes no phase column for 'abs:deg' or 'db:deg' when every output is
-    # real (DC photodiodes, demodulated ones with all phases given, bp, gouy, funcs);
-    # an 'ad', even at a frequency no source makes, is complex.
+    # real (DC photodiodes, demodulated ones with all phases given, bp, gouy, funcs,
+    # qshot); an 'ad', even at a frequency no source makes, is complex, and so is a
+    # qnoised or qnoisedS (measured: a phase column of zeros).
     if (kinds in (["abs", "deg"], ["db", "deg"]) and not absent
-            and not any(np.iscomplexobj(values) for values in outputs.values())):
+            and not any(np.iscomplexobj(values) for values in outputs.values())
+            and not any(type(model.elements.get(name)).__name__.startswith(
+                "QuantumNoiseDetector") for name in names)):
         kinds = kinds[:1]
     columns = [
         (f"{name} {_COLUMN_KINDS[kind]}", _kind_columns(outputs[name], kind).reshape(shape))
