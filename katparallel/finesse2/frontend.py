@@ -265,6 +265,10 @@ class Translation:
     first_max : dict
         ``pd2 NAME f1 max f2 [PHASE2] NODE`` -> (the hidden detector demodulating
         at 90 degrees first, PHASE2 or None); see :meth:`_Translator.demod_max`.
+    noise_max : dict
+        ``qnoisedS``/``qshotS NAME 2 f1 max $fs [PHASE2] NODE`` -> (the hidden noise
+        detectors at Finesse 2's RF phases 45 and 90, the hidden signal demodulated
+        at 90 degrees first, PHASE2 or None); see :meth:`_Translator.noise_at_max`.
     """
 
     text: str
@@ -288,11 +292,14 @@ class Translation:
     noise: dict[str, str | None] = dataclasses.field(default_factory=dict)
     first_max: dict[str, tuple[str, float | None]] = dataclasses.field(
         default_factory=dict)
+    noise_max: dict[str, tuple[str, str, str, float | None]] = dataclasses.field(
+        default_factory=dict)
 
     def hidden(self) -> set[str]:
         """Detectors the front end added for a computation, not written as columns."""
         return ({signal for signal in self.noise.values() if signal}
-                | {other for other, _ in self.first_max.values()})
+                | {other for other, _ in self.first_max.values()}
+                | {name for *names, _ in self.noise_max.values() for name in names})
 
     def scale_of(self, detector: str, lambda0: float) -> float:
         """Return the factor ``scale`` commands put on ``detector``'s output.
@@ -666,7 +673,9 @@ class _Translator:
         words = self.detector(lineno, [cmd.rstrip("S"), words[1], words[2], *phases,
                                        *last, words[-1]])
         signal = None
-        if cmd.endswith("S"):
+        if cmd.endswith("S") and "max" in rf[1::2]:
+            signal = self.noise_at_max(words, rf[0], last)
+        elif cmd.endswith("S"):
             signal = f"{words[1]}__signal"
             self.extra.append(" ".join([f"pd{demods}", signal, *rf, *last, words[-1]]))
         self.result.noise[words[1]] = signal
@@ -693,8 +702,7 @@ class _Translator:
         negated. The signal (``pdN``, also the hidden one of an ``S`` form) keeps its
         phases: Finesse 2 and Finesse 3 agree there. ``max`` as an RF phase: Finesse
         2 computes the noise at phase 0 (measured, whatever phase maximises the
-        signal); its ``S`` form takes the noise at the phase maximising the signal,
-        which varies along the sweep and is refused.
+        signal); for its ``S`` form see :meth:`noise_at_max`.
         """
         if len(rf) // 2 > 2:
             raise Refusal(lineno, cmd, "Finesse 3 has quantum-noise detectors with at "
@@ -710,11 +718,6 @@ class _Translator:
                 raise Refusal(lineno, cmd, f"an RF demodulation frequency '{freq}' "
                               "that is not a number >= 0 (Finesse 2 refuses negative "
                               "ones in quantum-noise detectors)")
-            if phase == "max" and cmd.endswith("S"):
-                raise Refusal(lineno, cmd, "'max' as an RF phase of an S form: Finesse "
-                              "2 takes the noise at the RF phase maximising the signal, "
-                              "which varies along the sweep (Finesse 3's detector has "
-                              "one phase)")
             value = self.result.consts.get(phase[1:], phase) if phase.startswith("$") \
                 else phase
             if phase != "max" and not _is_number(value):
@@ -722,6 +725,33 @@ class _Translator:
                               "is not a number or 'max'")
             out += [freq, "0" if phase == "max" else repr(-_number(value) + 0.0)]
         return out
+
+    def noise_at_max(self, words: list[str], freq: str, last: list[str]) -> str:
+        """``qnoisedS``/``qshotS NAME 2 f1 max $fs [PHASE2] NODE``: Finesse 2's ``max``.
+
+        Measured against Finesse 2.3.1 (``qnoise_rf_max``, to 1e-11): Finesse 2 takes
+        the RF phase phi that maximises the signal after the RF demodulation, as for
+        ``pd2 ... f1 max ...`` (:meth:`first_demod_max`), and writes the noise at phi
+        over that signal's modulus (demodulated at PHASE2 when given). phi varies
+        along a sweep; Finesse 3's detector has one phase. The noise power is a
+        quadratic form in exp(+-i phi): N^2(phi) = A + B cos 2phi + C sin 2phi, with
+        A + B, A + C and A - B the noise powers at Finesse 2's phases 0, 45 and 90
+        (the detector ``NAME`` itself and two hidden ones, at Finesse 3's phases 0,
+        -45 and -90); the kat program evaluates it at phi, which it finds from the
+        hidden signals ``NAME__signal`` and ``NAME__signal__90`` (RF phases 0, 90).
+        """
+        cmd, name, node = words[0], words[1], words[-1]
+        hidden = []
+        for phase in ("45", "90"):
+            hidden.append(f"{name}__q{phase}")
+            self.extra.append(" ".join([cmd, hidden[-1], "2", freq, f"-{phase}",
+                                        last[0], node]))
+        signal = f"{name}__signal"
+        for other, phase in ((signal, "0"), (f"{signal}__90", "90")):
+            self.extra.append(" ".join(["pd2", other, freq, phase, last[0], node]))
+        second = _number(last[1]) if len(last) > 1 else None
+        self.result.noise_max[name] = (*hidden, f"{signal}__90", second)
+        return signal
 
     def check_rf_noise(self) -> None:
         """Refuse RF-demodulated quantum noise with modes on, or its phases swept.

@@ -467,10 +467,34 @@ def _output(solution, name: str, absent: list[str], translation: Translation,
     if name in translation.noise:  # see frontend._Translator.noise
         values = values * math.sqrt(PLANCK_FINESSE2 / _planck())
         signal = translation.noise[name]
-        if signal is not None:
+        if name in translation.noise_max:
+            values = _noise_at_max(solution, name, signal, translation.noise_max[name])
+            values = values * math.sqrt(PLANCK_FINESSE2 / _planck())
+        elif signal is not None:
             with np.errstate(divide="ignore", invalid="ignore"):
                 values = values / np.abs(np.asarray(solution[signal]))
     return values * translation.scale_of(name, float(model.lambda0))
+
+
+def _noise_at_max(solution, name: str, signal: str,
+                  hidden: tuple[str, str, str, float | None]) -> np.ndarray:
+    """An ``S`` form's noise over signal at the RF phase maximising the signal.
+
+    See ``frontend._Translator.noise_at_max``: phi = (arg P - arg Q) / 2 with
+    P, Q = Z(0) +- i Z(90), the noise power A + B cos 2phi + C sin 2phi.
+    """
+    q45, q90, signal90, phase = hidden
+    n0, n45, n90 = (np.abs(np.asarray(solution[n])) ** 2 for n in (name, q45, q90))
+    z0, z90 = np.asarray(solution[signal]), np.asarray(solution[signal90])
+    p, q = z0 + 1j * z90, z0 - 1j * z90
+    phi = (np.angle(p) - np.angle(q)) / 2
+    mean, cosine = (n0 + n90) / 2, (n0 - n90) / 2
+    noise = np.sqrt(mean + cosine * np.cos(2 * phi) + (n45 - mean) * np.sin(2 * phi))
+    z = (p * np.exp(-1j * phi) + q * np.exp(1j * phi)) / 2
+    if phase is not None:
+        z = np.real(np.exp(-1j * math.radians(phase)) * z)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return noise / np.abs(z)
 
 
 def _planck() -> float:
