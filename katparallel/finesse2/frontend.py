@@ -72,8 +72,10 @@ Translated, as Finesse 2.3.1 does it:
 * ``qnoised``/``qshot`` and their ``S`` forms with no demodulation or the last at
   ``$fs``: Finesse 2's Planck constant and ``S`` normalisation
   (:meth:`_Translator.noise`), its RF demodulation phases (negated for Finesse 3,
-  :meth:`_Translator.rf_demodulations`); a squeezer's 2 mm beam without ``cav``
-  or ``gauss`` (:meth:`_Translator.dummy_gauss`).
+  :meth:`_Translator.rf_demodulations`), its RF ``max`` in ``S`` forms
+  (:meth:`_Translator.noise_at_max`) and, with modes on, its sum of the modes'
+  vacuum noise (:func:`_mode_fields`); a squeezer's 2 mm beam without ``cav`` or
+  ``gauss`` (:meth:`_Translator.dummy_gauss`).
 
 * ``lock[*] NAME $INPUT GAIN ACCURACY [OFFSET]``: a model parameter ``NAME__lock``
   holding the lock's value (an output column ``NAME``), iterated before each point
@@ -269,6 +271,13 @@ class Translation:
         ``qnoisedS``/``qshotS NAME 2 f1 max $fs [PHASE2] NODE`` -> (the hidden noise
         detectors at Finesse 2's RF phases 45 and 90, the hidden signal demodulated
         at 90 degrees first, PHASE2 or None); see :meth:`_Translator.noise_at_max`.
+    rf_noise : dict
+        RF-demodulated quantum-noise detectors (hidden ones too) -> (whether shot
+        noise only, the RF frequencies in Hz, Finesse 3's RF phases in degrees); see
+        :meth:`_Translator.rf_demodulations`.
+    mode_fields : dict
+        With modes on, each of those -> the hidden field detectors of every carrier
+        at its node (made by :func:`apply`; see :func:`_mode_fields`).
     """
 
     text: str
@@ -294,12 +303,16 @@ class Translation:
         default_factory=dict)
     noise_max: dict[str, tuple[str, str, str, float | None]] = dataclasses.field(
         default_factory=dict)
+    rf_noise: dict[str, tuple[bool, tuple[float, ...], tuple[float, ...]]] = (
+        dataclasses.field(default_factory=dict))
+    mode_fields: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     def hidden(self) -> set[str]:
         """Detectors the front end added for a computation, not written as columns."""
         return ({signal for signal in self.noise.values() if signal}
                 | {other for other, _ in self.first_max.values()}
-                | {name for *names, _ in self.noise_max.values() for name in names})
+                | {name for *names, _ in self.noise_max.values() for name in names}
+                | {name for names in self.mode_fields.values() for name in names})
 
     def scale_of(self, detector: str, lambda0: float) -> float:
         """Return the factor ``scale`` commands put on ``detector``'s output.
@@ -682,16 +695,25 @@ class _Translator:
         self.result.inexact.append((lineno, cmd))
         if rf:
             self.rf_noise.setdefault(words[1], (lineno, cmd))
+            self.result.rf_noise[words[1]] = (
+                cmd.startswith("qshot"), tuple(self.hertz(f) for f in rf[::2]),
+                tuple(_number(p) for p in phases[1::2]))
         return words
+
+    def hertz(self, word: str) -> float:
+        """A frequency as written (a number or a ``$const``) in Hz."""
+        return _number(self.result.consts.get(word[1:], word) if word.startswith("$")
+                       else word)
 
     def rf_demodulations(self, lineno: int, cmd: str, rf: list[str]) -> list[str]:
         """RF demodulations ``f1 PHASE1 [f2 PHASE2]`` before the one at ``$fs``, for
         Finesse 3's ``QuantumNoiseDetectorDemod1/2`` and ``QuantumShotNoise...``.
 
         Measured against Finesse 2.3.1 (``qnoise_rf*`` references; ``qnoised`` and
-        ``qshot``, a detuned cavity, radiation pressure, squeezing, one and two RF
-        demodulations at modulation frequencies and elsewhere): Finesse 2's noise at
-        RF phases (phi1, phi2) is Finesse 3's at (-phi1, -phi2), to 1e-11. The
+        ``qshot``, a detuned cavity, radiation pressure, squeezing, modes, one RF
+        demodulation, and two for ``qshot``, at modulation frequencies and
+        elsewhere): Finesse 2's noise at RF phases (phi1, phi2) is Finesse 3's at
+        (-phi1, -phi2), to 1e-11. The
         difference is a convention of the demodulation phase: a photocurrent
         demodulated at phase phi picks up the vacuum field at f_c + f1 + fs beating
         with the carrier at f_c weighted by exp(-i phi) in Finesse 2, by exp(+i phi)
@@ -707,6 +729,11 @@ class _Translator:
         if len(rf) // 2 > 2:
             raise Refusal(lineno, cmd, "Finesse 3 has quantum-noise detectors with at "
                           "most two RF demodulations before the one at $fs")
+        if len(rf) // 2 > 1 and cmd.startswith("qnoised"):
+            raise Refusal(lineno, cmd, "qnoised with two RF demodulations: Finesse 2's "
+                          "differs from its own qshot where nothing can make them "
+                          "differ (no squeezing, no radiation pressure: by 2% to 41% "
+                          "with one modulator), Finesse 3's equals its qshot there")
         if len(rf) // 2 > 1 and cmd.endswith("S"):
             raise Refusal(lineno, cmd, "an S form with two RF demodulations: its signal "
                           "would be a pd3, which Finesse 3's legacy parser lacks")
@@ -746,6 +773,8 @@ class _Translator:
             hidden.append(f"{name}__q{phase}")
             self.extra.append(" ".join([cmd, hidden[-1], "2", freq, f"-{phase}",
                                         last[0], node]))
+            self.result.rf_noise[hidden[-1]] = (cmd == "qshot", (self.hertz(freq),),
+                                                (-float(phase),))
         signal = f"{name}__signal"
         for other, phase in ((signal, "0"), (f"{signal}__90", "90")):
             self.extra.append(" ".join(["pd2", other, freq, phase, last[0], node]))
@@ -754,28 +783,21 @@ class _Translator:
         return signal
 
     def check_rf_noise(self) -> None:
-        """Refuse RF-demodulated quantum noise with modes on, or its phases swept.
+        """Refuse what RF-demodulated quantum noise cannot follow along a sweep.
 
-        With higher-order modes (``maxtem`` 1 or more), Finesse 3's
-        ``QuantumNoiseDetectorDemod1/2`` and ``QuantumShotNoiseDetectorDemod1/2``
-        do not reset their sum over carriers from one mode to the next, so the vacuum
-        noise of mode k counts the carriers of modes 0..k: measured exactly sqrt(6)
-        times Finesse 2's noise for a beam in HG00 alone with ``maxtem 2`` (6
-        modes), 1.4% (``qnoised``) and 60% (``qshot``) above it in a misaligned
-        cavity; ``maxtem 0`` agrees. A sweep or ``put`` of such a detector's phase
-        would skip the sign :meth:`rf_demodulations` gives it.
+        A sweep or ``put`` of such a detector's phase would skip the sign
+        :meth:`rf_demodulations` gives it; with modes on, the carrier fields
+        :func:`_mode_fields` reads are at fixed frequencies.
         """
         if not self.rf_noise:
             return
-        name, (lineno, cmd) = next(iter(self.rf_noise.items()))
-        maxtem = self.result.maxtem
-        if maxtem not in (None, "off") and _is_number(maxtem) and _number(maxtem) > 0:
-            raise Refusal(lineno, cmd, f"'{name}': quantum noise with an RF "
-                          "demodulation and higher-order modes on (maxtem "
-                          f"{maxtem}): Finesse 3 adds each mode's vacuum noise "
-                          "to the previous modes' carrier sum (measured: sqrt(6) times "
-                          "Finesse 2's for HG00 light alone with maxtem 2)")
+        modes = self.result.maxtem not in (None, "off", "0")
         for target_line, cmd, component, param in self.result.targets:
+            if modes and param.lower() == "f" and self.kinds.get(component) in (
+                    "laser", "mod"):
+                raise Refusal(target_line, cmd, f"a sweep or put of '{component} "
+                              f"{param}' with RF-demodulated quantum noise and modes on "
+                              "(the carriers' frequencies must stay fixed)")
             if component in self.rf_noise:
                 raise Refusal(target_line, cmd, f"a sweep or put of '{component} "
                               f"{param}' (an RF-demodulated quantum-noise detector) "
@@ -1274,6 +1296,33 @@ def apply(model: finesse.Model, translation: Translation, run: bool = False) -> 
     _beam_trace(model, translation)
     _laser_gouy_phases(model, translation)
     _install_locks(model, translation)
+    _mode_fields(model, translation)
+
+
+def _mode_fields(model: finesse.Model, translation: Translation) -> None:
+    """Hidden field detectors for Finesse 2's RF-demodulated noise with modes on.
+
+    Finesse 3's ``QuantumNoiseDetectorDemod1/2`` and ``QuantumShotNoise...`` do not
+    reset their sum over carriers from one mode to the next, so mode k's vacuum noise
+    counts the carriers of modes 0..k: measured exactly sqrt(6) times Finesse 2's
+    noise for HG00 light alone with ``maxtem 2`` (6 modes); 1.4% (``qnoised``) and
+    60% (``qshot``) above it in a misaligned cavity. The kat program replaces that
+    vacuum term by Finesse 2's (the modes' sums apart), from the fields of every
+    carrier and mode at the detector's node, which these detectors give
+    (``qnoise_rf_modes``); ``maxtem 0`` (one mode) needs none.
+    """
+    if translation.maxtem in (None, "off", "0") or not translation.rf_noise:
+        return
+    from finesse.detectors import FieldDetector
+    from finesse.frequency import generate_frequency_list
+
+    carriers = [float(f.eval()) for f in generate_frequency_list(model)]
+    for name in translation.rf_noise:
+        node = model.elements[name].node
+        translation.mode_fields[name] = [f"{name}__carrier{k}"
+                                         for k in range(len(carriers))]
+        for field, f in zip(translation.mode_fields[name], carriers):
+            model.add(FieldDetector(field, node, f))
 
 
 # Parameters that change beam parameters (a lens's f too; a laser's f is a frequency).
