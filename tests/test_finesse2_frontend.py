@@ -49,11 +49,23 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture, text: str) -> tuple[int, 
     ("fsig sig m2 phase 1 0\npd1 S 1 n2\n", 7, "fsig sig m2 phase"),
     ("fsig sig m2 1 0\nmod eom 10M 0.1 1 pm n0 n5\n", 8, "mod"),
     ("fsig sig m2 1 0\nl L1 1 10M n6\n", 8, "l"),
-    # Without fsig Finesse 3 wrote no column for these (issue 19's siblings); an RF
-    # demodulation first differs by 0.7%; Finesse 3 has no N form.
+    # Without fsig Finesse 3 wrote no column for these (issue 19's siblings); Finesse
+    # 3 has no N form. RF demodulations first: Finesse 2's qnoised with two differs
+    # from its own qshot where nothing can make them differ; two in an S form need a
+    # pd3; at most two; Finesse 2 refuses negative ones; a swept RF phase would miss
+    # its sign; with modes on, the carriers' frequencies must stay fixed.
     ("qshot q 1 10M 0 n2\n", 7, "qshot"),
     ("qnoisedS q 1 10M 0 n2\n", 7, "qnoisedS"),
-    ("fsig sig L0 1 0\nqnoised q 2 10M 0 $fs 0 n2\n", 8, "qnoised"),
+    ("fsig sig L0 1 0\nqnoised q 3 10M 0 3M 0 $fs 0 n2\n", 8, "qnoised"),
+    ("fsig sig L0 1 0\nmod eom 10M 0.1 1 pm n4 n5\nqshot q 2 10M 0 $fs n2\n"
+     "maxtem 1\nxaxis eom f lin 1M 2M 2\n", 11, "xaxis"),
+    ("fsig sig L0 1 0\nqshotS q 3 10M 0 20M 0 $fs n2\n", 8, "qshotS"),
+    ("fsig sig L0 1 0\nqshot q 4 1M 0 2M 0 3M 0 $fs n2\n", 8, "qshot"),
+    ("fsig sig L0 1 0\nqnoised q 2 -10M 0 $fs n2\n", 8, "qnoised"),
+    ("fsig sig L0 1 0\nqnoised q 2 10M x $fs n2\n", 8, "qnoised"),
+    ("fsig sig L0 1 0\nqnoised q 2 $fs 0 10M 0 n2\n", 8, "qnoised"),
+    ("fsig sig L0 1 0\nqnoised q 2 10M 0 $fs n2\nxaxis q phase1 lin 0 90 2\n", 9,
+     "xaxis"),
     ("fsig sig L0 1 0\nqshot q 1 10M 0 n2\n", 8, "qshot"),
     ("fsig sig L0 1 0\nqnoisedS q 0 n2\n", 8, "qnoisedS"),
     ("fsig sig L0 1 0\nqnoisedN q 1 $fs 0 n2\n", 8, "qnoisedN"),

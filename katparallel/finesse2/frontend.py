@@ -69,8 +69,13 @@ Translated, as Finesse 2.3.1 does it:
   radiation pressure (``attr NAME mass``), a mirror's own motion signal turned by 180
   degrees when it has a mass (:meth:`_Translator.flip_motion_with_mass`); one ``fsig``
   name at several components (the later ones renamed); ``$fs`` without ``fsig``: 0.
-* ``qnoised``/``qshot`` and their ``S`` forms with no demodulation or one at ``$fs``:
-  Finesse 2's Planck constant and ``S`` normalisation (:meth:`_Translator.noise`).
+* ``qnoised``/``qshot`` and their ``S`` forms with no demodulation or the last at
+  ``$fs``: Finesse 2's Planck constant and ``S`` normalisation
+  (:meth:`_Translator.noise`), its RF demodulation phases (negated for Finesse 3,
+  :meth:`_Translator.rf_demodulations`), its RF ``max`` in ``S`` forms
+  (:meth:`_Translator.noise_at_max`) and, with modes on, its sum of the modes'
+  vacuum noise (:func:`_mode_fields`); a squeezer's 2 mm beam without ``cav`` or
+  ``gauss`` (:meth:`_Translator.dummy_gauss`).
 
 * ``lock[*] NAME $INPUT GAIN ACCURACY [OFFSET]``: a model parameter ``NAME__lock``
   holding the lock's value (an output column ``NAME``), iterated before each point
@@ -262,6 +267,17 @@ class Translation:
     first_max : dict
         ``pd2 NAME f1 max f2 [PHASE2] NODE`` -> (the hidden detector demodulating
         at 90 degrees first, PHASE2 or None); see :meth:`_Translator.demod_max`.
+    noise_max : dict
+        ``qnoisedS``/``qshotS NAME 2 f1 max $fs [PHASE2] NODE`` -> (the hidden noise
+        detectors at Finesse 2's RF phases 45 and 90, the hidden signal demodulated
+        at 90 degrees first, PHASE2 or None); see :meth:`_Translator.noise_at_max`.
+    rf_noise : dict
+        RF-demodulated quantum-noise detectors (hidden ones too) -> (whether shot
+        noise only, the RF frequencies in Hz, Finesse 3's RF phases in degrees); see
+        :meth:`_Translator.rf_demodulations`.
+    mode_fields : dict
+        With modes on, each of those -> the hidden field detectors of every carrier
+        at its node (made by :func:`apply`; see :func:`_mode_fields`).
     """
 
     text: str
@@ -285,11 +301,18 @@ class Translation:
     noise: dict[str, str | None] = dataclasses.field(default_factory=dict)
     first_max: dict[str, tuple[str, float | None]] = dataclasses.field(
         default_factory=dict)
+    noise_max: dict[str, tuple[str, str, str, float | None]] = dataclasses.field(
+        default_factory=dict)
+    rf_noise: dict[str, tuple[bool, tuple[float, ...], tuple[float, ...]]] = (
+        dataclasses.field(default_factory=dict))
+    mode_fields: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     def hidden(self) -> set[str]:
         """Detectors the front end added for a computation, not written as columns."""
         return ({signal for signal in self.noise.values() if signal}
-                | {other for other, _ in self.first_max.values()})
+                | {other for other, _ in self.first_max.values()}
+                | {name for *names, _ in self.noise_max.values() for name in names}
+                | {name for names in self.mode_fields.values() for name in names})
 
     def scale_of(self, detector: str, lambda0: float) -> float:
         """Return the factor ``scale`` commands put on ``detector``'s output.
@@ -363,6 +386,8 @@ class _Translator:
         self.fsig_line = next((i for i, line in enumerate(self.lines, start=1)
                                if _code(line)[0][:1] == ["fsig"]), 0)
         self.mechanics = 0  # line of the first tf or mechanical attr dropped
+        # RF-demodulated quantum-noise detectors -> (line, command)
+        self.rf_noise: dict[str, tuple[int, str]] = {}
         # (line, fsig name, kind of component, component)
         self.injections: list[tuple[int, str, str, str]] = []
         self.inward = {word for line in self.lines
@@ -414,6 +439,7 @@ class _Translator:
                 "switches on higher-order modes with maxtem 0 (mode mismatch costs "
                 "power); katparallel follows it")
         self.check_misaligned_masses()
+        self.check_rf_noise()
         moving = next((i for i in self.injections if i[2] == "space"
                        or (i[2] == "mirror" and self.odd_in_x())), None)
         if self.result.maxtem not in (None, "off") and moving:
@@ -622,47 +648,160 @@ class _Translator:
                 raise Refusal(lineno, cmd, f"a laser's frequency varies: {why}")
 
     def noise(self, lineno: int, words: list[str]) -> list[str]:
-        """``qnoised``/``qshot`` ``NAME N [f1 PHASE1] NODE`` and their ``S`` forms.
+        """``qnoised``/``qshot`` ``NAME N [f1 PHASE1 ...] [fN PHASEN] NODE``, ``S`` forms.
 
         Measured against Finesse 2.3.1 (``qnoise_*`` references: a detuned cavity with
-        masses, modulator sidebands, a squeezer), with no demodulation or one at the
-        signal frequency Finesse 3's noise is Finesse 2's times sqrt(h3 / h2), the
+        masses, modulator sidebands, a squeezer), with no demodulation or the last at
+        the signal frequency Finesse 3's noise is Finesse 2's times sqrt(h3 / h2), the
         two programs taking Planck's constant from different CODATA releases; the
-        kat program divides that factor out (:data:`PLANCK_FINESSE2`). A demodulation
-        phase changes no noise of one demodulation in either (and ``max`` is dropped).
-        Finesse 2's ``S`` form is that noise over the modulus of the signal a ``pdN``
-        with the same demodulations gives (its complex modulus without a last phase or
-        with ``max``); Finesse 3's differs, so the front end adds that ``pdN`` as a
+        kat program divides that factor out (:data:`PLANCK_FINESSE2`). The phase of
+        the demodulation at the signal frequency changes no noise in either (and
+        ``max`` there is dropped). RF demodulations before it: see
+        :meth:`rf_demodulations`. Finesse 2's ``S`` form is that noise over the
+        modulus of the signal a ``pdN`` with the same demodulations gives (its complex
+        modulus without a last phase or with ``max``; measured with and without RF
+        demodulations); Finesse 3's differs, so the front end adds that ``pdN`` as a
         hidden detector ``NAME__signal`` and the kat program divides.
         """
         cmd, construct = words[0], words[0]
         if not self.fsig_line:
             raise Refusal(lineno, construct, "without fsig Finesse 3 computes no "
                           "quantum noise (it writes no output for this detector)")
-        if len(words) < 4 or not words[2].isdigit() or int(words[2]) > 1:
-            raise Refusal(lineno, construct, "only quantum noise with no demodulation or "
-                          "one at the signal frequency ($fs) is reproduced (measured: "
-                          "0.7% off with an RF demodulation first)")
+        if len(words) < 4 or not words[2].isdigit():
+            raise Refusal(lineno, construct, "expected 'qnoised name N [f1 phase1 ...] "
+                          "node'")
         demods = int(words[2])
         spec = words[3:-1]
-        if demods == 1 and (len(spec) not in (1, 2) or spec[0] not in ("$fs", "-$fs")):
-            raise Refusal(lineno, construct, "only quantum noise demodulated at the "
-                          "signal frequency ($fs) is reproduced")
         if demods == 0 and (spec or cmd.endswith("S")):
             raise Refusal(lineno, construct, "expected 'qnoised name 0 node' (an S form "
                           "needs a demodulation at the signal frequency)")
-        if spec and spec[-1] == "max":
-            spec = spec[:1]
-        spec = ["-$fs" if word == "$mfs" else word for word in spec]
-        words = self.detector(lineno, [cmd.rstrip("S"), words[1], words[2], *spec,
-                                       words[-1]])
+        rf, last = spec[:2 * demods - 2], spec[2 * demods - 2:]
+        if demods and (len(last) not in (1, 2) or last[0] not in ("$fs", "-$fs", "$mfs")):
+            raise Refusal(lineno, construct, "only quantum noise whose last "
+                          "demodulation is at the signal frequency ($fs) is reproduced")
+        if last[1:] == ["max"]:
+            last = last[:1]
+        last = ["-$fs" if word == "$mfs" else word for word in last]
+        phases = self.rf_demodulations(lineno, cmd, rf)
+        words = self.detector(lineno, [cmd.rstrip("S"), words[1], words[2], *phases,
+                                       *last, words[-1]])
         signal = None
-        if cmd.endswith("S"):
+        if cmd.endswith("S") and "max" in rf[1::2]:
+            signal = self.noise_at_max(words, rf[0], last)
+        elif cmd.endswith("S"):
             signal = f"{words[1]}__signal"
-            self.extra.append(" ".join(["pd1", signal, *spec, words[-1]]))
+            self.extra.append(" ".join([f"pd{demods}", signal, *rf, *last, words[-1]]))
         self.result.noise[words[1]] = signal
         self.result.inexact.append((lineno, cmd))
+        if rf:
+            self.rf_noise.setdefault(words[1], (lineno, cmd))
+            self.result.rf_noise[words[1]] = (
+                cmd.startswith("qshot"), tuple(self.hertz(f) for f in rf[::2]),
+                tuple(_number(p) for p in phases[1::2]))
         return words
+
+    def hertz(self, word: str) -> float:
+        """A frequency as written (a number or a ``$const``) in Hz."""
+        return _number(self.result.consts.get(word[1:], word) if word.startswith("$")
+                       else word)
+
+    def rf_demodulations(self, lineno: int, cmd: str, rf: list[str]) -> list[str]:
+        """RF demodulations ``f1 PHASE1 [f2 PHASE2]`` before the one at ``$fs``, for
+        Finesse 3's ``QuantumNoiseDetectorDemod1/2`` and ``QuantumShotNoise...``.
+
+        Measured against Finesse 2.3.1 (``qnoise_rf*`` references; ``qnoised`` and
+        ``qshot``, a detuned cavity, radiation pressure, squeezing, modes, one RF
+        demodulation, and two for ``qshot``, at modulation frequencies and
+        elsewhere): Finesse 2's noise at RF phases (phi1, phi2) is Finesse 3's at
+        (-phi1, -phi2), to 1e-11. The
+        difference is a convention of the demodulation phase: a photocurrent
+        demodulated at phase phi picks up the vacuum field at f_c + f1 + fs beating
+        with the carrier at f_c weighted by exp(-i phi) in Finesse 2, by exp(+i phi)
+        in Finesse 3 (whose own source marks it: "FIXME: There should be a minus sign
+        here"). Where the carrier's upper and lower sidebands are alike (no cavity,
+        phi = 0 or 90) the two agree; where a detuned cavity makes them differ,
+        Finesse 3 is off (0.7% at 20 degrees on the reference). So each RF phase is
+        negated. The signal (``pdN``, also the hidden one of an ``S`` form) keeps its
+        phases: Finesse 2 and Finesse 3 agree there. ``max`` as an RF phase: Finesse
+        2 computes the noise at phase 0 (measured, whatever phase maximises the
+        signal); for its ``S`` form see :meth:`noise_at_max`.
+        """
+        if len(rf) // 2 > 2:
+            raise Refusal(lineno, cmd, "Finesse 3 has quantum-noise detectors with at "
+                          "most two RF demodulations before the one at $fs")
+        if len(rf) // 2 > 1 and cmd.startswith("qnoised"):
+            raise Refusal(lineno, cmd, "qnoised with two RF demodulations: Finesse 2's "
+                          "differs from its own qshot where nothing can make them "
+                          "differ (no squeezing, no radiation pressure: by 2% to 41% "
+                          "with one modulator), Finesse 3's equals its qshot there")
+        if len(rf) // 2 > 1 and cmd.endswith("S"):
+            raise Refusal(lineno, cmd, "an S form with two RF demodulations: its signal "
+                          "would be a pd3, which Finesse 3's legacy parser lacks")
+        out = []
+        for freq, phase in zip(rf[::2], rf[1::2]):
+            value = self.result.consts.get(freq[1:], freq) if freq.startswith("$") \
+                else freq
+            if not _is_number(value) or _number(value) < 0:
+                raise Refusal(lineno, cmd, f"an RF demodulation frequency '{freq}' "
+                              "that is not a number >= 0 (Finesse 2 refuses negative "
+                              "ones in quantum-noise detectors)")
+            value = self.result.consts.get(phase[1:], phase) if phase.startswith("$") \
+                else phase
+            if phase != "max" and not _is_number(value):
+                raise Refusal(lineno, cmd, f"an RF demodulation phase '{phase}' that "
+                              "is not a number or 'max'")
+            out += [freq, "0" if phase == "max" else repr(-_number(value) + 0.0)]
+        return out
+
+    def noise_at_max(self, words: list[str], freq: str, last: list[str]) -> str:
+        """``qnoisedS``/``qshotS NAME 2 f1 max $fs [PHASE2] NODE``: Finesse 2's ``max``.
+
+        Measured against Finesse 2.3.1 (``qnoise_rf_max``, to 1e-11): Finesse 2 takes
+        the RF phase phi that maximises the signal after the RF demodulation, as for
+        ``pd2 ... f1 max ...`` (:meth:`first_demod_max`), and writes the noise at phi
+        over that signal's modulus (demodulated at PHASE2 when given). phi varies
+        along a sweep; Finesse 3's detector has one phase. The noise power is a
+        quadratic form in exp(+-i phi): N^2(phi) = A + B cos 2phi + C sin 2phi, with
+        A + B, A + C and A - B the noise powers at Finesse 2's phases 0, 45 and 90
+        (the detector ``NAME`` itself and two hidden ones, at Finesse 3's phases 0,
+        -45 and -90); the kat program evaluates it at phi, which it finds from the
+        hidden signals ``NAME__signal`` and ``NAME__signal__90`` (RF phases 0, 90).
+        """
+        cmd, name, node = words[0], words[1], words[-1]
+        hidden = []
+        for phase in ("45", "90"):
+            hidden.append(f"{name}__q{phase}")
+            self.extra.append(" ".join([cmd, hidden[-1], "2", freq, f"-{phase}",
+                                        last[0], node]))
+            self.result.rf_noise[hidden[-1]] = (cmd == "qshot", (self.hertz(freq),),
+                                                (-float(phase),))
+        signal = f"{name}__signal"
+        for other, phase in ((signal, "0"), (f"{signal}__90", "90")):
+            self.extra.append(" ".join(["pd2", other, freq, phase, last[0], node]))
+        second = _number(last[1]) if len(last) > 1 else None
+        self.result.noise_max[name] = (*hidden, f"{signal}__90", second)
+        return signal
+
+    def check_rf_noise(self) -> None:
+        """Refuse what RF-demodulated quantum noise cannot follow along a sweep.
+
+        A sweep or ``put`` of such a detector's phase would skip the sign
+        :meth:`rf_demodulations` gives it; with modes on, the carrier fields
+        :func:`_mode_fields` reads are at fixed frequencies.
+        """
+        if not self.rf_noise:
+            return
+        modes = self.result.maxtem not in (None, "off", "0")
+        for target_line, cmd, component, param in self.result.targets:
+            if modes and param.lower() == "f" and self.kinds.get(component) in (
+                    "laser", "mod"):
+                raise Refusal(target_line, cmd, f"a sweep or put of '{component} "
+                              f"{param}' with RF-demodulated quantum noise and modes on "
+                              "(the carriers' frequencies must stay fixed)")
+            if component in self.rf_noise:
+                raise Refusal(target_line, cmd, f"a sweep or put of '{component} "
+                              f"{param}' (an RF-demodulated quantum-noise detector) "
+                              "is not reproduced")
 
     def odd_in_x(self) -> bool:
         """Whether the file can have light in modes odd in x (HG10, HG11, ...).
@@ -809,9 +948,29 @@ class _Translator:
         return [*words[:3], _BEAM_PARAMETERS[param], words[4]]
 
     def dummy_gauss(self) -> None:
-        """Finesse 2's beam at each laser when no cav or gauss gives one: w0 = 2 mm."""
+        """Finesse 2's beam at each laser when no cav or gauss gives one: w0 = 2 mm.
+
+        A squeezer (``sq``) gets its own too (measured: a squeezer 1 m from a beam
+        splitter, the laser 1.1 m: Finesse 2's noise is that of a 2 mm waist at each,
+        as with two ``gauss`` commands, 8e-4 away from the laser's beam traced to the
+        squeezer; ``sq_dummy_beam``), and the beams then meet as two ``gauss``
+        commands' do (:mod:`katparallel.finesse2.trace`).
+        """
+        squeezers = [(lineno, words[1], words[-1])
+                     for lineno, line in enumerate(self.lines, start=1)
+                     for words in [_code(line)[0]] if words[:1] == ["sq"]
+                     and len(words) > 2]
         for name, node in self.lasers:
             self.extra.append(f"gauss {name}__dummy {name} {node} 2m 0")
+        for lineno, name, node in squeezers:
+            self.extra.append(f"gauss {name}__dummy {name} {node} 2m 0")
+            self.result.trace_sources.append((lineno, f"{name}__dummy"))
+        if squeezers:
+            declared = {words[1]: lineno
+                        for lineno, line in reversed(list(enumerate(self.lines, 1)))
+                        for words in [_code(line)[0]] if len(words) > 1}
+            self.result.trace_sources[:0] = [(declared[name], f"{name}__dummy")
+                                             for name, _ in self.lasers]
         self.extra.append("retrace off")
         self.result.notes.append(
             "no cavity nor gauss: Finesse 2 gives each laser a beam of waist 2 mm at "
@@ -1137,6 +1296,33 @@ def apply(model: finesse.Model, translation: Translation, run: bool = False) -> 
     _beam_trace(model, translation)
     _laser_gouy_phases(model, translation)
     _install_locks(model, translation)
+    _mode_fields(model, translation)
+
+
+def _mode_fields(model: finesse.Model, translation: Translation) -> None:
+    """Hidden field detectors for Finesse 2's RF-demodulated noise with modes on.
+
+    Finesse 3's ``QuantumNoiseDetectorDemod1/2`` and ``QuantumShotNoise...`` do not
+    reset their sum over carriers from one mode to the next, so mode k's vacuum noise
+    counts the carriers of modes 0..k: measured exactly sqrt(6) times Finesse 2's
+    noise for HG00 light alone with ``maxtem 2`` (6 modes); 1.4% (``qnoised``) and
+    60% (``qshot``) above it in a misaligned cavity. The kat program replaces that
+    vacuum term by Finesse 2's (the modes' sums apart), from the fields of every
+    carrier and mode at the detector's node, which these detectors give
+    (``qnoise_rf_modes``); ``maxtem 0`` (one mode) needs none.
+    """
+    if translation.maxtem in (None, "off", "0") or not translation.rf_noise:
+        return
+    from finesse.detectors import FieldDetector
+    from finesse.frequency import generate_frequency_list
+
+    carriers = [float(f.eval()) for f in generate_frequency_list(model)]
+    for name in translation.rf_noise:
+        node = model.elements[name].node
+        translation.mode_fields[name] = [f"{name}__carrier{k}"
+                                         for k in range(len(carriers))]
+        for field, f in zip(translation.mode_fields[name], carriers):
+            model.add(FieldDetector(field, node, f))
 
 
 # Parameters that change beam parameters (a lens's f too; a laser's f is a frequency).

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import itertools
 import math
 import os
 import re
@@ -376,10 +377,13 @@ def simulate(model: finesse.Model, text: str, translation: Translation) -> Table
     outputs = {name: _output(solution, name, absent, translation, model, shape)
                for name in names}
     # Finesse 2 writes no phase column for 'abs:deg' or 'db:deg' when every output is
-    # real (DC photodiodes, demodulated ones with all phases given, bp, gouy, funcs);
-    # an 'ad', even at a frequency no source makes, is complex.
+    # real (DC photodiodes, demodulated ones with all phases given, bp, gouy, funcs,
+    # qshot); an 'ad', even at a frequency no source makes, is complex, and so is a
+    # qnoised or qnoisedS (measured: a phase column of zeros).
     if (kinds in (["abs", "deg"], ["db", "deg"]) and not absent
-            and not any(np.iscomplexobj(values) for values in outputs.values())):
+            and not any(np.iscomplexobj(values) for values in outputs.values())
+            and not any(type(model.elements.get(name)).__name__.startswith(
+                "QuantumNoiseDetector") for name in names)):
         kinds = kinds[:1]
     columns = [
         (f"{name} {_COLUMN_KINDS[kind]}", _kind_columns(outputs[name], kind).reshape(shape))
@@ -462,12 +466,76 @@ def _output(solution, name: str, absent: list[str], translation: Translation,
     if name in translation.moduli:
         values = np.abs(values)
     if name in translation.noise:  # see frontend._Translator.noise
-        values = values * math.sqrt(PLANCK_FINESSE2 / _planck())
         signal = translation.noise[name]
-        if signal is not None:
+        if name in translation.noise_max:
+            values = _noise_at_max(solution, name, signal, translation, model)
+        else:
+            values = _noise(solution, name, translation, model)
+        if signal is not None and name not in translation.noise_max:
             with np.errstate(divide="ignore", invalid="ignore"):
                 values = values / np.abs(np.asarray(solution[signal]))
+        values = values * math.sqrt(PLANCK_FINESSE2 / _planck())
     return values * translation.scale_of(name, float(model.lambda0))
+
+
+def _noise(solution, name: str, translation: Translation,
+           model: finesse.Model) -> np.ndarray:
+    """A quantum-noise detector's output, its modes' vacuum noise summed as Finesse 2.
+
+    See ``frontend._mode_fields``. For each vacuum frequency g = f_k + sum s_i f_i
+    (+- fs, alike) that no signal sideband occupies (any, for qshot), Finesse 3 adds
+    (1 + g / f0) sum_j |S_j|^2 where S_j = c_0 + ... + c_j and c_j is mode j's sum
+    over carriers k of a_kj exp(i sum s_i phi_i); Finesse 2 adds sum_j |c_j|^2. The
+    square of the output changes by K times the difference, K = 2 0.25^N h f0 (N
+    demodulations; Finesse 3's normalisation, fields a = sqrt(2) times the field
+    detectors' outputs).
+    """
+    values = np.asarray(solution[name])
+    fields = translation.mode_fields.get(name)
+    if not fields:
+        return values
+    shot, freqs, phases = translation.rf_noise[name]
+    carriers = [float(model.elements[field].f.value) for field in fields]
+    f0 = float(model.f0)
+    groups: dict[float, list[np.ndarray]] = {}
+    for fk, field in zip(carriers, fields):
+        amplitude = np.asarray(solution[field]) * math.sqrt(2)
+        for signs in itertools.product((1, -1), repeat=len(freqs)):
+            g = fk + sum(s * f for s, f in zip(signs, freqs))
+            key = next((x for x in groups if math.isclose(x, g, abs_tol=1e-6)), g)
+            phi = math.radians(sum(s * p for s, p in zip(signs, phases)))
+            groups.setdefault(key, []).append(amplitude * np.exp(1j * phi))
+    change = np.zeros(np.shape(values))
+    for g, terms in groups.items():
+        if not shot and any(math.isclose(g, fk, abs_tol=1e-6) for fk in carriers):
+            continue  # a signal sideband's frequency: no pure vacuum there
+        c = np.sum(terms, axis=0)
+        change += 2 * (1 + g / f0) * (np.sum(np.abs(c) ** 2, axis=-1)
+                                      - np.sum(np.abs(np.cumsum(c, axis=-1)) ** 2, axis=-1))
+    factor = 2 * 0.25 ** (len(freqs) + 1) * _planck() * f0
+    return np.sqrt(values ** 2 + factor * change)
+
+
+def _noise_at_max(solution, name: str, signal: str, translation: Translation,
+                  model: finesse.Model) -> np.ndarray:
+    """An ``S`` form's noise over signal at the RF phase maximising the signal.
+
+    See ``frontend._Translator.noise_at_max``: phi = (arg P - arg Q) / 2 with
+    P, Q = Z(0) +- i Z(90), the noise power A + B cos 2phi + C sin 2phi.
+    """
+    q45, q90, signal90, phase = translation.noise_max[name]
+    n0, n45, n90 = (_noise(solution, n, translation, model) ** 2
+                    for n in (name, q45, q90))
+    z0, z90 = np.asarray(solution[signal]), np.asarray(solution[signal90])
+    p, q = z0 + 1j * z90, z0 - 1j * z90
+    phi = (np.angle(p) - np.angle(q)) / 2
+    mean, cosine = (n0 + n90) / 2, (n0 - n90) / 2
+    noise = np.sqrt(mean + cosine * np.cos(2 * phi) + (n45 - mean) * np.sin(2 * phi))
+    z = (p * np.exp(-1j * phi) + q * np.exp(1j * phi)) / 2
+    if phase is not None:
+        z = np.real(np.exp(-1j * math.radians(phase)) * z)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return noise / np.abs(z)
 
 
 def _planck() -> float:
