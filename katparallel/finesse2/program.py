@@ -465,8 +465,10 @@ def _output(solution, name: str, absent: list[str], translation: Translation,
         values = values * math.sqrt(PLANCK_FINESSE2 / _planck())
         signal = translation.noise[name]
         if signal is not None:
+            modulus = np.abs(np.asarray(solution[signal]))
             with np.errstate(divide="ignore", invalid="ignore"):
-                values = values / np.abs(np.asarray(solution[signal]))
+                values = (modulus / values if name in translation.snr
+                          else values / modulus)
     return values * translation.scale_of(name, float(model.lambda0))
 
 
