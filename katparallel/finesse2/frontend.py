@@ -273,6 +273,9 @@ class Translation:
         signal is twice the DC power (``NAME__dc``).
     helpers : set of str
         Detectors added to compute another's output, not written as columns.
+    renamed : dict
+        A detector named like an earlier one (Finesse 2 writes both) -> (its name in
+        the file, its line); a ``scale`` or ``set`` of that name means the first.
     first_max : dict
         ``pd2 NAME f1 max f2 [PHASE2] NODE`` -> (the hidden detector demodulating
         at 90 degrees first, PHASE2 or None); see :meth:`_Translator.demod_max`.
@@ -301,6 +304,7 @@ class Translation:
     homodynes: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)
     dc_signals: set[str] = dataclasses.field(default_factory=set)
     helpers: set[str] = dataclasses.field(default_factory=set)
+    renamed: dict[str, tuple[str, int]] = dataclasses.field(default_factory=dict)
     first_max: dict[str, tuple[str, float | None]] = dataclasses.field(
         default_factory=dict)
 
@@ -320,9 +324,16 @@ class Translation:
             The model's wavelength in metres (``meter`` is 2 pi / lambda).
         """
         factor = 1.0
+        meter = 2 * math.pi / lambda0
+        # Finesse 2 divides a noise-to-signal ratio (an S form) by the 'scale meter'
+        # that names it (measured on qnoise_scale_meter.kat; a 'scale meter' for every
+        # detector multiplies it, as every other scale does).
+        ratio = bool(self.noise.get(detector)) and detector not in self.snr
         for target, word in self.scales:
-            if target in (None, detector):
-                factor *= (2 * math.pi / lambda0 if word == "meter"
+            if target == detector and word == "meter" and ratio:
+                factor /= meter
+            elif target in (None, detector):
+                factor *= (meter if word == "meter"
                            else _SCALE_WORDS.get(word) or float(word))
         return factor
 
@@ -353,6 +364,7 @@ class _Translator:
         self.trace_sources = 0  # how many cav and gauss commands
         self.apertures: list[tuple[int, str]] = []
         self.unchecked: set[str] = set()  # commands noted as never checked
+        self.detector_names: set[str] = set()
         self.fs_zero = 0  # line of the first $fs read as 0 (no fsig)
         self.block = ""  # the end of a GNUPLOT or /* block being skipped, if in one
         self.result = Translation(text="")
@@ -479,6 +491,9 @@ class _Translator:
                           "(q[n]hd: node pairs weighted by functions) has not been "
                           "measured against Finesse 2.3.1; its one-pair form qhd runs")
         self.checked(lineno, cmd)
+        if len(words) > 2 and (_DETECTORS.match(cmd) or cmd in _NOISE_DETECTORS
+                               or cmd in _HOMODYNES):
+            words = self.unique_detector(lineno, words)
         if cmd in ("gauss", "gauss*") and len(words) > 1 and words[1] in self.named:
             # Finesse 2 keeps gauss names apart from other names; Finesse 3 does not.
             words = [cmd, f"{words[1]}__gauss", *words[2:]]
@@ -545,6 +560,24 @@ class _Translator:
                           f"2 refuses it too): {_NOT_SWEPT[param.lower()]}")
         spelt = _PARAMETERS.get(kind, {}).get(param.lower(), param)
         return [*words[:index], spelt, *words[index + 1:]]
+
+    def unique_detector(self, lineno: int, words: list[str]) -> list[str]:
+        """A detector named like an earlier one gets a name of its own.
+
+        Finesse 2 writes a column for each (measured: ``scale NAME`` then changes the
+        first only); Finesse 3 names must be unique.
+        """
+        name = words[1]
+        if name not in self.detector_names:
+            self.detector_names.add(name)
+            return words
+        unique = f"{name}__{lineno}"
+        self.result.renamed[unique] = (name, lineno)
+        self.result.notes.append(
+            f"line {lineno}: a second detector named '{name}', which Finesse 2 writes "
+            f"too (a scale or set of '{name}' means the first); katparallel names it "
+            f"'{unique}'")
+        return [words[0], unique, *words[2:]]
 
     def plot_only(self, lineno: int, words: list[str]) -> list[str]:
         """``multi`` (every surface in one 3D plot) changes no output: dropped."""

@@ -365,6 +365,7 @@ def simulate(model: finesse.Model, text: str, translation: Translation) -> Table
                 for name, values in zip(analysis.parameters, solution.x)]
     shape = tuple(len(values) for _, values in axes)
     declared = _declarations(text)
+    declared.update({name: lineno for name, (_, lineno) in translation.renamed.items()})
     # Finesse 2 writes its detectors first, then its functions and locks, each in file
     # order.
     computed = {name: lineno for lineno, name, _ in translation.funcs}
@@ -382,7 +383,8 @@ def simulate(model: finesse.Model, text: str, translation: Translation) -> Table
             and not any(np.iscomplexobj(values) for values in outputs.values())):
         kinds = kinds[:1]
     columns = [
-        (f"{name} {_COLUMN_KINDS[kind]}", _kind_columns(outputs[name], kind).reshape(shape))
+        (f"{translation.renamed.get(name, (name,))[0]} {_COLUMN_KINDS[kind]}",
+         _kind_columns(outputs[name], kind).reshape(shape))
         for name in names
         for kind in kinds
     ]
