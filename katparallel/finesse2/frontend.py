@@ -74,8 +74,8 @@ Translated, as Finesse 2.3.1 does it:
   undemodulated ``qnoised``, which is its ``qshot`` (:meth:`_Translator.noise`);
 * ``qhd``/``qhdS``/``qhdN NAME PHASE NODE1 NODE2``: the noise of two nodes'
   photocurrents summed, the second node's light turned by the phase
-  (:mod:`katparallel.finesse2.homodyne`), its signal and phase as Finesse 2 takes them
-  (:meth:`_Translator.homodyne`).
+  (:mod:`katparallel.finesse2.homodyne`), its signal and phase as Finesse 2 takes them,
+  and ``hd``, that signal (:meth:`_Translator.homodyne`).
 
 * ``lock[*] NAME $INPUT GAIN ACCURACY [OFFSET]``: a model parameter ``NAME__lock``
   holding the lock's value (an output column ``NAME``), iterated before each point
@@ -112,7 +112,7 @@ _COMPONENT_NODES = {
 }
 _QUANTUM = re.compile(r"^(qd|sd)[SN]?$")  # refused with a signal
 _NOISE_DETECTORS = ("qnoised", "qnoisedS", "qnoisedN", "qshot", "qshotS", "qshotN")
-_HOMODYNES = ("qhd", "qhdS", "qhdN")  # see katparallel.finesse2.homodyne
+_HOMODYNES = ("hd", "qhd", "qhdS", "qhdN")  # see _Translator.homodyne
 #: Planck's constant in Finesse 2.3.1 (CODATA 2014; measured: its quantum noise is
 #: Finesse 3's, which uses CODATA 2018's 6.62607015e-34, times 1 - 8.3e-9).
 PLANCK_FINESSE2 = 6.62607004e-34
@@ -197,7 +197,8 @@ CHECKED = {
     "qnoised": "qnoise_squeezed.kat", "qshot": "qnoise_squeezed.kat",
     "qnoisedS": "qnoise_ratio.kat", "qshotS": "qnoise_ratio.kat",
     "qnoisedN": "qnoise_snr.kat", "qshotN": "qnoise_snr.kat", "qhd": "qhd_squeezed.kat",
-    "qhdS": "qhd_signal.kat", "qhdN": "qhd_signal.kat", "xd": "fsig_mass_xd.kat",
+    "qhdS": "qhd_signal.kat", "qhdN": "qhd_signal.kat", "hd": "hd_signal.kat",
+    "xd": "fsig_mass_xd.kat",
 }
 #: Other spellings Finesse 2 (and the legacy parser) read as the same command.
 ALIASES = {"laser": "l", "light": "l", "mirror": "m", "beamsplitter": "bs",
@@ -765,36 +766,39 @@ class _Translator:
                               "2's conventions), which a func or lock cannot read")
 
     def homodyne(self, lineno: int, words: list[str]) -> list[str]:
-        """``qhd[S|N] NAME PHASE NODE1 NODE2``: Finesse 2's quantum homodyne detector.
+        """``[q]hd[S|N] NAME PHASE NODE1 NODE2``: Finesse 2's homodyne detectors.
 
-        The noise is :class:`katparallel.finesse2.homodyne.QuantumHomodyne`'s (added by
-        :func:`apply`), times Finesse 2's Planck constant over Finesse 3's as for
-        ``qnoised``. Hidden ``pd1 NAME__1 $fs NODE1`` and ``NAME__2`` detectors give
-        the nodes, as Finesse 2's default directions make them, and the signals:
-        Finesse 2's signal of ``qhd`` (the output of its ``hd``) is ``NAME__1 + e^{i
-        PHASE} NAME__2``; ``qhdS`` is the noise over its modulus and ``qhdN`` the
-        modulus of its real part over the noise (measured to 1e-15 over a full turn
-        of the signal's phase). The phase is held by a dark stand-in laser
-        ``NAME__qhd``, so that ``xaxis``/``put NAME phase`` (which Finesse 2 allows)
-        reach it.
+        The noise of ``qhd`` is :class:`katparallel.finesse2.homodyne.QuantumHomodyne`'s
+        (added by :func:`apply`), times Finesse 2's Planck constant over Finesse 3's
+        as for ``qnoised``. Hidden ``pd1 NAME__1 $fs NODE1`` and ``NAME__2`` detectors
+        give the nodes, as Finesse 2's default directions make them, and the signals:
+        Finesse 2's ``hd`` writes ``NAME__1 + e^{i PHASE} NAME__2`` (without ``fsig``,
+        with the DC powers of ``pd NAME__1 NODE1``...); ``qhdS`` is the ``qhd`` noise
+        over its modulus and ``qhdN`` the modulus of its real part over the noise
+        (measured to 1e-15 over a full turn of the signal's phase). The phase is held
+        by a dark stand-in laser ``NAME__qhd``, so that ``xaxis``/``put NAME phase``
+        (which Finesse 2 allows) reach it.
         """
         cmd = words[0]
         if len(words) != 5:
             raise Refusal(lineno, cmd, f"expected '{cmd} name phase node1 node2'")
-        if not self.fsig_line:
+        if not self.fsig_line and cmd != "hd":
             raise Refusal(lineno, cmd, "without fsig Finesse 2 computes no quantum "
                           "noise for it (measured: it writes 0 for qhd and qhdS, inf "
                           "for qhdN); add 'fsig NAME F' for the noise at frequency F")
         name, phase, nodes = words[1], words[2], words[3:]
         for i, node in enumerate(nodes, start=1):
-            helper = self.detector(lineno, ["pd1", f"{name}__{i}", "$fs", node])
+            helper = (["pd1", f"{name}__{i}", "$fs", node] if self.fsig_line
+                      else ["pd", f"{name}__{i}", node])
+            helper = self.detector(lineno, helper)
             self.extra.append(" ".join(helper))
             self.result.helpers.add(helper[1])
         self.result.homodynes[name] = (lineno, cmd)
-        self.result.noise[name] = None if cmd == "qhd" else f"{name}__signal"
-        if cmd == "qhdN":
-            self.result.snr.add(name)
-        self.result.inexact.append((lineno, cmd))
+        if cmd != "hd":
+            self.result.noise[name] = None if cmd == "qhd" else f"{name}__signal"
+            if cmd == "qhdN":
+                self.result.snr.add(name)
+            self.result.inexact.append((lineno, cmd))
         self.stand_ins.append((f"{name}__qhd", f"{name}__qhd_node"))
         return ["l", f"{name}__qhd", "0", "0", phase, f"{name}__qhd_node"]
 
@@ -1517,10 +1521,11 @@ def _add_func_outputs(model: finesse.Model, translation: Translation,
 
 
 def _add_noise_signals(model: finesse.Model, translation: Translation) -> None:
-    """Add the ``qhd`` detectors, and the signals ``S`` and ``N`` forms divide by.
+    """Add the ``[q]hd`` detectors, and the signals ``S`` and ``N`` forms divide by.
 
     See :meth:`_Translator.homodyne` and :meth:`_Translator.noise`.
     """
+    import numpy as np
     from finesse.detectors import MathDetector
     from finesse.symbols import FUNCTIONS, Constant
 
@@ -1532,13 +1537,15 @@ def _add_noise_signals(model: finesse.Model, translation: Translation) -> None:
     for name, (_, cmd) in translation.homodynes.items():
         first, second = (model.elements[f"{name}__{i}"] for i in (1, 2))
         phase = model.elements[f"{name}__qhd"].phase.ref
-        model.add(QuantumHomodyne(name, first.node, second.node, phase))
-        if cmd == "qhd":
-            continue
         turn = FUNCTIONS["exp"](1j * math.pi / 180 * phase)
         signal = Constant(first) + turn * Constant(second)
-        model.add(MathDetector(f"{name}__signal", FUNCTIONS["real"](signal)
-                               if cmd == "qhdN" else signal))
+        if cmd == "hd":
+            model.add(MathDetector(name, signal, dtype=np.complex128))
+            continue
+        model.add(QuantumHomodyne(name, first.node, second.node, phase))
+        if cmd != "qhd":
+            model.add(MathDetector(f"{name}__signal", FUNCTIONS["real"](signal)
+                                   if cmd == "qhdN" else signal))
 
 
 def _install_locks(model: finesse.Model, translation: Translation) -> None:
