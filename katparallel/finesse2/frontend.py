@@ -740,7 +740,7 @@ class _Translator:
         if cmd[-1] in "SN":
             signal = f"{words[1]}__signal"
             if demods:
-                self.extra.append(" ".join(["pd1", signal, *spec, words[-1]]))
+                self.extra.append(" ".join([f"pd{demods}", signal, *spec, words[-1]]))
             else:  # see _add_noise_signals
                 self.extra.append(f"pd {words[1]}__dc {words[-1]}")
                 self.result.helpers.add(f"{words[1]}__dc")
