@@ -50,7 +50,7 @@ F2_TIMEOUT = 120  # seconds; a file Finesse 2 takes longer on is left out, as re
 APART = ("finesse2 refuses", "finesse2 gives up a lock")  # not counted as runs
 LOCK_GIVEN_UP = "Stopped lock iteration"  # Finesse 2's warning when a lock fails
 _AXIS = re.compile(r"^\s*(xaxis|noxaxis|x2axis)\b", re.M)
-_DETECTOR = re.compile(r"^\s*(pd\d*|ad|bp|beam|qnoisedS?|qshotS?|xd|gouy)\s", re.M)
+_DETECTOR = re.compile(r"^\s*(pd\d*|ad|bp|beam|qnoised[SN]?|qshot[SN]?|q?hd[SN]?|xd|gouy)\s", re.M)
 _NUMBER = r"([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)(?=\s|$)"
 _LENGTH = re.compile(r"(?mi)^(\s*(?:s|const)\s+\S+\s+|\s*attr\s+\S+\s+ro?c[xy]?\s+)" + _NUMBER)
 _SPACE = re.compile(r"^\s*s\s+\S+\s+.*?(\S+)\s+(\S+)\s*(#.*)?$", re.M)

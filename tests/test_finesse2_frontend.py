@@ -39,7 +39,13 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture, text: str) -> tuple[int, 
     ("beam b1 n2\nset e b1 re\nlock z $e 1 1n\nxaxis b1 x lin -1 1 4\n", 9, "lock"),
     ("func f = 2*$nosuch\n", 7, "func"),
     ("pd1 err 10M 0 n2\nset e err re\nfunc f = 2*$e\nput m1 phi $f\n", 10, "put"),
-    ("qhd h 180 n2 n3\n", 7, "qhd"),
+    ("qhd h 180 n2 n3\n", 7, "qhd"),  # no fsig: Finesse 2 writes 0 (inf for qhdN)
+    ("fsig sig L0 1 0\nqhdS h 180 n2\n", 8, "qhdS"),
+    ("fsig sig L0 1 0\nq2hd h f1 n2 n3\n", 8, "q2hd"),  # mixed: not measured
+    # A func or lock would read Finesse 3's noise, not Finesse 2's.
+    ("fsig sig L0 1 0\nqhd h 180 n2 n3\nset e h re\n", 9, "set"),
+    ("fsig sig L0 1 0\nqnoisedN q 1 $fs 0 n2\nset e q re\n", 9, "set"),
+    ("pd1 p 10M max n2\nset e p re\n", 8, "set"),
     ("fsig sig s2 phase 1 0\nmaxtem 0\npd1 S 1 n2\n", 7, "fsig"),  # strain with modes
     ("fsig sig m2 1 0\nattr m2 xbeta 1u\nmaxtem 1\npd1 S 1 n2\n", 7, "fsig"),  # odd in x
     ("fsig sig L0 amp 1 0\nattr m1 mass 1\nattr m2 xbeta 1u\nmaxtem 1\n", 9, "xbeta"),
@@ -49,11 +55,11 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture, text: str) -> tuple[int, 
     ("fsig sig m2 phase 1 0\npd1 S 1 n2\n", 7, "fsig sig m2 phase"),
     ("fsig sig m2 1 0\nmod eom 10M 0.1 1 pm n0 n5\n", 8, "mod"),
     ("fsig sig m2 1 0\nl L1 1 10M n6\n", 8, "l"),
-    # Without fsig Finesse 3 wrote no column for these (issue 19's siblings); Finesse
-    # 3 has no N form. RF demodulations first: Finesse 2's qnoised with two differs
-    # from its own qshot where nothing can make them differ; two in an S form need a
-    # pd3; at most two; Finesse 2 refuses negative ones; a swept RF phase would miss
-    # its sign; with modes on, the carriers' frequencies must stay fixed.
+    # Without fsig Finesse 3 wrote no column for these (issue 19's siblings). RF
+    # demodulations first: Finesse 2's qnoised with two differs from its own qshot
+    # where nothing can make them differ; two in an S or N form need a pd3; at most
+    # two; Finesse 2 refuses negative ones; a swept RF phase would miss its sign; with
+    # modes on, the carriers' frequencies must stay fixed.
     ("qshot q 1 10M 0 n2\n", 7, "qshot"),
     ("qnoisedS q 1 10M 0 n2\n", 7, "qnoisedS"),
     ("fsig sig L0 1 0\nqnoised q 3 10M 0 3M 0 $fs 0 n2\n", 8, "qnoised"),
@@ -67,8 +73,8 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture, text: str) -> tuple[int, 
     ("fsig sig L0 1 0\nqnoised q 2 10M 0 $fs n2\nxaxis q phase1 lin 0 90 2\n", 9,
      "xaxis"),
     ("fsig sig L0 1 0\nqshot q 1 10M 0 n2\n", 8, "qshot"),
-    ("fsig sig L0 1 0\nqnoisedS q 0 n2\n", 8, "qnoisedS"),
-    ("fsig sig L0 1 0\nqnoisedN q 1 $fs 0 n2\n", 8, "qnoisedN"),
+    ("fsig sig L0 1 0\nqnoisedS q 0 10M n2\n", 8, "qnoisedS"),
+    ("fsig sig L0 1 0\nqshotN q 3 10M 0 20M 0 $fs n2\n", 8, "qshotN"),
     ("fsig sig L0 1 0\nxaxis sig phase lin 0 90 2\n", 8, "xaxis"),
     ("pd1 err 10M 0 n2\nset e err abs\n", 8, "set"),
     ("attr m1 r_ap 0.01\nmaxtem 1\ncav c m1 n2 m2 n3\n", 7, "r_ap"),
@@ -228,3 +234,10 @@ def test_a_put_finesse3_refuses_is_a_refusal(tmp_path: Path, capsys) -> None:
                       "func f = 10 * $vre\nput v re $f\nxaxis v re lin 0 1 2\n")
     assert status == 1 and "Traceback" not in err
     assert "line 10: " in err and "self-referencing" in err, err
+
+
+def test_qhd_without_fsig_says_what_finesse2_writes(tmp_path: Path, capsys) -> None:
+    text = CAVITY + "qhdN h 180 n2 n3\nxaxis m1 phi lin 0 90 2\n"
+    status, err = run(tmp_path, capsys, text)
+    assert status == 1
+    assert "it writes 0 for qhd and qhdS, inf for qhdN" in err, err

@@ -69,13 +69,18 @@ Translated, as Finesse 2.3.1 does it:
   radiation pressure (``attr NAME mass``), a mirror's own motion signal turned by 180
   degrees when it has a mass (:meth:`_Translator.flip_motion_with_mass`); one ``fsig``
   name at several components (the later ones renamed); ``$fs`` without ``fsig``: 0.
-* ``qnoised``/``qshot`` and their ``S`` forms with no demodulation or the last at
-  ``$fs``: Finesse 2's Planck constant and ``S`` normalisation
-  (:meth:`_Translator.noise`), its RF demodulation phases (negated for Finesse 3,
+* ``qnoised``/``qshot`` and their ``S`` and ``N`` forms with no demodulation or the
+  last at ``$fs``: Finesse 2's Planck constant, ``S`` and ``N`` normalisations, and
+  its undemodulated ``qnoised``, which is its ``qshot`` (:meth:`_Translator.noise`),
+  its RF demodulation phases (negated for Finesse 3,
   :meth:`_Translator.rf_demodulations`), its RF ``max`` in ``S`` forms
   (:meth:`_Translator.noise_at_max`) and, with modes on, its sum of the modes'
   vacuum noise (:func:`_mode_fields`); a squeezer's 2 mm beam without ``cav`` or
   ``gauss`` (:meth:`_Translator.dummy_gauss`).
+* ``qhd``/``qhdS``/``qhdN NAME PHASE NODE1 NODE2``: the noise of two nodes'
+  photocurrents summed, the second node's light turned by the phase
+  (:mod:`katparallel.finesse2.homodyne`), its signal and phase as Finesse 2 takes them,
+  and ``hd``, that signal (:meth:`_Translator.homodyne`).
 
 * ``lock[*] NAME $INPUT GAIN ACCURACY [OFFSET]``: a model parameter ``NAME__lock``
   holding the lock's value (an output column ``NAME``), iterated before each point
@@ -83,9 +88,10 @@ Translated, as Finesse 2.3.1 does it:
 
 Refused with the line and the construct (:class:`Refusal`): constructs whose results
 Finesse 3 cannot reproduce or that the legacy parser would silently drop (``fsig``
-signal injection other than the above, ``qhd``, quantum noise other than the above
-and the ``N`` forms, apertures with higher-order modes, ``put`` of a function of detector
-outputs, a ``lock`` on a ``beam`` camera sweep). A command whose numbers were never
+signal injection other than the above, ``qhd`` without ``fsig``, the mixed
+``q[n]hd``, quantum noise other than the above, a ``set`` of a quantum-noise output,
+apertures with higher-order modes, ``put`` of a function of detector outputs, a
+``lock`` on a ``beam`` camera sweep). A command whose numbers were never
 checked against Finesse 2.3.1 (not in :data:`CHECKED`) is said on standard error.
 """
 
@@ -109,8 +115,9 @@ _COMPONENT_NODES = {
     "m": 2, "m1": 2, "m2": 2, "mirror": 2, "lens": 2, "mod": 2, "isol": 2, "diode": 2,
     "bs": 4, "bs1": 4, "bs2": 4, "beamsplitter": 4, "dbs": 4,
 }
-_QUANTUM = re.compile(r"^(qd|sd|q\d*hd)[SN]?$")  # refused with a signal
-_NOISE_DETECTORS = ("qnoised", "qnoisedS", "qshot", "qshotS")
+_QUANTUM = re.compile(r"^(qd|sd)[SN]?$")  # refused with a signal
+_NOISE_DETECTORS = ("qnoised", "qnoisedS", "qnoisedN", "qshot", "qshotS", "qshotN")
+_HOMODYNES = ("hd", "qhd", "qhdS", "qhdN")  # see _Translator.homodyne
 #: Planck's constant in Finesse 2.3.1 (CODATA 2014; measured: its quantum noise is
 #: Finesse 3's, which uses CODATA 2018's 6.62607015e-34, times 1 - 8.3e-9).
 PLANCK_FINESSE2 = 6.62607004e-34
@@ -165,13 +172,8 @@ _OUTPUT_PARTS = ("re", "im", "abs", "deg")  # set NAME DETECTOR PART
 _BEAM_PARAMETERS = {"w": "w", "w0": "w0", "z": "z", "zr": "zr", "g": "gouy",
                     "gouy": "gouy", "r": "rc", "rc": "rc", "q": "q"}
 _AXES = ("xaxis", "xaxis*", "x2axis", "x2axis*", "x3axis", "x3axis*")
-_REFUSED = {
-    **dict.fromkeys(("qnoisedN", "qshotN"), "Finesse 3's legacy parser has no "
-                    "quantum-noise detector normalised this way"),
-    **dict.fromkeys(("qhd", "qhdS", "qhdN"), "Finesse 3 has no quantum homodyne "
-                    "detector of Finesse 2's kind (Finesse 2's mixes the fields of two "
-                    "nodes; Finesse 3's QuantumBHD takes an ideal local oscillator)"),
-}
+# Finesse 2's mixed homodyne detector: node pairs weighted by functions.
+_MIXED_HOMODYNE = re.compile(r"^q\d+hd[SN]?$")
 
 
 #: Every command whose numbers katparallel has checked against Finesse 2.3.1, and a
@@ -199,6 +201,8 @@ CHECKED = {
     "yaxis": "ad_absent.kat", "multi": "x3axis_func_put.kat", "sq": "sq_classical.kat",
     "qnoised": "qnoise_squeezed.kat", "qshot": "qnoise_squeezed.kat",
     "qnoisedS": "qnoise_ratio.kat", "qshotS": "qnoise_ratio.kat",
+    "qnoisedN": "qnoise_snr.kat", "qshotN": "qnoise_snr.kat", "qhd": "qhd_squeezed.kat",
+    "qhdS": "qhd_signal.kat", "qhdN": "qhd_signal.kat", "hd": "hd_signal.kat",
     "xd": "fsig_mass_xd.kat",
 }
 #: Other spellings Finesse 2 (and the legacy parser) read as the same command.
@@ -263,7 +267,21 @@ class Translation:
         Signals (``fsig`` names) whose phase Finesse 2 turns by 180 degrees.
     noise : dict
         Quantum-noise detectors -> the hidden detector of the signal an ``S`` form
-        divides by (None: no division); see :meth:`_Translator.noise`.
+        divides by, or an ``N`` form divides (None: neither); see
+        :meth:`_Translator.noise`.
+    snr : set of str
+        The ``N`` forms: Finesse 2 writes signal over noise.
+    homodynes : dict
+        ``qhd[S|N] NAME PHASE NODE1 NODE2``: name -> (line, command); see
+        :meth:`_Translator.homodyne`.
+    dc_signals : set of str
+        ``qnoisedS``/``qnoisedN``/``qshotS``/``qshotN`` with no demodulation, whose
+        signal is twice the DC power (``NAME__dc``).
+    helpers : set of str
+        Detectors added to compute another's output, not written as columns.
+    renamed : dict
+        A detector named like an earlier one (Finesse 2 writes both) -> (its name in
+        the file, its line); a ``scale`` or ``set`` of that name means the first.
     first_max : dict
         ``pd2 NAME f1 max f2 [PHASE2] NODE`` -> (the hidden detector demodulating
         at 90 degrees first, PHASE2 or None); see :meth:`_Translator.demod_max`.
@@ -299,6 +317,11 @@ class Translation:
     locks: list[Lock] = dataclasses.field(default_factory=list)
     flipped: list[str] = dataclasses.field(default_factory=list)
     noise: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    snr: set[str] = dataclasses.field(default_factory=set)
+    homodynes: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)
+    dc_signals: set[str] = dataclasses.field(default_factory=set)
+    helpers: set[str] = dataclasses.field(default_factory=set)
+    renamed: dict[str, tuple[str, int]] = dataclasses.field(default_factory=dict)
     first_max: dict[str, tuple[str, float | None]] = dataclasses.field(
         default_factory=dict)
     noise_max: dict[str, tuple[str, str, str, float | None]] = dataclasses.field(
@@ -310,7 +333,7 @@ class Translation:
     def hidden(self) -> set[str]:
         """Detectors the front end added for a computation, not written as columns."""
         return ({signal for signal in self.noise.values() if signal}
-                | {other for other, _ in self.first_max.values()}
+                | {other for other, _ in self.first_max.values()} | self.helpers
                 | {name for *names, _ in self.noise_max.values() for name in names}
                 | {name for names in self.mode_fields.values() for name in names})
 
@@ -325,9 +348,16 @@ class Translation:
             The model's wavelength in metres (``meter`` is 2 pi / lambda).
         """
         factor = 1.0
+        meter = 2 * math.pi / lambda0
+        # Finesse 2 divides a noise-to-signal ratio (an S form) by the 'scale meter'
+        # that names it (measured on qnoise_scale_meter.kat; a 'scale meter' for every
+        # detector multiplies it, as every other scale does).
+        ratio = bool(self.noise.get(detector)) and detector not in self.snr
         for target, word in self.scales:
-            if target in (None, detector):
-                factor *= (2 * math.pi / lambda0 if word == "meter"
+            if target == detector and word == "meter" and ratio:
+                factor /= meter
+            elif target in (None, detector):
+                factor *= (meter if word == "meter"
                            else _SCALE_WORDS.get(word) or float(word))
         return factor
 
@@ -349,6 +379,8 @@ class _Translator:
         self.extra: list[str] = []
         self.owner: dict[str, str] = {}  # node -> component naming it first
         self.variables: set[str] = set()
+        # Dark lasers standing in for a value (var, a qhd's phase): name, node.
+        self.stand_ins: list[tuple[str, str]] = []
         self.lasers: list[tuple[str, str]] = []  # (name, node)
         self.traced = 0  # line of the first cav or gauss
         self.beam_parameters = 0  # line of the first bp
@@ -356,6 +388,7 @@ class _Translator:
         self.trace_sources = 0  # how many cav and gauss commands
         self.apertures: list[tuple[int, str]] = []
         self.unchecked: set[str] = set()  # commands noted as never checked
+        self.detector_names: set[str] = set()
         self.fs_zero = 0  # line of the first $fs read as 0 (no fsig)
         self.block = ""  # the end of a GNUPLOT or /* block being skipped, if in one
         self.result = Translation(text="")
@@ -368,6 +401,7 @@ class _Translator:
             "put*": self.put, "const": self.const, "tf": self.transfer,
             "tf2": self.transfer, "lock": self.lock, "lock*": self.lock,
             "multi": self.plot_only, **dict.fromkeys(_NOISE_DETECTORS, self.noise),
+            **dict.fromkeys(_HOMODYNES, self.homodyne),
         }
         self.kinds = _component_kinds(self.lines)
         self.beams = {words[1] for line in self.lines
@@ -383,6 +417,10 @@ class _Translator:
                             for words in [_code(line)[0]]
                             if words[:1] in (["func"], ["lock"], ["lock*"])
                             and len(words) > 1}
+        # qhd names: a sweep or put of their phase goes to a stand-in (see homodyne).
+        self.homodyne_names = {words[1] for line in self.lines
+                               for words in [_code(line)[0]]
+                               if words[:1] and words[0] in _HOMODYNES and len(words) > 1}
         self.fsig_line = next((i for i, line in enumerate(self.lines, start=1)
                                if _code(line)[0][:1] == ["fsig"]), 0)
         self.mechanics = 0  # line of the first tf or mechanical attr dropped
@@ -440,6 +478,7 @@ class _Translator:
                 "power); katparallel follows it")
         self.check_misaligned_masses()
         self.check_rf_noise()
+        self.check_sets()
         moving = next((i for i in self.injections if i[2] == "space"
                        or (i[2] == "mirror" and self.odd_in_x())), None)
         if self.result.maxtem not in (None, "off") and moving:
@@ -461,15 +500,27 @@ class _Translator:
             raise Refusal(lineno, "r_ap", f"the aperture of '{name}' clips "
                           "Hermite-Gauss modes (switched on here), which Finesse 2 "
                           "integrates numerically and Finesse 3 models with maps only")
+        if self.result.maxtem not in (None, "off"):
+            # Finesse 3 traces a beam to every node, a stand-in's too (it has no light);
+            # Finesse 3 takes two gauss commands at nodes without spaces for both ends
+            # of one space, so each stand-in gets a space.
+            for name, node in self.stand_ins:
+                self.extra += [f"s {name}__space 0 {node} {node}__end",
+                               f"gauss {name}__beam {name} {node} 2m 0"]
         self.result.text = "\n".join(self.out + self.extra) + "\n"
         return self.result
 
     def line(self, lineno: int, words: list[str]) -> list[str]:
         """Return the words the legacy parser should read for this line (none: drop)."""
         cmd = words[0]
-        if cmd in _REFUSED:
-            raise Refusal(lineno, cmd, _REFUSED[cmd])
+        if _MIXED_HOMODYNE.match(cmd):
+            raise Refusal(lineno, cmd, "Finesse 2's mixed quantum homodyne detector "
+                          "(q[n]hd: node pairs weighted by functions) has not been "
+                          "measured against Finesse 2.3.1; its one-pair form qhd runs")
         self.checked(lineno, cmd)
+        if len(words) > 2 and (_DETECTORS.match(cmd) or cmd in _NOISE_DETECTORS
+                               or cmd in _HOMODYNES):
+            words = self.unique_detector(lineno, words)
         if cmd in ("gauss", "gauss*") and len(words) > 1 and words[1] in self.named:
             # Finesse 2 keeps gauss names apart from other names; Finesse 3 does not.
             words = [cmd, f"{words[1]}__gauss", *words[2:]]
@@ -481,6 +532,8 @@ class _Translator:
             self.trace_sources += 1
             self.result.trace_sources.append((lineno, words[1]))
         if cmd in (*_AXES, "put", "put*") and len(words) > 3:
+            if words[1] in self.homodyne_names:
+                words = [words[0], f"{words[1]}__qhd", *words[2:]]
             words = self.parameter(lineno, words, 2)
             self.result.targets.append((lineno, cmd, words[1], words[2]))
         if cmd == "set" and len(words) == 4 and words[3] not in _OUTPUT_PARTS:
@@ -534,6 +587,24 @@ class _Translator:
                           f"2 refuses it too): {_NOT_SWEPT[param.lower()]}")
         spelt = _PARAMETERS.get(kind, {}).get(param.lower(), param)
         return [*words[:index], spelt, *words[index + 1:]]
+
+    def unique_detector(self, lineno: int, words: list[str]) -> list[str]:
+        """A detector named like an earlier one gets a name of its own.
+
+        Finesse 2 writes a column for each (measured: ``scale NAME`` then changes the
+        first only); Finesse 3 names must be unique.
+        """
+        name = words[1]
+        if name not in self.detector_names:
+            self.detector_names.add(name)
+            return words
+        unique = f"{name}__{lineno}"
+        self.result.renamed[unique] = (name, lineno)
+        self.result.notes.append(
+            f"line {lineno}: a second detector named '{name}', which Finesse 2 writes "
+            f"too (a scale or set of '{name}' means the first); katparallel names it "
+            f"'{unique}'")
+        return [words[0], unique, *words[2:]]
 
     def plot_only(self, lineno: int, words: list[str]) -> list[str]:
         """``multi`` (every surface in one 3D plot) changes no output: dropped."""
@@ -648,7 +719,7 @@ class _Translator:
                 raise Refusal(lineno, cmd, f"a laser's frequency varies: {why}")
 
     def noise(self, lineno: int, words: list[str]) -> list[str]:
-        """``qnoised``/``qshot`` ``NAME N [f1 PHASE1 ...] [fN PHASEN] NODE``, ``S`` forms.
+        """``qnoised``/``qshot`` ``NAME N [f1 PHASE1 ...] [fN PHASEN] NODE``, ``S``/``N`` forms.
 
         Measured against Finesse 2.3.1 (``qnoise_*`` references: a detuned cavity with
         masses, modulator sidebands, a squeezer), with no demodulation or the last at
@@ -661,7 +732,15 @@ class _Translator:
         modulus of the signal a ``pdN`` with the same demodulations gives (its complex
         modulus without a last phase or with ``max``; measured with and without RF
         demodulations); Finesse 3's differs, so the front end adds that ``pdN`` as a
-        hidden detector ``NAME__signal`` and the kat program divides.
+        hidden detector ``NAME__signal`` and the kat program divides. The ``N`` form
+        is the inverse, that modulus over the noise (measured to 1e-15 with no
+        demodulation, one and two, a phase given, none and ``max``).
+
+        With no demodulation, Finesse 2's ``qnoised`` is its ``qshot`` (measured with
+        squeezed light, radiation pressure and both; Finesse 3's noise at the signal
+        frequency, written before, was 2.09 times Finesse 2's on ``qnoise_snr.kat``),
+        and the signal of its ``S`` and ``N`` forms is twice the DC power (measured to
+        1e-15: a ``pd`` at the same node, modulator sidebands included).
         """
         cmd, construct = words[0], words[0]
         if not self.fsig_line:
@@ -672,9 +751,8 @@ class _Translator:
                           "node'")
         demods = int(words[2])
         spec = words[3:-1]
-        if demods == 0 and (spec or cmd.endswith("S")):
-            raise Refusal(lineno, construct, "expected 'qnoised name 0 node' (an S form "
-                          "needs a demodulation at the signal frequency)")
+        if demods == 0 and spec:
+            raise Refusal(lineno, construct, "expected 'qnoised name 0 node'")
         rf, last = spec[:2 * demods - 2], spec[2 * demods - 2:]
         if demods and (len(last) not in (1, 2) or last[0] not in ("$fs", "-$fs", "$mfs")):
             raise Refusal(lineno, construct, "only quantum noise whose last "
@@ -683,14 +761,22 @@ class _Translator:
             last = last[:1]
         last = ["-$fs" if word == "$mfs" else word for word in last]
         phases = self.rf_demodulations(lineno, cmd, rf)
-        words = self.detector(lineno, [cmd.rstrip("S"), words[1], words[2], *phases,
-                                       *last, words[-1]])
+        kind = "qshot" if demods == 0 else cmd.rstrip("SN")  # see above
+        words = self.detector(lineno, [kind, words[1], words[2], *phases, *last,
+                                       words[-1]])
         signal = None
-        if cmd.endswith("S") and "max" in rf[1::2]:
+        if cmd[-1] in "SN" and "max" in rf[1::2]:
             signal = self.noise_at_max(words, rf[0], last)
-        elif cmd.endswith("S"):
+        elif cmd[-1] in "SN" and demods:
             signal = f"{words[1]}__signal"
             self.extra.append(" ".join([f"pd{demods}", signal, *rf, *last, words[-1]]))
+        elif cmd[-1] in "SN":  # see _add_noise_signals
+            signal = f"{words[1]}__signal"
+            self.extra.append(f"pd {words[1]}__dc {words[-1]}")
+            self.result.helpers.add(f"{words[1]}__dc")
+            self.result.dc_signals.add(words[1])
+        if cmd.endswith("N"):
+            self.result.snr.add(words[1])
         self.result.noise[words[1]] = signal
         self.result.inexact.append((lineno, cmd))
         if rf:
@@ -734,8 +820,8 @@ class _Translator:
                           "differs from its own qshot where nothing can make them "
                           "differ (no squeezing, no radiation pressure: by 2% to 41% "
                           "with one modulator), Finesse 3's equals its qshot there")
-        if len(rf) // 2 > 1 and cmd.endswith("S"):
-            raise Refusal(lineno, cmd, "an S form with two RF demodulations: its signal "
+        if len(rf) // 2 > 1 and cmd[-1] in "SN":
+            raise Refusal(lineno, cmd, "an S or N form with two RF demodulations: its signal "
                           "would be a pd3, which Finesse 3's legacy parser lacks")
         out = []
         for freq, phase in zip(rf[::2], rf[1::2]):
@@ -802,6 +888,57 @@ class _Translator:
                 raise Refusal(target_line, cmd, f"a sweep or put of '{component} "
                               f"{param}' (an RF-demodulated quantum-noise detector) "
                               "is not reproduced")
+
+    def check_sets(self) -> None:
+        """Refuse ``set`` of an output the kat program computes after Finesse 3 runs.
+
+        Quantum noise (Planck's constant, ``S``/``N`` forms, ``qhd``) and ``max``
+        phases are worked out from Finesse 3's outputs when they are written; a
+        ``func`` or ``lock`` would read Finesse 3's own output instead.
+        """
+        computed = {*self.result.noise, *self.result.moduli, *self.result.first_max}
+        for name, (lineno, detector) in self.result.sets.items():
+            if detector in computed:
+                raise Refusal(lineno, "set", f"the output of '{detector}' is worked out "
+                              "from Finesse 3's outputs as they are written (Finesse "
+                              "2's conventions), which a func or lock cannot read")
+
+    def homodyne(self, lineno: int, words: list[str]) -> list[str]:
+        """``[q]hd[S|N] NAME PHASE NODE1 NODE2``: Finesse 2's homodyne detectors.
+
+        The noise of ``qhd`` is :class:`katparallel.finesse2.homodyne.QuantumHomodyne`'s
+        (added by :func:`apply`), times Finesse 2's Planck constant over Finesse 3's
+        as for ``qnoised``. Hidden ``pd1 NAME__1 $fs NODE1`` and ``NAME__2`` detectors
+        give the nodes, as Finesse 2's default directions make them, and the signals:
+        Finesse 2's ``hd`` writes ``NAME__1 + e^{i PHASE} NAME__2`` (without ``fsig``,
+        with the DC powers of ``pd NAME__1 NODE1``...); ``qhdS`` is the ``qhd`` noise
+        over its modulus and ``qhdN`` the modulus of its real part over the noise
+        (measured to 1e-15 over a full turn of the signal's phase). The phase is held
+        by a dark stand-in laser ``NAME__qhd``, so that ``xaxis``/``put NAME phase``
+        (which Finesse 2 allows) reach it.
+        """
+        cmd = words[0]
+        if len(words) != 5:
+            raise Refusal(lineno, cmd, f"expected '{cmd} name phase node1 node2'")
+        if not self.fsig_line and cmd != "hd":
+            raise Refusal(lineno, cmd, "without fsig Finesse 2 computes no quantum "
+                          "noise for it (measured: it writes 0 for qhd and qhdS, inf "
+                          "for qhdN); add 'fsig NAME F' for the noise at frequency F")
+        name, phase, nodes = words[1], words[2], words[3:]
+        for i, node in enumerate(nodes, start=1):
+            helper = (["pd1", f"{name}__{i}", "$fs", node] if self.fsig_line
+                      else ["pd", f"{name}__{i}", node])
+            helper = self.detector(lineno, helper)
+            self.extra.append(" ".join(helper))
+            self.result.helpers.add(helper[1])
+        self.result.homodynes[name] = (lineno, cmd)
+        if cmd != "hd":
+            self.result.noise[name] = None if cmd == "qhd" else f"{name}__signal"
+            if cmd == "qhdN":
+                self.result.snr.add(name)
+            self.result.inexact.append((lineno, cmd))
+        self.stand_ins.append((f"{name}__qhd", f"{name}__qhd_node"))
+        return ["l", f"{name}__qhd", "0", "0", phase, f"{name}__qhd_node"]
 
     def odd_in_x(self) -> bool:
         """Whether the file can have light in modes odd in x (HG10, HG11, ...).
@@ -870,6 +1007,7 @@ class _Translator:
         if len(words) != 3:
             return words
         self.variables.add(words[1])
+        self.stand_ins.append((words[1], f"{words[1]}__var"))
         # Finesse 2's $x1 is the axis value whatever the var's, so the value is unused.
         return ["l", words[1], "0", "0", f"{words[1]}__var"]
 
@@ -1291,6 +1429,7 @@ def apply(model: finesse.Model, translation: Translation, run: bool = False) -> 
     parameters = _lock_parameters(model, translation)
     values = _func_values(model, translation, parameters)
     _add_func_outputs(model, translation, values)
+    _add_noise_signals(model, translation)
     for lineno, component, param, func, add in translation.puts:
         _put(model, lineno, component, param, values[func], add)
     _beam_trace(model, translation)
@@ -1564,6 +1703,34 @@ def _add_func_outputs(model: finesse.Model, translation: Translation,
         model.add(MathDetector(name, values[name]))
     for lock in translation.locks:
         model.add(MathDetector(lock.name, values[lock.name]))
+
+
+def _add_noise_signals(model: finesse.Model, translation: Translation) -> None:
+    """Add the ``[q]hd`` detectors, and the signals ``S`` and ``N`` forms divide by.
+
+    See :meth:`_Translator.homodyne` and :meth:`_Translator.noise`.
+    """
+    import numpy as np
+    from finesse.detectors import MathDetector
+    from finesse.symbols import FUNCTIONS, Constant
+
+    from katparallel.finesse2.homodyne import QuantumHomodyne
+
+    for name in sorted(translation.dc_signals):
+        model.add(MathDetector(f"{name}__signal",
+                               2 * Constant(model.elements[f"{name}__dc"])))
+    for name, (_, cmd) in translation.homodynes.items():
+        first, second = (model.elements[f"{name}__{i}"] for i in (1, 2))
+        phase = model.elements[f"{name}__qhd"].phase.ref
+        turn = FUNCTIONS["exp"](1j * math.pi / 180 * phase)
+        signal = Constant(first) + turn * Constant(second)
+        if cmd == "hd":
+            model.add(MathDetector(name, signal, dtype=np.complex128))
+            continue
+        model.add(QuantumHomodyne(name, first.node, second.node, phase))
+        if cmd != "qhd":
+            model.add(MathDetector(f"{name}__signal", FUNCTIONS["real"](signal)
+                                   if cmd == "qhdN" else signal))
 
 
 def _install_locks(model: finesse.Model, translation: Translation) -> None:

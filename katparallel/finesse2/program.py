@@ -366,6 +366,7 @@ def simulate(model: finesse.Model, text: str, translation: Translation) -> Table
                 for name, values in zip(analysis.parameters, solution.x)]
     shape = tuple(len(values) for _, values in axes)
     declared = _declarations(text)
+    declared.update({name: lineno for name, (_, lineno) in translation.renamed.items()})
     # Finesse 2 writes its detectors first, then its functions and locks, each in file
     # order.
     computed = {name: lineno for lineno, name, _ in translation.funcs}
@@ -386,7 +387,8 @@ def simulate(model: finesse.Model, text: str, translation: Translation) -> Table
                 "QuantumNoiseDetector") for name in names)):
         kinds = kinds[:1]
     columns = [
-        (f"{name} {_COLUMN_KINDS[kind]}", _kind_columns(outputs[name], kind).reshape(shape))
+        (f"{translation.renamed.get(name, (name,))[0]} {_COLUMN_KINDS[kind]}",
+         _kind_columns(outputs[name], kind).reshape(shape))
         for name in names
         for kind in kinds
     ]
@@ -471,10 +473,13 @@ def _output(solution, name: str, absent: list[str], translation: Translation,
             values = _noise_at_max(solution, name, signal, translation, model)
         else:
             values = _noise(solution, name, translation, model)
-        if signal is not None and name not in translation.noise_max:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                values = values / np.abs(np.asarray(solution[signal]))
+            if signal is not None:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    values = values / np.abs(np.asarray(solution[signal]))
         values = values * math.sqrt(PLANCK_FINESSE2 / _planck())
+        if name in translation.snr:  # an N form: signal over noise
+            with np.errstate(divide="ignore"):
+                values = 1 / values
     return values * translation.scale_of(name, float(model.lambda0))
 
 
