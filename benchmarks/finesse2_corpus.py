@@ -20,14 +20,17 @@ itself refuses are left out. Each remaining file is counted as
   own numbers move: a file that moves Finesse 2 by more than 1e-9 under such a change
   is ill-conditioned, and a difference below that is rounding, not a different model;
 * ``refuse``: katparallel's kat exits 1 with its message;
-* ``traceback``: katparallel's kat raised a Python exception.
+* ``traceback``: katparallel's kat raised a Python exception;
+* ``too slow``: katparallel's kat took longer than ``--timeout`` seconds (600 by
+  default; it runs in a forked child, which is then stopped).
 
 Files Finesse 2 refuses, or takes more than two minutes on, are counted apart, and so
 are files whose locks Finesse 2 itself gives up on ("Stopped lock iteration after 10000
 steps!"): its numbers are then wherever the iteration stopped (a lock at 1e80 degrees
 in PyKat's obsolete aLIGO files), not a result to agree with.
 
-One line per file, then a Markdown table of the counts.
+One line per file (with both programs' wall times), then a Markdown table of the
+counts.
 """
 
 from __future__ import annotations
@@ -35,11 +38,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import multiprocessing
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 
@@ -47,6 +52,7 @@ import numpy as np
 
 RTOL = 1e-9
 F2_TIMEOUT = 120  # seconds; a file Finesse 2 takes longer on is left out, as refused
+OURS_TIMEOUT = 600  # seconds; katparallel's kat taking longer is counted "too slow"
 APART = ("finesse2 refuses", "finesse2 gives up a lock")  # not counted as runs
 LOCK_GIVEN_UP = "Stopped lock iteration"  # Finesse 2's warning when a lock fails
 _AXIS = re.compile(r"^\s*(xaxis|noxaxis|x2axis)\b", re.M)
@@ -165,26 +171,57 @@ def run_ours(katfile: Path, work: Path) -> tuple[str, str]:
     return "ran", ""
 
 
-def measure(binary: Path, corpus: Path) -> dict[str, int]:
+def _child(katfile: Path, work: Path, conn) -> None:
+    conn.send(run_ours(katfile, work))
+
+
+def run_ours_bounded(katfile: Path, work: Path, timeout: float) -> tuple[str, str]:
+    """:func:`run_ours` in a forked child (katparallel already imported by the parent),
+    stopped after ``timeout`` seconds as ``too slow``."""
+    import katparallel.finesse2.program  # noqa: F401 -- imported once, before forking
+
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(katfile, work, child))
+    proc.start()
+    child.close()
+    try:
+        if parent.poll(timeout):
+            return parent.recv()
+        return "too slow", f"stopped after {timeout:.0f} s"
+    except EOFError:
+        return "traceback", f"the child process died (exit code {proc.exitcode})"
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+
+
+def measure(binary: Path, corpus: Path, timeout: float) -> dict[str, int]:
     """Run every kat file of ``corpus`` both ways and print one line per file."""
-    counts = dict.fromkeys(("agree", "differ", "refuse", "traceback", *APART), 0)
+    counts = dict.fromkeys(("agree", "differ", "refuse", "traceback", "too slow", *APART), 0)
     for katfile in sorted(corpus.rglob("*.kat")):
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             text = probed(katfile.read_text(errors="replace"))
             local = work / "input.kat"
             local.write_text(text)
+            start = time.perf_counter()
             ref, outcome = run_finesse2(binary, local, work)
+            f2_time, our_time = time.perf_counter() - start, float("nan")
             detail = ""
             if ref is not None:
-                outcome, detail = run_ours(local, work)
+                start = time.perf_counter()
+                outcome, detail = run_ours_bounded(local, work, timeout)
+                our_time = time.perf_counter() - start
                 if outcome == "ran":
                     problem = agree(read_out(ref), read_out(work / "ours.out"))
                     outcome, detail = ("agree", "") if problem is None else ("differ", problem)
                 if outcome == "differ":
                     detail += self_consistency(binary, text, read_out(ref), work)
         counts[outcome] += 1
-        print(f"{outcome:24s} {katfile.relative_to(corpus)}  {detail}", flush=True)
+        print(f"{outcome:24s} {katfile.relative_to(corpus)}  [F2 {f2_time:.1f} s, ours "
+              f"{our_time:.1f} s]  {detail}", flush=True)
     return counts
 
 
@@ -192,9 +229,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("binary", type=Path, help="real Finesse 2 kat binary")
     parser.add_argument("corpus", type=Path, help="folder of kat files")
+    parser.add_argument("--timeout", type=float, default=OURS_TIMEOUT,
+                        help="seconds katparallel's kat may take on one file")
     args = parser.parse_args()
     shutil.which(str(args.binary)) or sys.exit(f"{args.binary} is not executable")
-    counts = measure(args.binary.resolve(), args.corpus)
+    counts = measure(args.binary.resolve(), args.corpus, args.timeout)
     runs = sum(v for k, v in counts.items() if k not in APART)
     print("\n| outcome | files |\n|---|---|")
     for key, value in counts.items():
