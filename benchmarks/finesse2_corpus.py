@@ -197,9 +197,13 @@ def run_ours_bounded(katfile: Path, work: Path, timeout: float) -> tuple[str, st
         proc.join()
 
 
-def measure(binary: Path, corpus: Path, timeout: float) -> dict[str, int]:
-    """Run every kat file of ``corpus`` both ways and print one line per file."""
-    counts = dict.fromkeys(("agree", "differ", "refuse", "traceback", "too slow", *APART), 0)
+OUTCOMES = ("agree", "differ", "refuse", "traceback", "too slow", *APART)
+
+
+def measure(binary: Path, corpus: Path, timeout: float) -> dict[str, dict[str, int]]:
+    """Run every kat file of ``corpus`` both ways, print one line per file and return
+    the counts of each outcome per top-level folder (``.`` for files at the top)."""
+    counts: dict[str, dict[str, int]] = {}
     for katfile in sorted(corpus.rglob("*.kat")):
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
@@ -219,7 +223,10 @@ def measure(binary: Path, corpus: Path, timeout: float) -> dict[str, int]:
                     outcome, detail = ("agree", "") if problem is None else ("differ", problem)
                 if outcome == "differ":
                     detail += self_consistency(binary, text, read_out(ref), work)
-        counts[outcome] += 1
+        parts = katfile.relative_to(corpus).parts
+        folder = counts.setdefault(parts[0] if len(parts) > 1 else ".",
+                                   dict.fromkeys(OUTCOMES, 0))
+        folder[outcome] += 1
         print(f"{outcome:24s} {katfile.relative_to(corpus)}  [F2 {f2_time:.1f} s, ours "
               f"{our_time:.1f} s]  {detail}", flush=True)
     return counts
@@ -234,14 +241,19 @@ def main() -> None:
     args = parser.parse_args()
     shutil.which(str(args.binary)) or sys.exit(f"{args.binary} is not executable")
     counts = measure(args.binary.resolve(), args.corpus, args.timeout)
-    runs = sum(v for k, v in counts.items() if k not in APART)
-    print("\n| outcome | files |\n|---|---|")
-    for key, value in counts.items():
-        print(f"| {key} | {value} |")
-    print(f"\n{counts['agree']} of {runs} files Finesse 2 runs agree "
-          f"({100 * counts['agree'] / max(runs, 1):.0f}%); counting the files whose lock "
-          f"Finesse 2 gives up as failures: {counts['agree']} of "
-          f"{runs + counts['finesse2 gives up a lock']}")
+    counts["all"] = {key: sum(c[key] for c in counts.values()) for key in OUTCOMES}
+    print("\n| folder | files Finesse 2 runs | " + " | ".join(OUTCOMES) + " |")
+    print("|---" * (len(OUTCOMES) + 2) + "|")
+    for folder, folder_counts in counts.items():
+        runs = sum(v for k, v in folder_counts.items() if k not in APART)
+        print(f"| {folder} | {runs} | " + " | ".join(str(folder_counts[key]) for key in OUTCOMES)
+              + " |")
+    total = counts["all"]
+    runs = sum(v for k, v in total.items() if k not in APART)
+    print(f"\n{total['agree']} of {runs} files Finesse 2 runs agree "
+          f"({100 * total['agree'] / max(runs, 1):.0f}%); counting the files whose lock "
+          f"Finesse 2 gives up as failures: {total['agree']} of "
+          f"{runs + total['finesse2 gives up a lock']}")
 
 
 if __name__ == "__main__":
