@@ -108,6 +108,17 @@ def agree(ref: np.ndarray, got: np.ndarray, rtol: float = RTOL) -> str | None:
            f"{got[i, j]!r} vs Finesse 2's {ref[i, j]!r}"
 
 
+def differing_columns(ref: np.ndarray, got: np.ndarray, ours: Path) -> str:
+    """The names (from the header of our ``.out`` file) of the columns where ``got``
+    differs from ``ref`` by more than ``RTOL``; ``ref`` and ``got`` have one shape."""
+    header = next((line[1:] for line in ours.read_text().splitlines()
+                   if line.startswith("%") and line[1:2] not in ("", " ")), "")
+    names = header.split(",")
+    bad = np.flatnonzero((differences(ref, got) > RTOL).any(axis=0))
+    return "; columns: " + ", ".join(names[j] if j < len(names) else str(j) for j in bad[:8]) \
+        + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
+
+
 def one_ulp_longer(text: str) -> str:
     """``text`` with every length a space, a ``const`` or an ``attr … Rc`` gives as a
     plain non-integer number made one ulp larger (integers may be counts, so they stay)."""
@@ -222,6 +233,9 @@ def measure(binary: Path, corpus: Path, timeout: float) -> dict[str, dict[str, i
                     problem = agree(read_out(ref), read_out(work / "ours.out"))
                     outcome, detail = ("agree", "") if problem is None else ("differ", problem)
                 if outcome == "differ":
+                    if "shape" not in detail:
+                        detail += differing_columns(read_out(ref), read_out(work / "ours.out"),
+                                                    work / "ours.out")
                     detail += self_consistency(binary, text, read_out(ref), work)
         parts = katfile.relative_to(corpus).parts
         folder = counts.setdefault(parts[0] if len(parts) > 1 else ".",
