@@ -216,3 +216,27 @@ def test_a_put_finesse3_refuses_is_a_refusal(tmp_path: Path, capsys) -> None:
                       "func f = 10 * $vre\nput v re $f\nxaxis v re lin 0 1 2\n")
     assert status == 1 and "Traceback" not in err
     assert "line 10: " in err and "self-referencing" in err, err
+
+
+DUMP_NOISE = """\
+l l1 1 0 0 n0
+bs b 0.5 0.5 0 0 n0 n1x n1 {port}
+s s1 1 n1x n2
+fsig sig l1 amp 1 0 1
+{detector}
+xaxis sig f log 1 100 2
+"""
+
+
+@pytest.mark.parametrize(("port", "detector", "said"), [
+    # Finesse 2.3.1: qnoised 3.055e-10 here, where Finesse 3 gives 4.321e-10 (the
+    # vacuum of the dump port); with an ordinary open node both give 4.321e-10.
+    ("dump", "qnoised qn 1 $fs 0 n2", True),
+    ("nfree", "qnoised qn 1 $fs 0 n2", False),
+    ("dump", "qshot qs 1 $fs 0 n2", False),  # shot noise of the DC power: agrees
+])
+def test_a_dump_node_with_quantum_noise_is_said(tmp_path: Path, capsys, port: str,
+                                                detector: str, said: bool) -> None:
+    status, err = run(tmp_path, capsys, DUMP_NOISE.format(port=port, detector=detector))
+    assert status == 0, err
+    assert ("line 2: a 'dump' node with quantum noise (line 5)" in err) == said, err
