@@ -240,3 +240,16 @@ def test_a_dump_node_with_quantum_noise_is_said(tmp_path: Path, capsys, port: st
     status, err = run(tmp_path, capsys, DUMP_NOISE.format(port=port, detector=detector))
     assert status == 0, err
     assert ("line 2: a 'dump' node with quantum noise (line 5)" in err) == said, err
+
+
+@pytest.mark.parametrize(("extra", "why"), [
+    ("qd q 0 0 n2\nnoxaxis\n", "without fsig"),  # Finesse 2 writes 0
+    ("fsig sig L0 amp 1 0\nqd q 10M 0 n2\nxaxis sig f lin 1 2 1\n", "f = 0"),
+    ("fsig sig L0 amp 1 0\nqd q 0 fine n2\nxaxis sig f lin 1 2 1\n", "expected 'qd name"),
+    ("fsig sig L0 amp 1 0\nqd q 0 0 n2\nmaxtem 0\nxaxis sig f lin 1 2 1\n", "modes"),
+])
+def test_qd_is_refused_where_never_measured(tmp_path: Path, capsys, extra: str,
+                                            why: str) -> None:
+    status, err = run(tmp_path, capsys, CAVITY + extra)
+    assert status == 1 and "'qd'" in err and why in err, err
+    assert "Traceback" not in err and not (tmp_path / "f.out").exists()

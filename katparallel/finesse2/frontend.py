@@ -104,7 +104,7 @@ _COMPONENT_NODES = {
     "m": 2, "m1": 2, "m2": 2, "mirror": 2, "lens": 2, "mod": 2, "isol": 2, "diode": 2,
     "bs": 4, "bs1": 4, "bs2": 4, "beamsplitter": 4, "dbs": 4,
 }
-_QUANTUM = re.compile(r"^(qd|sd|q\d*hd)[SN]?$")  # refused with a signal
+_QUANTUM = re.compile(r"^(qd[SN]|(sd|q\d*hd)[SN]?)$")  # refused with a signal
 _NOISE_DETECTORS = ("qnoised", "qnoisedS", "qshot", "qshotS")
 # Detectors of quantum noise that vacuum at an open port changes (not qshot: shot noise
 # of the DC power).
@@ -197,7 +197,7 @@ CHECKED = {
     "yaxis": "ad_absent.kat", "multi": "x3axis_func_put.kat", "sq": "sq_classical.kat",
     "qnoised": "qnoise_squeezed.kat", "qshot": "qnoise_squeezed.kat",
     "qnoisedS": "qnoise_ratio.kat", "qshotS": "qnoise_ratio.kat",
-    "xd": "fsig_mass_xd.kat",
+    "xd": "fsig_mass_xd.kat", "qd": "qd_ponderomotive.kat",
 }
 #: Other spellings Finesse 2 (and the legacy parser) read as the same command.
 ALIASES = {"laser": "l", "light": "l", "mirror": "m", "beamsplitter": "bs",
@@ -262,6 +262,8 @@ class Translation:
     noise : dict
         Quantum-noise detectors -> the hidden detector of the signal an ``S`` form
         divides by (None: no division); see :meth:`_Translator.noise`.
+    quadratures : dict
+        ``qd NAME 0 PHASE NODE`` -> (line, PHASE); see :meth:`_Translator.quadrature`.
     first_max : dict
         ``pd2 NAME f1 max f2 [PHASE2] NODE`` -> (the hidden detector demodulating
         at 90 degrees first, PHASE2 or None); see :meth:`_Translator.demod_max`.
@@ -286,13 +288,15 @@ class Translation:
     locks: list[Lock] = dataclasses.field(default_factory=list)
     flipped: list[str] = dataclasses.field(default_factory=list)
     noise: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    quadratures: dict[str, tuple[int, float]] = dataclasses.field(default_factory=dict)
     first_max: dict[str, tuple[str, float | None]] = dataclasses.field(
         default_factory=dict)
 
     def hidden(self) -> set[str]:
         """Detectors the front end added for a computation, not written as columns."""
         return ({signal for signal in self.noise.values() if signal}
-                | {other for other, _ in self.first_max.values()})
+                | {other for other, _ in self.first_max.values()}
+                | {f"{name}__q{phase}" for name in self.quadratures for phase in (0, 45, 90)})
 
     def scale_of(self, detector: str, lambda0: float) -> float:
         """Return the factor ``scale`` commands put on ``detector``'s output.
@@ -348,6 +352,7 @@ class _Translator:
             "put*": self.put, "const": self.const, "tf": self.transfer,
             "tf2": self.transfer, "lock": self.lock, "lock*": self.lock,
             "multi": self.plot_only, **dict.fromkeys(_NOISE_DETECTORS, self.noise),
+            "qd": self.quadrature,
         }
         self.kinds = _component_kinds(self.lines)
         self.beams = {words[1] for line in self.lines
@@ -667,6 +672,32 @@ class _Translator:
         self.result.noise[words[1]] = signal
         self.result.inexact.append((lineno, cmd))
         return words
+
+    def quadrature(self, lineno: int, words: list[str]) -> list[str]:
+        """``qd NAME f PHASE NODE``: Finesse 2's quantum noise in one quadrature, in
+        units of the vacuum's (1 for vacuum or coherent light).
+
+        Measured against Finesse 2.3.1 (``qd_*`` references: a squeezer mixed with a
+        laser; a detuned cavity with radiation pressure, PyKat's ``test_rad_pressure``),
+        it is the noise of Finesse 3's balanced homodyne detector with an ideal local
+        oscillator (``QuantumBHD``), squared, over the vacuum's (2 h nu P_lo), at the
+        oscillator phase phi = -(PHASE + arg c), c the carrier at the node: Finesse 2
+        counts quadratures from the local carrier and in the other sense. The variance
+        a + b cos 2phi + c sin 2phi follows from three hidden homodyne detectors (0,
+        45 and 90 degrees, added by :func:`apply`); the legacy text gets ``ad NAME 0
+        NODE``, which resolves the node and its direction and gives c.
+        """
+        if len(words) != 5 or not _is_number(words[3]):
+            raise Refusal(lineno, "qd", "expected 'qd name f phase node'")
+        if not self.fsig_line:
+            raise Refusal(lineno, "qd", "without fsig Finesse 3 computes no quantum "
+                          "noise (Finesse 2 writes 0)")
+        if not _is_zero(words[2]):
+            raise Refusal(lineno, "qd", "only quadratures of the carrier (f = 0) are "
+                          "reproduced")
+        self.result.quadratures[words[1]] = (lineno, float(words[3]))
+        self.result.inexact.append((lineno, "qd"))
+        return self.detector(lineno, ["ad", words[1], "0", words[4]])
 
     def check_dump_noise(self) -> None:
         """Say where Finesse 2's ``dump`` node can change quantum noise.
@@ -1124,6 +1155,20 @@ def _number(text: str) -> float:
     return float(text)
 
 
+def _quadrature_detectors(model: finesse.Model, translation: Translation) -> None:
+    """Three hidden homodyne detectors at each ``qd``'s node (see
+    :meth:`_Translator.quadrature`), refused with modes on (never measured)."""
+    from finesse.detectors import QuantumBHD
+
+    for name, (lineno, _) in translation.quadratures.items():
+        if model.is_modal:
+            raise Refusal(lineno, "qd", "quadrature noise with higher-order modes on "
+                          "is not reproduced (never measured against Finesse 2)")
+        for phase in (0, 45, 90):
+            model.add(QuantumBHD(f"{name}__q{phase}", model.elements[name].node,
+                                 P_lo=1, phase=phase))
+
+
 def apply(model: finesse.Model, translation: Translation, run: bool = False) -> None:
     """Do to a parsed model what the legacy parser cannot: modes, Rc 0, func, put.
 
@@ -1149,6 +1194,7 @@ def apply(model: finesse.Model, translation: Translation, run: bool = False) -> 
         Naming the line of a component, name or expression that cannot be built.
     """
     _modes(model, translation)
+    _quadrature_detectors(model, translation)
     for name in translation.flipped:  # see _Translator.flip_motion_with_mass
         model.elements[name].phase = model.elements[name].phase.value + 180.0
     if run:
