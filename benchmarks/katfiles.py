@@ -2,7 +2,8 @@
 
 Usage::
 
-    python benchmarks/katfiles.py SOURCE_DIR OUT_DIR [--need-axis] [--suffixes .kat,.py,.ipynb]
+    python benchmarks/katfiles.py SOURCE_DIR OUT_DIR [--need-axis] \
+        [--suffixes .kat,.py,.ipynb]
 
 The rule (fixed before any file was run), for every file under SOURCE_DIR except in
 ``.ipynb_checkpoints`` and ``tmp`` folders:
