@@ -18,9 +18,9 @@ A candidate is kept if it has a laser line (``l``, ``laser`` or ``light``) and, 
 is a fragment that Python completes. Of those, a template is skipped: a string with an
 ``f`` prefix, followed by ``.format(`` or by the ``%`` operator, or holding a ``{...}``
 placeholder (Finesse 2 itself never uses braces), and a cell with such a string. A
-``.kat`` file is kept whatever it holds. Text equal, up to surrounding whitespace, to a ``.kat`` file already anywhere
-under OUT_DIR's parent (the corpus tree) or written earlier in the run is skipped as a
-duplicate. Each kept text is written to OUT_DIR (outside the repository) as
+``.kat`` file is kept whatever it holds. Text equal, up to surrounding whitespace, to
+a ``.kat`` file already anywhere under OUT_DIR's parent (the corpus tree) or written
+earlier in the run is skipped as a duplicate. Each kept text is written to OUT_DIR (outside the repository) as
 ``PATH__PARTS.kat``, ``PATH__PARTS__strNN.kat`` (the string's index in the file) or
 ``PATH__PARTS__cellNN.kat``. Kat text built in other cells or by Python code is not
 followed. Measure the result with ``benchmarks/finesse2_corpus.py``, which adds
