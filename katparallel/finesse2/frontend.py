@@ -71,6 +71,10 @@ Translated, as Finesse 2.3.1 does it:
   name at several components (the later ones renamed); ``$fs`` without ``fsig``: 0.
 * ``qnoised``/``qshot`` and their ``S`` forms with no demodulation or one at ``$fs``:
   Finesse 2's Planck constant and ``S`` normalisation (:meth:`_Translator.noise`).
+* ``qd NAME 0 PHASE NODE``: the noise in one quadrature in units of the vacuum's, from
+  three hidden ideal-oscillator homodyne detectors (:meth:`_Translator.quadrature`);
+  a ``dump`` node with quantum noise is said on standard error (Finesse 2's injects no
+  vacuum, :meth:`_Translator.check_dump_noise`).
 
 * ``lock[*] NAME $INPUT GAIN ACCURACY [OFFSET]``: a model parameter ``NAME__lock``
   holding the lock's value (an output column ``NAME``), iterated before each point
