@@ -20,14 +20,17 @@ itself refuses are left out. Each remaining file is counted as
   own numbers move: a file that moves Finesse 2 by more than 1e-9 under such a change
   is ill-conditioned, and a difference below that is rounding, not a different model;
 * ``refuse``: katparallel's kat exits 1 with its message;
-* ``traceback``: katparallel's kat raised a Python exception.
+* ``traceback``: katparallel's kat raised a Python exception;
+* ``too slow``: katparallel's kat took longer than ``--timeout`` seconds (600 by
+  default; it runs in a forked child, which is then stopped).
 
 Files Finesse 2 refuses, or takes more than two minutes on, are counted apart, and so
 are files whose locks Finesse 2 itself gives up on ("Stopped lock iteration after 10000
 steps!"): its numbers are then wherever the iteration stopped (a lock at 1e80 degrees
 in PyKat's obsolete aLIGO files), not a result to agree with.
 
-One line per file, then a Markdown table of the counts.
+One line per file (with both programs' wall times), then a Markdown table of the
+counts.
 """
 
 from __future__ import annotations
@@ -35,11 +38,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import multiprocessing
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 
@@ -47,6 +52,7 @@ import numpy as np
 
 RTOL = 1e-9
 F2_TIMEOUT = 120  # seconds; a file Finesse 2 takes longer on is left out, as refused
+OURS_TIMEOUT = 600  # seconds; katparallel's kat taking longer is counted "too slow"
 APART = ("finesse2 refuses", "finesse2 gives up a lock")  # not counted as runs
 LOCK_GIVEN_UP = "Stopped lock iteration"  # Finesse 2's warning when a lock fails
 _AXIS = re.compile(r"^\s*(xaxis|noxaxis|x2axis)\b", re.M)
@@ -100,6 +106,17 @@ def agree(ref: np.ndarray, got: np.ndarray, rtol: float = RTOL) -> str | None:
     i, j = np.argwhere(bad)[0]
     return f"{bad.sum()} numbers differ by up to {rel.max():.1e}, first row {i} column {j}: " \
            f"{got[i, j]!r} vs Finesse 2's {ref[i, j]!r}"
+
+
+def differing_columns(ref: np.ndarray, got: np.ndarray, ours: Path) -> str:
+    """The names (from the header of our ``.out`` file) of the columns where ``got``
+    differs from ``ref`` by more than ``RTOL``; ``ref`` and ``got`` have one shape."""
+    header = next((line[1:] for line in ours.read_text().splitlines()
+                   if line.startswith("%") and line[1:2] not in ("", " ")), "")
+    names = header.split(",")
+    bad = np.flatnonzero((differences(ref, got) > RTOL).any(axis=0))
+    return "; columns: " + ", ".join(names[j] if j < len(names) else str(j) for j in bad[:8]) \
+        + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
 
 
 def one_ulp_longer(text: str) -> str:
@@ -165,26 +182,67 @@ def run_ours(katfile: Path, work: Path) -> tuple[str, str]:
     return "ran", ""
 
 
-def measure(binary: Path, corpus: Path) -> dict[str, int]:
-    """Run every kat file of ``corpus`` both ways and print one line per file."""
-    counts = dict.fromkeys(("agree", "differ", "refuse", "traceback", *APART), 0)
+def _child(katfile: Path, work: Path, conn) -> None:
+    conn.send(run_ours(katfile, work))
+
+
+def run_ours_bounded(katfile: Path, work: Path, timeout: float) -> tuple[str, str]:
+    """:func:`run_ours` in a forked child (katparallel already imported by the parent),
+    stopped after ``timeout`` seconds as ``too slow``."""
+    import katparallel.finesse2.program  # noqa: F401 -- imported once, before forking
+
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(katfile, work, child))
+    proc.start()
+    child.close()
+    try:
+        if parent.poll(timeout):
+            return parent.recv()
+        return "too slow", f"stopped after {timeout:.0f} s"
+    except EOFError:
+        return "traceback", f"the child process died (exit code {proc.exitcode})"
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+
+
+OUTCOMES = ("agree", "differ", "refuse", "traceback", "too slow", *APART)
+
+
+def measure(binary: Path, corpus: Path, timeout: float) -> dict[str, dict[str, int]]:
+    """Run every kat file of ``corpus`` both ways, print one line per file and return
+    the counts of each outcome per top-level folder (``.`` for files at the top)."""
+    counts: dict[str, dict[str, int]] = {}
     for katfile in sorted(corpus.rglob("*.kat")):
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             text = probed(katfile.read_text(errors="replace"))
             local = work / "input.kat"
             local.write_text(text)
+            start = time.perf_counter()
             ref, outcome = run_finesse2(binary, local, work)
+            f2_time, our_time = time.perf_counter() - start, float("nan")
             detail = ""
             if ref is not None:
-                outcome, detail = run_ours(local, work)
+                start = time.perf_counter()
+                outcome, detail = run_ours_bounded(local, work, timeout)
+                our_time = time.perf_counter() - start
                 if outcome == "ran":
                     problem = agree(read_out(ref), read_out(work / "ours.out"))
                     outcome, detail = ("agree", "") if problem is None else ("differ", problem)
                 if outcome == "differ":
+                    if "shape" not in detail:
+                        detail += differing_columns(read_out(ref), read_out(work / "ours.out"),
+                                                    work / "ours.out")
                     detail += self_consistency(binary, text, read_out(ref), work)
-        counts[outcome] += 1
-        print(f"{outcome:24s} {katfile.relative_to(corpus)}  {detail}", flush=True)
+        parts = katfile.relative_to(corpus).parts
+        folder = counts.setdefault(parts[0] if len(parts) > 1 else ".",
+                                   dict.fromkeys(OUTCOMES, 0))
+        folder[outcome] += 1
+        print(f"{outcome:24s} {katfile.relative_to(corpus)}  [F2 {f2_time:.1f} s, ours "
+              f"{our_time:.1f} s]  {detail}", flush=True)
     return counts
 
 
@@ -192,17 +250,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("binary", type=Path, help="real Finesse 2 kat binary")
     parser.add_argument("corpus", type=Path, help="folder of kat files")
+    parser.add_argument("--timeout", type=float, default=OURS_TIMEOUT,
+                        help="seconds katparallel's kat may take on one file")
     args = parser.parse_args()
     shutil.which(str(args.binary)) or sys.exit(f"{args.binary} is not executable")
-    counts = measure(args.binary.resolve(), args.corpus)
-    runs = sum(v for k, v in counts.items() if k not in APART)
-    print("\n| outcome | files |\n|---|---|")
-    for key, value in counts.items():
-        print(f"| {key} | {value} |")
-    print(f"\n{counts['agree']} of {runs} files Finesse 2 runs agree "
-          f"({100 * counts['agree'] / max(runs, 1):.0f}%); counting the files whose lock "
-          f"Finesse 2 gives up as failures: {counts['agree']} of "
-          f"{runs + counts['finesse2 gives up a lock']}")
+    counts = measure(args.binary.resolve(), args.corpus, args.timeout)
+    counts["all"] = {key: sum(c[key] for c in counts.values()) for key in OUTCOMES}
+    print("\n| folder | files Finesse 2 runs | " + " | ".join(OUTCOMES) + " |")
+    print("|---" * (len(OUTCOMES) + 2) + "|")
+    for folder, folder_counts in counts.items():
+        runs = sum(v for k, v in folder_counts.items() if k not in APART)
+        print(f"| {folder} | {runs} | " + " | ".join(str(folder_counts[key]) for key in OUTCOMES)
+              + " |")
+    total = counts["all"]
+    runs = sum(v for k, v in total.items() if k not in APART)
+    print(f"\n{total['agree']} of {runs} files Finesse 2 runs agree "
+          f"({100 * total['agree'] / max(runs, 1):.0f}%); counting the files whose lock "
+          f"Finesse 2 gives up as failures: {total['agree']} of "
+          f"{runs + total['finesse2 gives up a lock']}")
 
 
 if __name__ == "__main__":

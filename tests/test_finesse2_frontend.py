@@ -241,3 +241,40 @@ def test_qhd_without_fsig_says_what_finesse2_writes(tmp_path: Path, capsys) -> N
     status, err = run(tmp_path, capsys, text)
     assert status == 1
     assert "it writes 0 for qhd and qhdS, inf for qhdN" in err, err
+
+
+DUMP_NOISE = """\
+l l1 1 0 0 n0
+bs b 0.5 0.5 0 0 n0 n1x n1 {port}
+s s1 1 n1x n2
+fsig sig l1 amp 1 0 1
+{detector}
+xaxis sig f log 1 100 2
+"""
+
+
+@pytest.mark.parametrize(("port", "detector", "said"), [
+    # Finesse 2.3.1: qnoised 3.055e-10 here, where Finesse 3 gives 4.321e-10 (the
+    # vacuum of the dump port); with an ordinary open node both give 4.321e-10.
+    ("dump", "qnoised qn 1 $fs 0 n2", True),
+    ("nfree", "qnoised qn 1 $fs 0 n2", False),
+    ("dump", "qshot qs 1 $fs 0 n2", False),  # shot noise of the DC power: agrees
+])
+def test_a_dump_node_with_quantum_noise_is_said(tmp_path: Path, capsys, port: str,
+                                                detector: str, said: bool) -> None:
+    status, err = run(tmp_path, capsys, DUMP_NOISE.format(port=port, detector=detector))
+    assert status == 0, err
+    assert ("line 2: a 'dump' node with quantum noise (line 5)" in err) == said, err
+
+
+@pytest.mark.parametrize(("extra", "why"), [
+    ("qd q 0 0 n2\nnoxaxis\n", "without fsig"),  # Finesse 2 writes 0
+    ("fsig sig L0 amp 1 0\nqd q 10M 0 n2\nxaxis sig f lin 1 2 1\n", "f = 0"),
+    ("fsig sig L0 amp 1 0\nqd q 0 fine n2\nxaxis sig f lin 1 2 1\n", "expected 'qd name"),
+    ("fsig sig L0 amp 1 0\nqd q 0 0 n2\nmaxtem 0\nxaxis sig f lin 1 2 1\n", "modes"),
+])
+def test_qd_is_refused_where_never_measured(tmp_path: Path, capsys, extra: str,
+                                            why: str) -> None:
+    status, err = run(tmp_path, capsys, CAVITY + extra)
+    assert status == 1 and "'qd'" in err and why in err, err
+    assert "Traceback" not in err and not (tmp_path / "f.out").exists()

@@ -81,6 +81,10 @@ Translated, as Finesse 2.3.1 does it:
   photocurrents summed, the second node's light turned by the phase
   (:mod:`katparallel.finesse2.homodyne`), its signal and phase as Finesse 2 takes them,
   and ``hd``, that signal (:meth:`_Translator.homodyne`).
+* ``qd NAME 0 PHASE NODE``: the noise in one quadrature in units of the vacuum's, from
+  three hidden ideal-oscillator homodyne detectors (:meth:`_Translator.quadrature`);
+  a ``dump`` node with quantum noise is said on standard error (Finesse 2's injects no
+  vacuum, :meth:`_Translator.check_dump_noise`).
 
 * ``lock[*] NAME $INPUT GAIN ACCURACY [OFFSET]``: a model parameter ``NAME__lock``
   holding the lock's value (an output column ``NAME``), iterated before each point
@@ -115,9 +119,12 @@ _COMPONENT_NODES = {
     "m": 2, "m1": 2, "m2": 2, "mirror": 2, "lens": 2, "mod": 2, "isol": 2, "diode": 2,
     "bs": 4, "bs1": 4, "bs2": 4, "beamsplitter": 4, "dbs": 4,
 }
-_QUANTUM = re.compile(r"^(qd|sd)[SN]?$")  # refused with a signal
+_QUANTUM = re.compile(r"^(qd[SN]|sd[SN]?)$")  # refused with a signal
 _NOISE_DETECTORS = ("qnoised", "qnoisedS", "qnoisedN", "qshot", "qshotS", "qshotN")
 _HOMODYNES = ("hd", "qhd", "qhdS", "qhdN")  # see _Translator.homodyne
+# Detectors of quantum noise that vacuum at an open port changes (not qshot: shot noise
+# of the DC power).
+_VACUUM_NOISE = re.compile(r"^(qnoised[SN]?|qd|sd|q\d*hd[SN]?)$")
 #: Planck's constant in Finesse 2.3.1 (CODATA 2014; measured: its quantum noise is
 #: Finesse 3's, which uses CODATA 2018's 6.62607015e-34, times 1 - 8.3e-9).
 PLANCK_FINESSE2 = 6.62607004e-34
@@ -203,7 +210,7 @@ CHECKED = {
     "qnoisedS": "qnoise_ratio.kat", "qshotS": "qnoise_ratio.kat",
     "qnoisedN": "qnoise_snr.kat", "qshotN": "qnoise_snr.kat", "qhd": "qhd_squeezed.kat",
     "qhdS": "qhd_signal.kat", "qhdN": "qhd_signal.kat", "hd": "hd_signal.kat",
-    "xd": "fsig_mass_xd.kat",
+    "xd": "fsig_mass_xd.kat", "qd": "qd_ponderomotive.kat",
 }
 #: Other spellings Finesse 2 (and the legacy parser) read as the same command.
 ALIASES = {"laser": "l", "light": "l", "mirror": "m", "beamsplitter": "bs",
@@ -282,6 +289,8 @@ class Translation:
     renamed : dict
         A detector named like an earlier one (Finesse 2 writes both) -> (its name in
         the file, its line); a ``scale`` or ``set`` of that name means the first.
+    quadratures : dict
+        ``qd NAME 0 PHASE NODE`` -> (line, PHASE); see :meth:`_Translator.quadrature`.
     first_max : dict
         ``pd2 NAME f1 max f2 [PHASE2] NODE`` -> (the hidden detector demodulating
         at 90 degrees first, PHASE2 or None); see :meth:`_Translator.demod_max`.
@@ -322,6 +331,7 @@ class Translation:
     dc_signals: set[str] = dataclasses.field(default_factory=set)
     helpers: set[str] = dataclasses.field(default_factory=set)
     renamed: dict[str, tuple[str, int]] = dataclasses.field(default_factory=dict)
+    quadratures: dict[str, tuple[int, float]] = dataclasses.field(default_factory=dict)
     first_max: dict[str, tuple[str, float | None]] = dataclasses.field(
         default_factory=dict)
     noise_max: dict[str, tuple[str, str, str, float | None]] = dataclasses.field(
@@ -335,7 +345,8 @@ class Translation:
         return ({signal for signal in self.noise.values() if signal}
                 | {other for other, _ in self.first_max.values()} | self.helpers
                 | {name for *names, _ in self.noise_max.values() for name in names}
-                | {name for names in self.mode_fields.values() for name in names})
+                | {name for names in self.mode_fields.values() for name in names}
+                | {f"{name}__q{phase}" for name in self.quadratures for phase in (0, 45, 90)})
 
     def scale_of(self, detector: str, lambda0: float) -> float:
         """Return the factor ``scale`` commands put on ``detector``'s output.
@@ -402,6 +413,7 @@ class _Translator:
             "tf2": self.transfer, "lock": self.lock, "lock*": self.lock,
             "multi": self.plot_only, **dict.fromkeys(_NOISE_DETECTORS, self.noise),
             **dict.fromkeys(_HOMODYNES, self.homodyne),
+            "qd": self.quadrature,
         }
         self.kinds = _component_kinds(self.lines)
         self.beams = {words[1] for line in self.lines
@@ -443,6 +455,7 @@ class _Translator:
             self.out.append(" ".join(words) + (" " + comment if comment else "")
                             if words else "")
         self.check_injections()
+        self.check_dump_noise()
         if self.trace_sources > 1 and self.result.maxtem != "off":
             self.result.notes.append(
                 f"line {self.traced}: {self.trace_sources} cav/gauss commands with "
@@ -940,6 +953,58 @@ class _Translator:
         self.stand_ins.append((f"{name}__qhd", f"{name}__qhd_node"))
         return ["l", f"{name}__qhd", "0", "0", phase, f"{name}__qhd_node"]
 
+    def quadrature(self, lineno: int, words: list[str]) -> list[str]:
+        """``qd NAME f PHASE NODE``: Finesse 2's quantum noise in one quadrature, in
+        units of the vacuum's (1 for vacuum or coherent light).
+
+        Measured against Finesse 2.3.1 (``qd_*`` references: a squeezer mixed with a
+        laser; a detuned cavity with radiation pressure, PyKat's ``test_rad_pressure``),
+        it is the noise of Finesse 3's balanced homodyne detector with an ideal local
+        oscillator (``QuantumBHD``), squared, over the vacuum's (2 h nu P_lo), at the
+        oscillator phase phi = -(PHASE + arg c), c the carrier at the node: Finesse 2
+        counts quadratures from the local carrier and in the other sense. The variance
+        a + b cos 2phi + c sin 2phi follows from three hidden homodyne detectors (0,
+        45 and 90 degrees, added by :func:`apply`); the legacy text gets ``ad NAME 0
+        NODE``, which resolves the node and its direction and gives c.
+        """
+        if len(words) != 5 or not _is_number(words[3]):
+            raise Refusal(lineno, "qd", "expected 'qd name f phase node'")
+        if not self.fsig_line:
+            raise Refusal(lineno, "qd", "without fsig Finesse 3 computes no quantum "
+                          "noise (Finesse 2 writes 0)")
+        if not _is_zero(words[2]):
+            raise Refusal(lineno, "qd", "only quadratures of the carrier (f = 0) are "
+                          "reproduced")
+        self.result.quadratures[words[1]] = (lineno, float(words[3]))
+        self.result.inexact.append((lineno, "qd"))
+        return self.detector(lineno, ["ad", words[1], "0", words[4]])
+
+    def check_dump_noise(self) -> None:
+        """Say where Finesse 2's ``dump`` node can change quantum noise.
+
+        Finesse 2's ``dump`` injects no vacuum noise; the legacy parser leaves it an
+        open port, where Finesse 3 injects vacuum (measured: ``qnoised`` behind the
+        dump port of a 50/50 beam splitter, 4.32e-10 against Finesse 2's 3.06e-10, the
+        vacuum of that port missing; ``qshot``, shot noise of the DC power, agrees).
+        Whether it matters depends on how the dump port couples to the detector (PyKat's
+        aLIGO sensitivity with ten dumps agrees to 1e-9), so it is said, not refused.
+        """
+        dump = noise = 0
+        for lineno, line in enumerate(self.lines, start=1):
+            words = _code(line)[0]
+            if not words:
+                continue
+            nodes = _COMPONENT_NODES.get(words[0], 0)
+            if not dump and nodes and "dump" in words[-nodes:]:
+                dump = lineno
+            if not noise and _VACUUM_NOISE.match(words[0]):
+                noise = lineno
+        if dump and noise:
+            self.result.warnings.append(
+                f"line {dump}: a 'dump' node with quantum noise (line {noise}): Finesse 2's "
+                "dump injects no vacuum noise, Finesse 3's open port does, so the noise "
+                "can differ from Finesse 2's")
+
     def odd_in_x(self) -> bool:
         """Whether the file can have light in modes odd in x (HG10, HG11, ...).
 
@@ -1391,6 +1456,20 @@ def _number(text: str) -> float:
     return float(text)
 
 
+def _quadrature_detectors(model: finesse.Model, translation: Translation) -> None:
+    """Three hidden homodyne detectors at each ``qd``'s node (see
+    :meth:`_Translator.quadrature`), refused with modes on (never measured)."""
+    from finesse.detectors import QuantumBHD
+
+    for name, (lineno, _) in translation.quadratures.items():
+        if model.is_modal:
+            raise Refusal(lineno, "qd", "quadrature noise with higher-order modes on "
+                          "is not reproduced (never measured against Finesse 2)")
+        for phase in (0, 45, 90):
+            model.add(QuantumBHD(f"{name}__q{phase}", model.elements[name].node,
+                                 P_lo=1, phase=phase))
+
+
 def apply(model: finesse.Model, translation: Translation, run: bool = False) -> None:
     """Do to a parsed model what the legacy parser cannot: modes, Rc 0, func, put.
 
@@ -1416,6 +1495,7 @@ def apply(model: finesse.Model, translation: Translation, run: bool = False) -> 
         Naming the line of a component, name or expression that cannot be built.
     """
     _modes(model, translation)
+    _quadrature_detectors(model, translation)
     for name in translation.flipped:  # see _Translator.flip_motion_with_mass
         model.elements[name].phase = model.elements[name].phase.value + 180.0
     if run:

@@ -465,6 +465,8 @@ def _output(solution, name: str, absent: list[str], translation: Translation,
         values = (p * np.exp(-1j * phi) + q * np.exp(1j * phi)) / 2
         if phase is not None:
             values = np.real(np.exp(-1j * math.radians(phase)) * values)
+    if name in translation.quadratures:
+        values = _quadrature(solution, name, translation.quadratures[name][1], model)
     if name in translation.moduli:
         values = np.abs(values)
     if name in translation.noise:  # see frontend._Translator.noise
@@ -541,6 +543,20 @@ def _noise_at_max(solution, name: str, signal: str, translation: Translation,
         z = np.real(np.exp(-1j * math.radians(phase)) * z)
     with np.errstate(divide="ignore", invalid="ignore"):
         return noise / np.abs(z)
+
+
+def _quadrature(solution, name: str, phase: float, model: finesse.Model) -> np.ndarray:
+    """``qd``: the noise variance over the vacuum's in the quadrature -(PHASE + arg c),
+    a + b cos 2phi + c sin 2phi from the homodyne noise at 0, 45 and 90 degrees (see
+    ``frontend._Translator.quadrature``); ``solution[name]`` is the carrier c."""
+    from finesse.constants import values as constants
+
+    vacuum = 2 * constants.H_PLANCK * constants.C_LIGHT / float(model.lambda0)
+    v0, v45, v90 = (np.abs(np.asarray(solution[f"{name}__q{p}"])) ** 2 / vacuum
+                    for p in (0, 45, 90))
+    mean, cos2 = (v0 + v90) / 2, (v0 - v90) / 2
+    phi = -(math.radians(phase) + np.angle(np.asarray(solution[name])))
+    return mean + cos2 * np.cos(2 * phi) + (v45 - mean) * np.sin(2 * phi)
 
 
 def _planck() -> float:
