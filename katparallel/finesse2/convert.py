@@ -14,6 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from katparallel.finesse2.frontend import translate
 from katparallel.finesse2.model import ConversionError, exact_model
 
 __all__ = ("ConversionError", "convert", "exact_model", "main")
@@ -35,9 +36,18 @@ def convert(text: str) -> str:
     Raises
     ------
     ConversionError
-        See :func:`exact_model`.
+        See :func:`exact_model`; also where a mirror's or beam splitter's motion needs
+        Finesse 2's coupling (:mod:`katparallel.finesse2.signals`).
     """
     model = exact_model(text)
+    motion = translate(text).motion
+    if motion:
+        raise ConversionError([
+            (lineno, f"the motion of '{name}' couples to the light as in Finesse 2 "
+             "only through katparallel's rescaling of Finesse 3's signal matrix "
+             "(katparallel.finesse2.signals), which KatScript cannot express; run the "
+             "file with katparallel's kat, or give it to an Ensemble as it is")
+            for lineno, name, _ in motion])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # unparse()'s "intent-preserving" notices
         return model.unparse()
