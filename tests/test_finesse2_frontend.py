@@ -50,8 +50,11 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture, text: str) -> tuple[int, 
     ("bs b 0.5 0.5 0 45 n4 n5 n6 n7\nfsig sig b 1 0\nattr b mass 1\n", 8, "fsig"),
     ("bs b 0.5 0.5 0 45 n4 n5 n6 n7\nfsig sig L0 1 0\nattr b mass 1\n"
      "mod eom 10M 0.1 1 pm n0 n9\n", 9, "attr"),
-    # Finesse 3's signal sidebands go wrong when a laser's frequency changes.
+    # Finesse 3's signal sidebands go wrong when a laser's or modulator's frequency
+    # changes.
     ("fsig sig L0 amp 1 0\nx2axis L0 f lin 0 1M 1\n", 8, "x2axis"),
+    ("mod eom 10M 0.1 1 pm n4 n5\nfsig sig L0 amp 1 0\nx2axis eom f lin 9M 10M 1\n",
+     9, "x2axis"),
     ("fsig sig m2 phase 1 0\npd1 S 1 n2\n", 7, "fsig sig m2 phase"),
     # Without fsig Finesse 3 wrote no column for these (issue 19's siblings); an RF
     # demodulation first differs by 0.7%; Finesse 3 has no N form.
