@@ -1328,8 +1328,9 @@ def _motion_coupling(model: finesse.Model, translation: Translation) -> None:
         return
     why = signals.check()
     if why:
-        lineno, component, _ = translation.motion[0]
-        raise Refusal(lineno, "fsig", f"the motion of '{component}': Finesse 2 couples "
+        lineno, component, injection = translation.motion[0]
+        raise Refusal(lineno, "fsig" if injection else "attr", f"the motion of "
+                      f"'{component}': Finesse 2 couples "
                       "it to each carrier with the carrier's own wavenumber (and an "
                       f"fsig at a beam splitter without cos(alpha) on its back); {why}")
     for _, component, injection in translation.motion:

@@ -157,6 +157,10 @@ class _Rescale:
                 if view is None:
                     continue
                 values = view.view
+                if values.flags.owndata or not values.flags.writeable:
+                    raise RuntimeError("Finesse 3's motion block is not a writable "
+                                       "view into its signal matrix any more: "
+                                       "katparallel cannot give it Finesse 2's coupling")
                 key = (number, index)
                 last = self.written.get(key)
                 if last is not None and np.array_equal(values, last):
