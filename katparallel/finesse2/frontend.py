@@ -64,7 +64,9 @@ Translated, as Finesse 2.3.1 does it:
   twice Finesse 2's) or at a mirror or beam splitter (no type: motion, with Finesse
   2's coupling to the light where Finesse 3's differs: each carrier's own
   wavenumber, a beam splitter's back surface without cos(alpha);
-  :mod:`katparallel.finesse2.signals`);
+  :mod:`katparallel.finesse2.signals`) or at a phase modulator (``amp``; its phase
+  given as 0, which Finesse 2 ignores, and its sidebands Finesse 2's by the signal
+  module; only the signal frequency changing during the run);
   ``$mfs`` is written ``-$fs`` (the legacy parser reads ``$mfs`` as ``$fs``); at a
   space (no type or ``phase``: a gravitational-wave strain, with its sign turned to
   Finesse 2's, without higher-order modes; see :meth:`_Translator.strain`); with
@@ -124,7 +126,8 @@ _SCALE_WORDS = {"deg": 180 / math.pi, "rad": math.pi / 180}
 # Signal injections Finesse 3 reproduces (measured against Finesse 2.3.1), by the kind
 # of component and the type word (None: no type given).
 _INJECTIONS = {("laser", None), ("laser", "amp"), ("laser", "freq"), ("laser", "phase"),
-               ("mirror", None), ("bs", None), ("space", None), ("space", "phase")}
+               ("mirror", None), ("bs", None), ("space", None), ("space", "phase"),
+               ("mod", "amp")}
 # Commands declaring a component of each kind whose parameter names Finesse 2 takes
 # case-insensitively, and those names as the legacy parser spells them (lower case
 # -> spelling; Finesse 2's aliases included).
@@ -263,6 +266,9 @@ class Translation:
         the line of their ``fsig`` or ``attr ... mass``, the name, and whether it is an
         ``fsig`` injection or radiation-pressure motion (see
         :meth:`_Translator.motion_coupling`, :mod:`katparallel.finesse2.signals`).
+    modulators : list of (int, str)
+        ``fsig ... amp`` lines at phase modulators, and the modulators (see
+        :meth:`_Translator.modulation`).
     noise : dict
         Quantum-noise detectors -> the hidden detector of the signal an ``S`` form
         divides by (None: no division); see :meth:`_Translator.noise`.
@@ -290,6 +296,7 @@ class Translation:
     locks: list[Lock] = dataclasses.field(default_factory=list)
     flipped: list[str] = dataclasses.field(default_factory=list)
     motion: list[tuple[int, str, bool]] = dataclasses.field(default_factory=list)
+    modulators: list[tuple[int, str]] = dataclasses.field(default_factory=list)
     noise: dict[str, str | None] = dataclasses.field(default_factory=dict)
     first_max: dict[str, tuple[str, float | None]] = dataclasses.field(
         default_factory=dict)
@@ -538,11 +545,11 @@ class _Translator:
         kind = self.kinds.get(words[2])
         mod_type = words[3] if typed else None
         construct = " ".join(words[:4 if typed else 3])
-        if kind == "mod":
-            raise Refusal(lineno, construct, "Finesse 3 does not implement a phase "
-                          "signal at a phase modulator, and its other modulator signals "
-                          "differ from Finesse 2's (measured: 'amp' sidebands 0.1 to 1.8 "
-                          "times Finesse 2's)")
+        if kind == "mod" and (mod_type != "amp" or not self.phase_modulator(words[2])):
+            raise Refusal(lineno, construct, "Finesse 3 implements no phase or "
+                          "frequency signal at a modulator and no signal at an amplitude "
+                          "modulator (katparallel reproduces fsig at a phase "
+                          "modulator's amp)")
         if (kind, mod_type) not in _INJECTIONS:
             raise Refusal(lineno, construct, "Finesse 3's legacy parser injects this "
                           "signal differently from Finesse 2 (katparallel reproduces "
@@ -555,6 +562,8 @@ class _Translator:
         if kind == "space":
             return self.strain(lineno, words, typed, construct)
         amp_index = 6 if typed else 5
+        if kind == "mod":
+            return self.modulation(lineno, words)
         if mod_type == "amp":
             amp = words[amp_index] if len(words) > amp_index else "1"
             if not _is_number(amp):
@@ -582,6 +591,22 @@ class _Translator:
         phase = _number(words[phase_index]) + 180.0
         rest = words[phase_index + 1:]
         return [words[0], words[1], words[2], words[phase_index - 1], repr(phase), *rest]
+
+    def phase_modulator(self, name: str) -> bool:
+        """Whether ``name`` is declared by a ``mod`` line of type ``pm``."""
+        return any(words[:2] == ["mod", name] and "pm" in words[5:7]
+                   for words in (_code(line)[0] for line in self.lines))
+
+    def modulation(self, lineno: int, words: list[str]) -> list[str]:
+        """``fsig NAME MOD amp f PHASE [AMP]`` at a phase modulator.
+
+        Finesse 2 ignores the signal's phase there (measured: the same sidebands at 0
+        and 30 degrees), so it is passed as 0; the amplitude is Finesse 3's (the
+        relative change of the modulation index in both). Finesse 2's top-order
+        sidebands are given by :func:`katparallel.finesse2.signals.install_modulator`.
+        """
+        self.result.modulators.append((lineno, words[2]))
+        return [*words[:5], "0", *words[6:]]
 
     def check_injections(self) -> None:
         """Refuse what Finesse 3 computes differently around a signal injection.
@@ -618,6 +643,17 @@ class _Translator:
                               "for a laser, 0.944 against 0.970 for a modulator)")
         self.flip_motion_with_mass()
         self.motion_coupling()
+        if self.result.modulators:
+            signals = {name for _, name, _, _ in self.injections}
+            changing = [(lineno, cmd) for lineno, cmd, component, param
+                        in self.result.targets
+                        if component not in signals or param.lower() != "f"]
+            changing += [(lock.lineno, "lock") for lock in self.result.locks]
+            if changing:
+                raise Refusal(*changing[0], "with a signal at a modulator only the "
+                              "signal frequency may change during the run: Finesse 3 "
+                              "does not recompute the modulator's signal sidebands "
+                              "when the light entering it changes")
 
     def motion_coupling(self) -> None:
         """Note where Finesse 2's motion coupling differs from Finesse 3's.
@@ -1324,9 +1360,13 @@ def _motion_coupling(model: finesse.Model, translation: Translation) -> None:
     """
     from katparallel.finesse2 import signals
 
-    if not translation.motion:
+    if not translation.motion and not translation.modulators:
         return
     why = signals.check()
+    if why and translation.modulators:
+        lineno, component = translation.modulators[0]
+        raise Refusal(lineno, "fsig", f"a signal at modulator '{component}': Finesse 2 "
+                      "leaves out the Bessel order beyond the modulator's; " + why)
     if why:
         lineno, component, injection = translation.motion[0]
         raise Refusal(lineno, "fsig" if injection else "attr", f"the motion of "
@@ -1335,6 +1375,8 @@ def _motion_coupling(model: finesse.Model, translation: Translation) -> None:
                       f"fsig at a beam splitter without cos(alpha) on its back); {why}")
     for _, component, injection in translation.motion:
         signals.install(model.elements[component], injection)
+    for _, component in translation.modulators:
+        signals.install_modulator(model.elements[component])
 
 
 def allow_sums_past_one(model: finesse.Model) -> None:

@@ -60,7 +60,7 @@ import numpy as np
 if TYPE_CHECKING:
     import finesse
 
-__all__ = ("CHECKED_FINESSE", "check", "install")
+__all__ = ("CHECKED_FINESSE", "check", "install", "install_modulator")
 
 LOGGER = logging.getLogger(__name__)
 
@@ -77,12 +77,20 @@ def check() -> str | None:
                 "signal matrix it was checked against")
     from finesse.components.modal.beamsplitter import BeamsplitterSignalConnections
     from finesse.components.modal.mirror import MirrorSignalConnections
+    from finesse.components.modal.modulator import (
+        ModulatorSignalConnections,
+        ModulatorWorkspace,
+    )
     from finesse.cymath.cmatrix import SubCCSView
     from finesse.frequency import Frequency
 
     needed = [(MirrorSignalConnections, ("Z_P1o", "Z_P2o")),
               (BeamsplitterSignalConnections, ("Z_P1o", "Z_P2o", "Z_P3o", "Z_P4o")),
-              (SubCCSView, ("view", "conjugate_fill")),
+              (ModulatorSignalConnections, ("amp_P1o", "amp_P2o", "P1i_P2o",
+                                            "P2i_P1o")),
+              (ModulatorWorkspace, ("carrier_frequency_couplings",
+                                    "amp_signal_enabled")),
+              (SubCCSView, ("view", "conjugate_fill", "from_rhs_view", "size1")),
               (Frequency, ("audio_carrier", "f"))]
     for cls, names in needed:
         missing = [name for name in names if not hasattr(cls, name)]
@@ -190,3 +198,99 @@ def _injection(workspace: object, f_s: float, ratio: float, sign: int,
         size = 1.0
         turn = -sign * (phi * ratio + phi * (1 - cos_alpha) * f_s / f0)
     return size * complex(math.cos(turn), math.sin(turn))
+
+
+def install_modulator(modulator: finesse.components.Modulator) -> None:
+    """Give an ``fsig`` at a phase modulator's ``amp`` Finesse 2's sidebands.
+
+    Both programs modulate the modulation index m by a relative amount, the sideband
+    of order k getting ``d/dm J_k(m (1 + delta cos(w_s t)))``; Finesse 3
+    (``fill_phase_mod_amp_2_optical_signals`` in ``modulator.pyx``) writes, per
+    coupling from a carrier into the order-k carrier, the factor
+    ``m/4 (J_(k-1)(m) - J_(k+1)(m)) / J_k(m)`` times that propagated carrier into the
+    block from the ``amp`` node to the output (``amp_P2o``, ``amp_P1o``); the
+    propagated carrier carries the modulator's phase, exp(i k phi_m). Finesse 2
+    (measured against 2.3.1, ``fsig_mod_amp*``: orders 1 and 3, phi_m 0 and 40
+    degrees, light going either way through the modulator) differs twice: its signal
+    sidebands do not carry exp(i k phi_m) (its carrier sidebands do), and it leaves
+    out the Bessel orders beyond the modulator's order N (at k = N the factor is
+    ``m/4 J_(N-1) / J_N``). So a fill function after Finesse 3's adds, for every
+    coupling of order k != 0, ``(F2_k exp(-i k phi_m) - F3_k)`` times the propagated
+    carrier, computed as Finesse 3's ``fill_prop_za`` does (the carrier block times
+    the carrier solution at its input node). Finesse 3 refills these blocks only
+    when m or the modulator's phase changes, not when the light entering the
+    modulator does, so the front end takes a run only where that light does not
+    change.
+
+    Parameters
+    ----------
+    modulator : finesse.components.Modulator
+        A phase modulator of a model from the Finesse 2 front end.
+    """
+    modulator._get_workspace = _Finesse2Modulation(modulator)
+
+
+class _Finesse2Modulation:
+    """A modulator's ``_get_workspace``: Finesse 3's, then the top-order fill."""
+
+    def __init__(self, modulator: finesse.components.Modulator):
+        self.modulator = modulator
+
+    def __call__(self, sim: object) -> object:
+        workspace = type(self.modulator)._get_workspace(self.modulator, sim)
+        if getattr(sim, "signal", None) and workspace.amp_signal_enabled:
+            workspace.signal.add_fill_function(_TopOrder(), True)
+        return workspace
+
+
+class _TopOrder:
+    """The fill function turning Finesse 3's ``amp`` sidebands into Finesse 2's."""
+
+    def __init__(self) -> None:
+        self.written: dict[int, np.ndarray] = {}
+
+    def __call__(self, workspace: object) -> None:
+        from scipy.special import jv
+
+        modulator = workspace.owner
+        order = int(modulator.order.eval())
+        midx = float(modulator.midx.eval())
+        carrier = workspace.carrier.connections
+        signal = workspace.signal.connections
+        sidebands = [f for f in workspace.sim.signal.optical_frequencies.frequencies
+                     if f.audio_carrier is not None]
+        additions = []
+        phase = math.radians(float(modulator.phase.eval()))
+        for (f_in, f_out), k in workspace.carrier_frequency_couplings.items():
+            if k == 0:
+                continue  # the same in both programs
+            finesse3 = midx / 4 * (jv(k - 1, midx) - jv(k + 1, midx)) / jv(k, midx)
+            finesse2 = midx / 4 * (jv(k - 1, midx) * (abs(k - 1) <= order)
+                                   - jv(k + 1, midx) * (abs(k + 1) <= order)
+                                   ) / jv(k, midx)
+            turn = complex(math.cos(k * phase), -math.sin(k * phase))
+            delta = finesse2 * turn - finesse3
+            for coupling, block in (("P1i_P2o", "amp_P2o"), ("P2i_P1o", "amp_P1o")):
+                view = getattr(carrier, coupling)[f_in.index, f_out.index]
+                if view is None:
+                    continue
+                propagated = (np.asarray(view.view).reshape(view.size1, -1)
+                              @ np.asarray(view.from_rhs_view[0]))
+                for sideband in sidebands:
+                    target = getattr(signal, block)[0, sideband.index]
+                    if (sideband.audio_carrier.index == f_out.index
+                            and target is not None):
+                        add = delta * propagated
+                        additions.append((target, add.conj() if target.conjugate_fill
+                                          else add))
+        if all(np.array_equal(target.view.reshape(-1), self.written.get(id(target)))
+               for target, _ in additions):
+            return  # Finesse 3 did not refill these blocks: already added
+        for target, add in additions:
+            values = target.view.reshape(-1)
+            if values.base is None or not values.flags.writeable:
+                raise RuntimeError("Finesse 3's modulation block is not a writable "
+                                   "view into its signal matrix any more")
+            values += add
+        self.written = {id(target): target.view.reshape(-1).copy()
+                        for target, _ in additions}
