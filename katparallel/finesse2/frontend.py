@@ -429,7 +429,7 @@ class _Translator:
                 "switches on higher-order modes with maxtem 0 (mode mismatch costs "
                 "power); katparallel follows it")
         self.check_misaligned_masses()
-        moving = next((i for i in self.injections if i[2] in ("space", "bs")
+        moving = next((i for i in self.injections if i[2] in ("space", "bs", "mod")
                        or (i[2] == "mirror" and self.odd_in_x())), None)
         if self.result.maxtem not in (None, "off") and moving:
             why = ("Finesse 2 and Finesse 3 give the higher-order modes' strain "
@@ -439,6 +439,9 @@ class _Translator:
                    "Finesse 2's motion sidebands differ from Finesse 3's (measured on "
                    "a Michelson with mode mismatch: 0.106 against 0.075)"
                    if moving[2] == "bs" else
+                   "Finesse 2's modulation sidebands differ from Finesse 3's, even as "
+                   "katparallel corrects them without modes (measured before a cavity "
+                   "with mode mismatch: 1.2e-2)" if moving[2] == "mod" else
                    "Finesse 2's motion sidebands of modes odd in x have the opposite "
                    "sign of Finesse 3's (measured on one mirror: HG10 and HG11 "
                    "flipped, HG00, HG01 and HG20 equal), and this file has such "
