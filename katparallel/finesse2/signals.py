@@ -69,12 +69,12 @@ CHECKED_FINESSE = ("3.0.2",)
 
 
 def check() -> str | None:
-    """Return why Finesse 3's motion blocks cannot be rescaled here (None: they can)."""
+    """Return why Finesse 3's signal blocks cannot be rescaled here (None: they can)."""
     version = importlib.metadata.version("finesse")
     if version not in CHECKED_FINESSE:
-        return (f"Finesse {version}: katparallel reproduces Finesse 2's motion "
-                f"coupling only on Finesse {', '.join(CHECKED_FINESSE)}, whose "
-                "signal matrix it was checked against")
+        return (f"Finesse {version}: katparallel reproduces Finesse 2's signal "
+                f"conventions there only on Finesse {', '.join(CHECKED_FINESSE)}, "
+                "whose signal matrix it was checked against")
     from finesse.components.modal.beamsplitter import BeamsplitterSignalConnections
     from finesse.components.modal.mirror import MirrorSignalConnections
     from finesse.components.modal.modulator import (
@@ -96,7 +96,7 @@ def check() -> str | None:
         missing = [name for name in names if not hasattr(cls, name)]
         if missing:
             return (f"Finesse 3's {cls.__name__} has no {', '.join(missing)}, which "
-                    "katparallel's Finesse 2 motion coupling needs")
+                    "katparallel's Finesse 2 signal conventions need")
     return None
 
 
@@ -158,7 +158,8 @@ class _Rescale:
     def __call__(self, workspace: object) -> None:
         sim = workspace.sim
         f0 = sim.model_settings.f0
-        for index, frequency in enumerate(sim.signal.optical_frequencies.frequencies):
+        for frequency in sim.signal.optical_frequencies.frequencies:
+            index = frequency.index
             f_c = frequency.audio_carrier.f
             for number, (array, sign, back) in enumerate(self.blocks):
                 view = array[0, index]
