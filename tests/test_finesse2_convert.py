@@ -108,3 +108,13 @@ def test_the_library_does_not_import_the_kat_program() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "False"
+
+
+def test_finesse2_motion_coupling_is_refused(capsys) -> None:
+    # An fsig at a beam splitter needs the signal matrix rescaled (signals.py), which
+    # KatScript cannot carry: no KatScript rather than one that silently differs.
+    assert cli(["convert", str(DATA / "fsig_bs_angles.kat")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "line 10: fsig sig b0 1 0" in captured.err, captured.err
+    assert "KatScript cannot express" in captured.err

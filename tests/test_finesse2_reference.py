@@ -117,3 +117,19 @@ def test_aligo_strain_sensitivity_as_finesse2(tmp_path: Path, capsys) -> None:
     problem = agree(read_out(DATA / "aligo_sensitivity.out"),
                     read_out(katfile.with_suffix(".out")))
     assert problem is None, problem
+
+
+def test_ensemble_jobs_keep_finesse2_motion_coupling() -> None:
+    # The rescaled motion blocks (katparallel.finesse2.signals) travel with the model
+    # into pool workers and stepped jobs: each job gives Finesse 2's numbers.
+    from katparallel import Ensemble
+
+    reference = read_out(DATA / "fsig_bs_michelson.out")
+    res = (Ensemble(str(DATA / "fsig_bs_michelson.kat"))
+           .vary({"m1.phi": [0.0, 0.0]})
+           .run(backend="multiprocessing", workers=2))
+    assert not res.failures
+    values = np.asarray(res["a4"], dtype=complex)
+    for job in values:
+        np.testing.assert_allclose(job.real, reference[:, 5], rtol=1e-9)
+        np.testing.assert_allclose(job.imag, reference[:, 6], rtol=1e-9)

@@ -14,6 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from katparallel.finesse2.frontend import translate
 from katparallel.finesse2.model import ConversionError, exact_model
 
 __all__ = ("ConversionError", "convert", "exact_model", "main")
@@ -35,9 +36,23 @@ def convert(text: str) -> str:
     Raises
     ------
     ConversionError
-        See :func:`exact_model`.
+        See :func:`exact_model`; also where a mirror's or beam splitter's motion or a
+        modulator's signal needs Finesse 2's coupling
+        (:mod:`katparallel.finesse2.signals`).
     """
     model = exact_model(text)
+    translation = translate(text)
+    rescaled = ([(lineno, f"the motion of '{name}'") for lineno, name, _
+                 in translation.motion]
+                + [(lineno, f"the signal at modulator '{name}'") for lineno, name
+                   in translation.modulators])
+    if rescaled:
+        raise ConversionError([
+            (lineno, f"{what} reaches the light as in Finesse 2 only through "
+             "katparallel's rescaling of Finesse 3's signal matrix "
+             "(katparallel.finesse2.signals), which KatScript cannot express; run the "
+             "file with katparallel's kat, or give it to an Ensemble as it is")
+            for lineno, what in rescaled])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # unparse()'s "intent-preserving" notices
         return model.unparse()

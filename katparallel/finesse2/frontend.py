@@ -61,8 +61,12 @@ Translated, as Finesse 2.3.1 does it:
 
 * ``fsig NAME COMPONENT [TYPE] f PHASE [AMP]`` at a laser (no type, ``amp``, ``freq``,
   ``phase``; an ``amp`` amplitude halved, Finesse 3's amplitude modulation being
-  twice Finesse 2's) or at a mirror (no type: motion; only with every carrier at the
-  reference frequency, Finesse 2 scaling motion by each carrier's wavenumber);
+  twice Finesse 2's) or at a mirror or beam splitter (no type: motion, with Finesse
+  2's coupling to the light where Finesse 3's differs: each carrier's own
+  wavenumber, a beam splitter's back surface without cos(alpha);
+  :mod:`katparallel.finesse2.signals`) or at a phase modulator (``amp``; its phase
+  given as 0, which Finesse 2 ignores, and its sidebands Finesse 2's by the signal
+  module; only the signal frequency changing during the run);
   ``$mfs`` is written ``-$fs`` (the legacy parser reads ``$mfs`` as ``$fs``); at a
   space (no type or ``phase``: a gravitational-wave strain, with its sign turned to
   Finesse 2's, without higher-order modes; see :meth:`_Translator.strain`); with
@@ -141,7 +145,8 @@ _SCALE_WORDS = {"deg": 180 / math.pi, "rad": math.pi / 180}
 # Signal injections Finesse 3 reproduces (measured against Finesse 2.3.1), by the kind
 # of component and the type word (None: no type given).
 _INJECTIONS = {("laser", None), ("laser", "amp"), ("laser", "freq"), ("laser", "phase"),
-               ("mirror", None), ("space", None), ("space", "phase")}
+               ("mirror", None), ("bs", None), ("space", None), ("space", "phase"),
+               ("mod", "amp")}
 # Commands declaring a component of each kind whose parameter names Finesse 2 takes
 # case-insensitively, and those names as the legacy parser spells them (lower case
 # -> spelling; Finesse 2's aliases included).
@@ -272,6 +277,14 @@ class Translation:
         ``lock``/``lock*`` lines, in file order.
     flipped : list of str
         Signals (``fsig`` names) whose phase Finesse 2 turns by 180 degrees.
+    motion : list of (int, str, bool)
+        Mirrors and beam splitters whose motion coupling differs from Finesse 2's:
+        the line of their ``fsig`` or ``attr ... mass``, the name, and whether it is an
+        ``fsig`` injection or radiation-pressure motion (see
+        :meth:`_Translator.motion_coupling`, :mod:`katparallel.finesse2.signals`).
+    modulators : list of (int, str)
+        ``fsig ... amp`` lines at phase modulators, and the modulators (see
+        :meth:`_Translator.modulation`).
     noise : dict
         Quantum-noise detectors -> the hidden detector of the signal an ``S`` form
         divides by, or an ``N`` form divides (None: neither); see
@@ -325,6 +338,8 @@ class Translation:
     targets: list[tuple[int, str, str, str]] = dataclasses.field(default_factory=list)
     locks: list[Lock] = dataclasses.field(default_factory=list)
     flipped: list[str] = dataclasses.field(default_factory=list)
+    motion: list[tuple[int, str, bool]] = dataclasses.field(default_factory=list)
+    modulators: list[tuple[int, str]] = dataclasses.field(default_factory=list)
     noise: dict[str, str | None] = dataclasses.field(default_factory=dict)
     snr: set[str] = dataclasses.field(default_factory=set)
     homodynes: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)
@@ -492,13 +507,19 @@ class _Translator:
         self.check_misaligned_masses()
         self.check_rf_noise()
         self.check_sets()
-        moving = next((i for i in self.injections if i[2] == "space"
+        moving = next((i for i in self.injections if i[2] in ("space", "bs", "mod")
                        or (i[2] == "mirror" and self.odd_in_x())), None)
         if self.result.maxtem not in (None, "off") and moving:
             why = ("Finesse 2 and Finesse 3 give the higher-order modes' strain "
                    "sidebands different values (measured on one space with HG10, HG01 "
                    "and HG20 light: Finesse 3 gives HG10 and HG01 none, Finesse 2 "
                    "does)" if moving[2] == "space" else
+                   "Finesse 2's motion sidebands differ from Finesse 3's (measured on "
+                   "a Michelson with mode mismatch: 0.106 against 0.075)"
+                   if moving[2] == "bs" else
+                   "Finesse 2's modulation sidebands differ from Finesse 3's, even as "
+                   "katparallel corrects them without modes (measured before a cavity "
+                   "with mode mismatch: 1.2e-2)" if moving[2] == "mod" else
                    "Finesse 2's motion sidebands of modes odd in x have the opposite "
                    "sign of Finesse 3's (measured on one mirror: HG10 and HG11 "
                    "flipped, HG00, HG01 and HG20 equal), and this file has such "
@@ -637,16 +658,11 @@ class _Translator:
         kind = self.kinds.get(words[2])
         mod_type = words[3] if typed else None
         construct = " ".join(words[:4 if typed else 3])
-        if kind == "bs" and mod_type is None:
-            raise Refusal(lineno, construct, "Finesse 2 scales a beam splitter's motion "
-                          "signal by cos(alpha) on its front surface only (measured: "
-                          "0.7746 against Finesse 3's 0.5477 on the back at 45 degrees), "
-                          "Finesse 3 on both surfaces")
-        if kind == "mod":
-            raise Refusal(lineno, construct, "Finesse 3 does not implement a phase "
-                          "signal at a phase modulator, and its other modulator signals "
-                          "differ from Finesse 2's (measured: 'amp' sidebands 0.1 to 1.8 "
-                          "times Finesse 2's)")
+        if kind == "mod" and (mod_type != "amp" or not self.phase_modulator(words[2])):
+            raise Refusal(lineno, construct, "Finesse 3 implements no phase or "
+                          "frequency signal at a modulator and no signal at an amplitude "
+                          "modulator (katparallel reproduces fsig at a phase "
+                          "modulator's amp)")
         if (kind, mod_type) not in _INJECTIONS:
             raise Refusal(lineno, construct, "Finesse 3's legacy parser injects this "
                           "signal differently from Finesse 2 (katparallel reproduces "
@@ -659,6 +675,8 @@ class _Translator:
         if kind == "space":
             return self.strain(lineno, words, typed, construct)
         amp_index = 6 if typed else 5
+        if kind == "mod":
+            return self.modulation(lineno, words)
         if mod_type == "amp":
             amp = words[amp_index] if len(words) > amp_index else "1"
             if not _is_number(amp):
@@ -687,12 +705,27 @@ class _Translator:
         rest = words[phase_index + 1:]
         return [words[0], words[1], words[2], words[phase_index - 1], repr(phase), *rest]
 
+    def phase_modulator(self, name: str) -> bool:
+        """Whether ``name`` is declared by a ``mod`` line of type ``pm``."""
+        return any(words[:2] == ["mod", name] and "pm" in words[5:7]
+                   for words in (_code(line)[0] for line in self.lines))
+
+    def modulation(self, lineno: int, words: list[str]) -> list[str]:
+        """``fsig NAME MOD amp f PHASE [AMP]`` at a phase modulator.
+
+        Finesse 2 ignores the signal's phase there (measured: the same sidebands at 0
+        and 30 degrees), so it is passed as 0; the amplitude is Finesse 3's (the
+        relative change of the modulation index in both). Finesse 2's top-order
+        sidebands are given by :func:`katparallel.finesse2.signals.install_modulator`.
+        """
+        self.result.modulators.append((lineno, words[2]))
+        return [*words[:5], "0", *words[6:]]
+
     def check_injections(self) -> None:
         """Refuse what Finesse 3 computes differently around a signal injection.
 
-        Finesse 2 scales a mirror's motion signal by each carrier's own wavenumber,
-        Finesse 3 by the reference one, so a mirror injection needs every carrier at
-        the reference frequency (no modulator, lasers at frequency 0 not swept).
+        Also notes the mirrors and beam splitters whose motion coupling needs Finesse
+        2's convention (:attr:`Translation.motion`).
 
         Raises
         ------
@@ -712,24 +745,86 @@ class _Translator:
             if _QUANTUM.match(words[0]):
                 raise Refusal(lineno, words[0], "quantum noise detectors with a signal "
                               "injected by fsig are not reproduced")
-        self.flip_motion_with_mass()
-        mirror = next((i for i in self.injections if i[2] == "mirror"), None)
-        if mirror is None:
-            return
-        why = (f"fsig at mirror (line {mirror[0]}): Finesse 2 scales mirror motion by "
-               "each carrier's own wavenumber, Finesse 3 by the reference one, so "
-               "every carrier must be at the reference frequency")
-        for lineno, line in enumerate(self.lines, start=1):
-            words = _code(line)[0]
-            if words[:1] == ["mod"]:
-                raise Refusal(lineno, words[0], why)
-            if (words[:1] and words[0] in _KINDS["laser"] and len(words) > 4
-                    and not _is_zero(words[3])):
-                raise Refusal(lineno, words[0], f"a laser at frequency {words[3]}: {why}")
-        lasers = {name for name, _ in self.lasers}
+        sources = {name for name, _ in self.lasers} | {
+            name for name, kind in self.kinds.items() if kind == "mod"}
         for lineno, cmd, component, param in self.result.targets:
-            if component in lasers and param.lower() == "f":
-                raise Refusal(lineno, cmd, f"a laser's frequency varies: {why}")
+            if component in sources and param.lower() == "f":
+                raise Refusal(lineno, cmd, f"the frequency of '{component}' changing "
+                              "during a run with a signal: Finesse 3's signal sidebands "
+                              "then differ from Finesse 2's (measured in a cavity's "
+                              "transfer function at the second step: 0.47 against 0.95 "
+                              "for a laser, 0.944 against 0.970 for a modulator)")
+        self.flip_motion_with_mass()
+        self.motion_coupling()
+        if self.result.modulators:
+            signals = {name for _, name, _, _ in self.injections}
+            changing = [(lineno, cmd) for lineno, cmd, component, param
+                        in self.result.targets
+                        if component not in signals or param.lower() != "f"]
+            changing += [(lock.lineno, "lock") for lock in self.result.locks]
+            if changing:
+                raise Refusal(*changing[0], "with a signal at a modulator only the "
+                              "signal frequency may change during the run: Finesse 3 "
+                              "does not recompute the modulator's signal sidebands "
+                              "when the light entering it changes")
+
+    def motion_coupling(self) -> None:
+        """Note where Finesse 2's motion coupling differs from Finesse 3's.
+
+        Measured against Finesse 2.3.1 (``fsig_mirror_rf*``, ``fsig_bs_*``,
+        ``fsig_mass_rf*``; see :mod:`katparallel.finesse2.signals`): an ``fsig`` at a
+        mirror or beam splitter without a mass injects by one convention (each
+        carrier's own wavenumber, its tuning phase at the signal frequency alone, a
+        beam splitter's back surface without cos(alpha)), the motion of a mirror with
+        a mass (driven by radiation pressure or by an ``fsig``) by another (each
+        carrier's own wavenumber only). Both equal Finesse 3's when every carrier is
+        at the reference frequency, but for the injection at a beam splitter.
+
+        Raises
+        ------
+        Refusal
+            For a beam splitter with a mass while carriers are off the reference
+            frequency, or moved by an ``fsig``: Finesse 2's coupling there is not known.
+        """
+        offset = self.carriers_off_reference()
+        masses = self.attributes(("mass",))
+        motion = []
+        for lineno, _, kind, component in self.injections:
+            if kind == "bs" and component in masses:
+                raise Refusal(lineno, "fsig", f"a signal at beam splitter "
+                              f"'{component}', which has a mass: how Finesse 2 then "
+                              "couples its motion to the light is not reproduced")
+            if kind in ("bs", "mirror") and component not in masses and (
+                    kind == "bs" or offset):
+                motion.append((lineno, component, True))
+        for component, lineno in masses.items() if offset else ():
+            if self.kinds.get(component) == "bs":
+                raise Refusal(lineno, "attr", f"beam splitter '{component}' has a "
+                              "mass, and carriers are off the reference frequency (a "
+                              "modulator or a laser's frequency): Finesse 2's "
+                              "radiation pressure there differs from Finesse 3's "
+                              "(measured: 8e-10 against 3.5e-8 in one RF transfer "
+                              "function)")
+            motion.append((lineno, component, False))
+        if offset and masses:
+            self.result.warnings.append(
+                f"line {min(masses.values())}: radiation pressure with a signal and "
+                "carriers off the reference frequency: katparallel follows Finesse "
+                "2's coupling (checked to 1e-12 on single cavities), but on PyKat's "
+                "aLIGO design it still differs from Finesse 2.3.1 by up to 9e-8 (the "
+                "DARM signal at the 9 MHz REFL port; 5e-14 at AS), for a reason not "
+                "found")
+        self.result.motion = motion
+
+    def carriers_off_reference(self) -> bool:
+        """Whether a carrier is off the reference frequency (a modulator, a laser's
+        frequency; a swept one is refused in :meth:`check_injections`)."""
+        for line in self.lines:
+            words = _code(line)[0]
+            if words[:1] == ["mod"] or (words[:1] and words[0] in _KINDS["laser"]
+                                         and len(words) > 4 and not _is_zero(words[3])):
+                return True
+        return False
 
     def noise(self, lineno: int, words: list[str]) -> list[str]:
         """``qnoised``/``qshot`` ``NAME N [f1 PHASE1 ...] [fN PHASEN] NODE``, ``S``/``N`` forms.
@@ -1498,6 +1593,7 @@ def apply(model: finesse.Model, translation: Translation, run: bool = False) -> 
     _quadrature_detectors(model, translation)
     for name in translation.flipped:  # see _Translator.flip_motion_with_mass
         model.elements[name].phase = model.elements[name].phase.value + 180.0
+    _motion_coupling(model, translation)
     if run:
         allow_sums_past_one(model)
     _beam_parameter_directions(model, translation)
@@ -1668,6 +1764,35 @@ def _beam_parameter_directions(model: finesse.Model, translation: Translation) -
             model.remove(detector)
             model.add(BeamPropertyDetector(detector.name, node, detector.detecting,
                                            detector.direction, detector.q_as_bp))
+
+
+def _motion_coupling(model: finesse.Model, translation: Translation) -> None:
+    """Finesse 2's motion coupling where Finesse 3's differs (``translation.motion``).
+
+    Raises
+    ------
+    Refusal
+        If this Finesse 3 is not one the rescaling was checked on.
+    """
+    from katparallel.finesse2 import signals
+
+    if not translation.motion and not translation.modulators:
+        return
+    why = signals.check()
+    if why and translation.modulators:
+        lineno, component = translation.modulators[0]
+        raise Refusal(lineno, "fsig", f"a signal at modulator '{component}': Finesse 2 "
+                      "leaves out the Bessel order beyond the modulator's; " + why)
+    if why:
+        lineno, component, injection = translation.motion[0]
+        raise Refusal(lineno, "fsig" if injection else "attr", f"the motion of "
+                      f"'{component}': Finesse 2 couples "
+                      "it to each carrier with the carrier's own wavenumber (and an "
+                      f"fsig at a beam splitter without cos(alpha) on its back); {why}")
+    for _, component, injection in translation.motion:
+        signals.install(model.elements[component], injection)
+    for _, component in translation.modulators:
+        signals.install_modulator(model.elements[component])
 
 
 def allow_sums_past_one(model: finesse.Model) -> None:

@@ -1,0 +1,297 @@
+"""Finesse 2's motion-to-light coupling at mirrors and beam splitters, on Finesse 3.
+
+A mirror or beam splitter moving by z phase-modulates the light it reflects.
+Finesse 3 (``c_mirror_signal_mech_fill`` in ``finesse/components/modal/mirror.pyx``,
+``c_beamsplitter_signal_fill`` in ``beamsplitter.pyx``) writes the sideband at
+f_c + f_s that a carrier at f_c (an offset from the reference frequency f_0) gets on
+reflection from the front surface as
+
+    a_3 = i k_0 x_s C exp(i phi (f_c + f_s) / f_0) (R E_c)
+
+into the signal-matrix block from the motion node to the port's output (``Z_P1o``...),
+where R E_c is the reflected carrier (its tuning phase 2 phi C (1 + f_c / f_0)
+included), k_0 = 2 pi f_0 / c, x_s the ``x_scale``, phi the tuning in radians, C =
+cos(alpha) at a beam splitter and 1 at a mirror; the back surface has -i, the
+conjugate phase and C_2 = cos(alpha_2), the angle in the substrate. Measured against
+Finesse 2.3.1 (the ``fsig_mirror_*``, ``fsig_bs_*`` and ``fsig_mass_rf*`` references
+of ``tests/data/finesse2/``, to 1e-12), Finesse 2 has two conventions:
+
+* the motion of a mirror with a mass (radiation pressure; an ``fsig`` there too):
+  a_3 times (1 + f_c / f_0), each carrier with its own wavenumber;
+* an ``fsig`` at a mirror or beam splitter without a mass: each carrier's own
+  wavenumber, and the tuning phase taken at the signal frequency alone, times
+  cos(alpha) at a beam splitter's front, phi C f_s / f_0 instead of
+  phi (f_c + f_s) / f_0; on a beam splitter's back surface neither cos(alpha_2) in
+  size nor in the reflection phase (-2 phi (1 + f_c / f_0), not -2 phi C (...)):
+
+      a_2 / a_3 = (1 + f_c/f_0) exp(-i phi (f_c + (1 - C) f_s) / f_0)  (front)
+      a_2 / a_3 = (1 + f_c/f_0) / C_2 exp(i phi f_c / f_0
+                  - 2 i phi (1 - C)(1 + f_c / f_0))                    (back)
+
+  (the back's phase for the upper sideband, the block's conjugate phase.)
+
+So the ratio is a factor per carrier, sideband and surface that no model parameter
+carries: with RF sidebands (45 MHz: f_c / f_0 = 1.6e-7) or an offset laser transfer
+functions move by about 1e-7, and a beam splitter's back surface by 1 / cos(alpha).
+
+:func:`install` makes a component's workspace apply it: after Finesse 3's own fill
+functions (run in the order they were added, on the first fill and on every refill,
+``finesse/simulations/sparse/solver.pyx``), a Python fill function multiplies each
+motion block by the factor. A refill can run that function without rerunning
+Finesse 3's (their ``refill`` flags differ), so it rescales only blocks whose values
+are no longer the ones it wrote last. The blocks are numpy views into the matrix
+(``SubCCSView.view``); a block Finesse 3 fills conjugated (``conjugate_fill``, the
+lower sidebands) gets the conjugate factor.
+
+That leans on Finesse 3's internals, so it is done only on the Finesse 3 versions it
+was checked on (:data:`CHECKED_FINESSE`); with another version, or internals not as
+expected, :func:`check` says why and the front end refuses the file instead.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import finesse
+
+__all__ = ("CHECKED_FINESSE", "check", "install", "install_modulator")
+
+LOGGER = logging.getLogger(__name__)
+
+#: Finesse 3 versions whose signal fill functions this module was checked against.
+CHECKED_FINESSE = ("3.0.2",)
+
+
+def check() -> str | None:
+    """Return why Finesse 3's signal blocks cannot be rescaled here (None: they can)."""
+    version = importlib.metadata.version("finesse")
+    if version not in CHECKED_FINESSE:
+        return (f"Finesse {version}: katparallel reproduces Finesse 2's signal "
+                f"conventions there only on Finesse {', '.join(CHECKED_FINESSE)}, "
+                "whose signal matrix it was checked against")
+    from finesse.components.modal.beamsplitter import BeamsplitterSignalConnections
+    from finesse.components.modal.mirror import MirrorSignalConnections
+    from finesse.components.modal.modulator import (
+        ModulatorSignalConnections,
+        ModulatorWorkspace,
+    )
+    from finesse.cymath.cmatrix import SubCCSView
+    from finesse.frequency import Frequency
+
+    needed = [(MirrorSignalConnections, ("Z_P1o", "Z_P2o")),
+              (BeamsplitterSignalConnections, ("Z_P1o", "Z_P2o", "Z_P3o", "Z_P4o")),
+              (ModulatorSignalConnections, ("amp_P1o", "amp_P2o", "P1i_P2o",
+                                            "P2i_P1o")),
+              (ModulatorWorkspace, ("carrier_frequency_couplings",
+                                    "amp_signal_enabled")),
+              (SubCCSView, ("view", "conjugate_fill", "from_rhs_view", "size1")),
+              (Frequency, ("audio_carrier", "f"))]
+    for cls, names in needed:
+        missing = [name for name in names if not hasattr(cls, name)]
+        if missing:
+            return (f"Finesse 3's {cls.__name__} has no {', '.join(missing)}, which "
+                    "katparallel's Finesse 2 signal conventions need")
+    return None
+
+
+def install(component: finesse.components.Connector, injection: bool) -> None:
+    """Give a mirror's or beam splitter's motion Finesse 2's coupling to the light.
+
+    Parameters
+    ----------
+    component : finesse.components.Mirror or finesse.components.Beamsplitter
+        A component of a model from the Finesse 2 front end. Its workspace, in every
+        simulation built from this model or a copy of it, rescales the motion blocks
+        (see the module's docstring).
+    injection : bool
+        True for an ``fsig`` at a component without a mass (Finesse 2's injection),
+        False for the motion of a mirror with a mass.
+    """
+    component._get_workspace = _Finesse2Motion(component, injection)
+
+
+class _Finesse2Motion:
+    """A component's ``_get_workspace``: Finesse 3's, then the rescaling fill."""
+
+    def __init__(self, component: finesse.components.Connector, injection: bool):
+        self.component = component  # copies of the model copy this reference along
+        self.injection = injection
+
+    def __call__(self, sim: object) -> object:
+        workspace = type(self.component)._get_workspace(self.component, sim)
+        if workspace is None or not getattr(sim, "signal", None):
+            return workspace
+        connections = workspace.signal.connections
+        blocks = [(getattr(connections, name), sign, back) for name, sign, back
+                  in _BLOCKS[type(self.component).__name__]]
+        if any(array.shape[0] != 1 for array, _, _ in blocks):
+            raise NotImplementedError(  # several mechanical frequencies per carrier
+                f"{self.component.name}: motion at several frequencies is not "
+                "reproduced")
+        workspace.signal.add_fill_function(_Rescale(blocks, self.injection), True)
+        return workspace
+
+
+# Motion blocks, by component class: (name, +1 front / -1 the conjugate tuning phase,
+# whether on a beam splitter's back surface).
+_BLOCKS = {
+    "Mirror": [("Z_P1o", 1, False), ("Z_P2o", -1, False)],
+    "Beamsplitter": [("Z_P1o", 1, False), ("Z_P2o", 1, False),
+                     ("Z_P3o", -1, True), ("Z_P4o", -1, True)],
+}
+
+
+class _Rescale:
+    """The fill function multiplying Finesse 3's motion blocks into Finesse 2's."""
+
+    def __init__(self, blocks: list[tuple[object, int, bool]], injection: bool):
+        self.blocks = blocks
+        self.injection = injection
+        self.written: dict[tuple[int, int], np.ndarray] = {}
+
+    def __call__(self, workspace: object) -> None:
+        sim = workspace.sim
+        f0 = sim.model_settings.f0
+        for frequency in sim.signal.optical_frequencies.frequencies:
+            index = frequency.index
+            f_c = frequency.audio_carrier.f
+            for number, (array, sign, back) in enumerate(self.blocks):
+                view = array[0, index]
+                if view is None:
+                    continue
+                values = view.view
+                if values.flags.owndata or not values.flags.writeable:
+                    raise RuntimeError("Finesse 3's motion block is not a writable "
+                                       "view into its signal matrix any more: "
+                                       "katparallel cannot give it Finesse 2's coupling")
+                key = (number, index)
+                last = self.written.get(key)
+                if last is not None and np.array_equal(values, last):
+                    continue  # Finesse 3 did not refill this block: already rescaled
+                factor = 1 + f_c / f0
+                if self.injection:
+                    factor *= _injection(workspace, frequency.f - f_c, f_c / f0, sign,
+                                         back)
+                values *= factor.conjugate() if view.conjugate_fill else factor
+                self.written[key] = values.copy()
+
+
+def _injection(workspace: object, f_s: float, ratio: float, sign: int,
+               back: bool) -> complex:
+    """Finesse 2's ``fsig`` injection over Finesse 3's motion, but (1 + f_c / f0).
+
+    ``f_s`` is the sideband's offset from its carrier (negative: lower), ``ratio``
+    f_c / f_0; see the module's docstring.
+    """
+    f0 = workspace.sim.model_settings.f0
+    phi = math.radians(workspace.values.phi)
+    cos_alpha = getattr(workspace, "cos_alpha", 1.0)  # a mirror: 1
+    if back:  # a beam splitter's back: no cos(alpha), its tuning 2 phi, not 2 phi cos
+        size = 1 / workspace.cos_alpha_2
+        turn = phi * ratio - 2 * phi * (1 - cos_alpha) * (1 + ratio)
+    else:  # the tuning phase at the signal frequency, times cos(alpha)
+        size = 1.0
+        turn = -sign * (phi * ratio + phi * (1 - cos_alpha) * f_s / f0)
+    return size * complex(math.cos(turn), math.sin(turn))
+
+
+def install_modulator(modulator: finesse.components.Modulator) -> None:
+    """Give an ``fsig`` at a phase modulator's ``amp`` Finesse 2's sidebands.
+
+    Both programs modulate the modulation index m by a relative amount, the sideband
+    of order k getting ``d/dm J_k(m (1 + delta cos(w_s t)))``; Finesse 3
+    (``fill_phase_mod_amp_2_optical_signals`` in ``modulator.pyx``) writes, per
+    coupling from a carrier into the order-k carrier, the factor
+    ``m/4 (J_(k-1)(m) - J_(k+1)(m)) / J_k(m)`` times that propagated carrier into the
+    block from the ``amp`` node to the output (``amp_P2o``, ``amp_P1o``); the
+    propagated carrier carries the modulator's phase, exp(i k phi_m). Finesse 2
+    (measured against 2.3.1, ``fsig_mod_amp*``: orders 1 and 3, phi_m 0 and 40
+    degrees, light going either way through the modulator) differs twice: its signal
+    sidebands do not carry exp(i k phi_m) (its carrier sidebands do), and it leaves
+    out the Bessel orders beyond the modulator's order N (at k = N the factor is
+    ``m/4 J_(N-1) / J_N``). So a fill function after Finesse 3's adds, for every
+    coupling of order k != 0, ``(F2_k exp(-i k phi_m) - F3_k)`` times the propagated
+    carrier, computed as Finesse 3's ``fill_prop_za`` does (the carrier block times
+    the carrier solution at its input node). Finesse 3 refills these blocks only
+    when m or the modulator's phase changes, not when the light entering the
+    modulator does, so the front end takes a run only where that light does not
+    change.
+
+    Parameters
+    ----------
+    modulator : finesse.components.Modulator
+        A phase modulator of a model from the Finesse 2 front end.
+    """
+    modulator._get_workspace = _Finesse2Modulation(modulator)
+
+
+class _Finesse2Modulation:
+    """A modulator's ``_get_workspace``: Finesse 3's, then the top-order fill."""
+
+    def __init__(self, modulator: finesse.components.Modulator):
+        self.modulator = modulator
+
+    def __call__(self, sim: object) -> object:
+        workspace = type(self.modulator)._get_workspace(self.modulator, sim)
+        if getattr(sim, "signal", None) and workspace.amp_signal_enabled:
+            workspace.signal.add_fill_function(_TopOrder(), True)
+        return workspace
+
+
+class _TopOrder:
+    """The fill function turning Finesse 3's ``amp`` sidebands into Finesse 2's."""
+
+    def __init__(self) -> None:
+        self.written: dict[int, np.ndarray] = {}
+
+    def __call__(self, workspace: object) -> None:
+        from scipy.special import jv
+
+        modulator = workspace.owner
+        order = int(modulator.order.eval())
+        midx = float(modulator.midx.eval())
+        carrier = workspace.carrier.connections
+        signal = workspace.signal.connections
+        sidebands = [f for f in workspace.sim.signal.optical_frequencies.frequencies
+                     if f.audio_carrier is not None]
+        additions = []
+        phase = math.radians(float(modulator.phase.eval()))
+        for (f_in, f_out), k in workspace.carrier_frequency_couplings.items():
+            if k == 0:
+                continue  # the same in both programs
+            finesse3 = midx / 4 * (jv(k - 1, midx) - jv(k + 1, midx)) / jv(k, midx)
+            finesse2 = midx / 4 * (jv(k - 1, midx) * (abs(k - 1) <= order)
+                                   - jv(k + 1, midx) * (abs(k + 1) <= order)
+                                   ) / jv(k, midx)
+            turn = complex(math.cos(k * phase), -math.sin(k * phase))
+            delta = finesse2 * turn - finesse3
+            for coupling, block in (("P1i_P2o", "amp_P2o"), ("P2i_P1o", "amp_P1o")):
+                view = getattr(carrier, coupling)[f_in.index, f_out.index]
+                if view is None:
+                    continue
+                propagated = (np.asarray(view.view).reshape(view.size1, -1)
+                              @ np.asarray(view.from_rhs_view[0]))
+                for sideband in sidebands:
+                    target = getattr(signal, block)[0, sideband.index]
+                    if (sideband.audio_carrier.index == f_out.index
+                            and target is not None):
+                        add = delta * propagated
+                        additions.append((target, add.conj() if target.conjugate_fill
+                                          else add))
+        if all(np.array_equal(target.view.reshape(-1), self.written.get(id(target)))
+               for target, _ in additions):
+            return  # Finesse 3 did not refill these blocks: already added
+        for target, add in additions:
+            values = target.view.reshape(-1)
+            if values.base is None or not values.flags.writeable:
+                raise RuntimeError("Finesse 3's modulation block is not a writable "
+                                   "view into its signal matrix any more")
+            values += add
+        self.written = {id(target): target.view.reshape(-1).copy()
+                        for target, _ in additions}
