@@ -89,6 +89,14 @@ def test_fixed_laser_gouy_phase_is_refused(capsys) -> None:
     assert "line 3: l laser 1 0 n0" in err and "Gouy phase" in err, err
 
 
+def test_radiation_pressure_with_carriers_off_the_reference_is_refused(capsys) -> None:
+    # Mirrors moved by radiation pressure get each carrier's own wavenumber through
+    # katparallel's rescaling of Finesse 3's signal matrix, which KatScript cannot write.
+    assert cli(["convert", str(DATA / "fsig_mass_sidebands.kat")]) == 1
+    err = capsys.readouterr().err
+    assert "line 11: attr m2 mass 0.1" in err and "katparallel.finesse2.signals" in err, err
+
+
 def test_the_library_does_not_import_the_kat_program() -> None:
     # Issue 20 item 16: the Finesse adapter uses the Finesse 2 parser (model.py), not
     # the kat program's modules; lock.py and frontend.py share constructs.py instead

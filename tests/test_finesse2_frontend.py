@@ -65,6 +65,16 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture, text: str) -> tuple[int, 
     ("mod eom 10M 0.1 1 pm n4 n5\nfsig sig L0 amp 1 0\nx2axis eom f lin 9M 10M 1\n",
      9, "x2axis"),
     ("fsig sig m2 phase 1 0\npd1 S 1 n2\n", 7, "fsig sig m2 phase"),
+    # A carrier's frequency varying under a signal; a beam splitter with a mass
+    # while a carrier is off the reference frequency (mirrors get Finesse 2's
+    # wavenumbers from katparallel.finesse2.signals; beam splitters still differ).
+    ("fsig sig L0 amp 1 0\nxaxis L0 f lin 0 1G 2\n", 8, "xaxis"),
+    ("fsig sig L0 amp 1 0\nmod eom 10M 0.1 1 pm n4 n5\nfunc f = 12M\nput eom f $f\n",
+     10, "put"),
+    ("fsig sig L0 amp 1 0\nbs b 0.5 0.5 0 45 n4 n5 n6 n7\nattr b mass 1\n"
+     "mod eom 10M 0.1 1 pm n7 n8\n", 9, "attr"),
+    ("fsig sig L0 amp 1 0\nbs b 0.5 0.5 0 45 n4 n5 n6 n7\nattr b mass 1\n"
+     "l L1 1 10M n8\n", 9, "attr"),
     # Without fsig Finesse 3 wrote no column for these (issue 19's siblings). RF
     # demodulations first: Finesse 2's qnoised with two differs from its own qshot
     # where nothing can make them differ; two in an S or N form need a pd3; at most
