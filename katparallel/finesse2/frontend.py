@@ -998,7 +998,12 @@ class _Translator:
         ("not connected to interferometer"); at a lens's first node it fails (a KLU
         error) and at its second it scales every power of a file by 1/1.4 (a laser
         through a mirror of T = 0.4 onto the lens). The legacy parser would run them
-        all (and join a space to another component's dump port).
+        all (and join a space to another component's dump port). With a signal, a
+        dump at a component that moves under radiation pressure is refused too:
+        Finesse 2 takes the light leaving into the dump out of the force (measured: a
+        detuned cavity's transfer function 4e-5 apart at 1 Hz, and equal to that of
+        the same mirror with T = 0), Finesse 3 counts it; folding T into the loss
+        would reproduce the force but not the loss's vacuum noise.
         """
         for lineno, line in enumerate(self.lines, start=1):
             words = _code(line)[0]
@@ -1016,10 +1021,10 @@ class _Translator:
         for name, _ in self.dumped if self.fsig_line else ():
             if name in moving:
                 raise Refusal(moving[name], "attr", f"'{name}' moves under radiation "
-                              "pressure and has a dump node: Finesse 2's dump changes "
-                              "the radiation pressure (measured: a detuned cavity's "
-                              "transfer function 4e-5 apart at 1 Hz, an open port "
-                              "agreeing to 1e-15), which is not reproduced")
+                              "pressure and has a dump node: Finesse 2 leaves the light "
+                              "going into a dump out of the radiation pressure "
+                              "(measured: a detuned cavity's transfer function 4e-5 "
+                              "apart at 1 Hz), which is not reproduced")
 
     def odd_in_x(self) -> bool:
         """Whether the file can have light in modes odd in x (HG10, HG11, ...).
