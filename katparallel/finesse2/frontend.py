@@ -311,6 +311,9 @@ class Translation:
     dumps : list of (str, int)
         In files with vacuum-noise detectors, each ``dump`` node's component and port
         number (1 for the first node); see :func:`_dump_sources`.
+    opaque : list of str
+        Mirrors with a dump that move under radiation pressure: their T becomes loss
+        (see :meth:`_Translator.check_dumps`).
     """
 
     text: str
@@ -346,6 +349,7 @@ class Translation:
         dataclasses.field(default_factory=dict))
     mode_fields: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     dumps: list[tuple[str, int]] = dataclasses.field(default_factory=list)
+    opaque: list[str] = dataclasses.field(default_factory=list)
 
     def hidden(self) -> set[str]:
         """Detectors the front end added for a computation, not written as columns."""
@@ -1002,8 +1006,11 @@ class _Translator:
         dump at a component that moves under radiation pressure is refused too:
         Finesse 2 takes the light leaving into the dump out of the force (measured: a
         detuned cavity's transfer function 4e-5 apart at 1 Hz, and equal to that of
-        the same mirror with T = 0), Finesse 3 counts it; folding T into the loss
-        would reproduce the force but not the loss's vacuum noise.
+        the same mirror with T = 0), Finesse 3 counts it. At a mirror the kat program
+        folds T into the loss (``Translation.opaque``): the light that would leave
+        into the dump is absorbed in the mirror instead, so no outputs change but the
+        force, now Finesse 2's. The loss's vacuum noise would grow by T, so files
+        with vacuum-noise detectors are refused, as are a swept T and beam splitters.
         """
         for lineno, line in enumerate(self.lines, start=1):
             words = _code(line)[0]
@@ -1018,13 +1025,21 @@ class _Translator:
                    "refuses it (only mirrors and beam splitters take one)")
             raise Refusal(lineno, words[0], f"a dump node here: Finesse 2 {why}")
         moving = self.attributes(("mass", "zmech", "rxmech", "rymech", "Ix", "Iy"))
+        swept = {component for _, _, component, param in self.result.targets
+                 if param.lower() == "t"}
         for name, _ in self.dumped if self.fsig_line else ():
-            if name in moving:
-                raise Refusal(moving[name], "attr", f"'{name}' moves under radiation "
-                              "pressure and has a dump node: Finesse 2 leaves the light "
-                              "going into a dump out of the radiation pressure "
-                              "(measured: a detuned cavity's transfer function 4e-5 "
-                              "apart at 1 Hz), which is not reproduced")
+            if name not in moving or name in self.result.opaque:
+                continue
+            if (self.kinds.get(name) == "mirror" and not self.vacuum_noise
+                    and name not in swept):
+                self.result.opaque.append(name)
+                continue
+            raise Refusal(moving[name], "attr", f"'{name}' moves under radiation "
+                          "pressure and has a dump node: Finesse 2 leaves the light "
+                          "going into a dump out of the radiation pressure (measured: "
+                          "a detuned cavity's transfer function 4e-5 apart at 1 Hz); "
+                          "reproduced only at a mirror whose T is not swept, in a "
+                          "file without vacuum noise (qnoised, qd, qhd...)")
 
     def odd_in_x(self) -> bool:
         """Whether the file can have light in modes odd in x (HG10, HG11, ...).
@@ -1535,6 +1550,8 @@ def apply(model: finesse.Model, translation: Translation, run: bool = False) -> 
     _add_func_outputs(model, translation, values)
     _add_noise_signals(model, translation)
     _dump_sources(model, translation)
+    for name in translation.opaque:  # see _Translator.check_dumps
+        model.elements[name].T = 0
     for lineno, component, param, func, add in translation.puts:
         _put(model, lineno, component, param, values[func], add)
     _beam_trace(model, translation)
