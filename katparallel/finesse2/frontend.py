@@ -1003,7 +1003,7 @@ class _Translator:
         error) and at its second it scales every power of a file by 1/1.4 (a laser
         through a mirror of T = 0.4 onto the lens). The legacy parser would run them
         all (and join a space to another component's dump port). With a signal, a
-        dump at a component that moves under radiation pressure is refused too:
+        dump at a component that moves under radiation pressure differs too:
         Finesse 2 takes the light leaving into the dump out of the force (measured: a
         detuned cavity's transfer function 4e-5 apart at 1 Hz, and equal to that of
         the same mirror with T = 0), Finesse 3 counts it. At a mirror the kat program
