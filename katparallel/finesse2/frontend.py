@@ -87,8 +87,9 @@ Translated, as Finesse 2.3.1 does it:
   and ``hd``, that signal (:meth:`_Translator.homodyne`).
 * ``qd NAME 0 PHASE NODE``: the noise in one quadrature in units of the vacuum's, from
   three hidden ideal-oscillator homodyne detectors (:meth:`_Translator.quadrature`);
-  a ``dump`` node with quantum noise is said on standard error (Finesse 2's injects no
-  vacuum, :meth:`_Translator.check_dump_noise`).
+* ``dump`` nodes: without modes, no vacuum enters there for any quantum-noise
+  detector, as in Finesse 2 (:func:`_dump_sources`); refused where Finesse 2 refuses
+  them or gives other light (:meth:`_Translator.check_dumps`).
 
 * ``lock[*] NAME $INPUT GAIN ACCURACY [OFFSET]``: a model parameter ``NAME__lock``
   holding the lock's value (an output column ``NAME``), iterated before each point
@@ -123,6 +124,8 @@ _COMPONENT_NODES = {
     "m": 2, "m1": 2, "m2": 2, "mirror": 2, "lens": 2, "mod": 2, "isol": 2, "diode": 2,
     "bs": 4, "bs1": 4, "bs2": 4, "beamsplitter": 4, "dbs": 4,
 }
+# Components that take a 'dump' node in Finesse 2 (see _Translator.check_dumps).
+_DUMPS = ("m", "m1", "m2", "mirror", "bs", "bs1", "bs2", "beamsplitter", "dbs")
 _QUANTUM = re.compile(r"^(qd[SN]|sd[SN]?)$")  # refused with a signal
 _NOISE_DETECTORS = ("qnoised", "qnoisedS", "qnoisedN", "qshot", "qshotS", "qshotN")
 _HOMODYNES = ("hd", "qhd", "qhdS", "qhdN")  # see _Translator.homodyne
@@ -318,6 +321,12 @@ class Translation:
     mode_fields : dict
         With modes on, each of those -> the hidden field detectors of every carrier
         at its node (made by :func:`apply`; see :func:`_mode_fields`).
+    dumps : list of (str, int)
+        In files with vacuum-noise detectors, each ``dump`` node's component and port
+        number (1 for the first node); see :func:`_dump_sources`.
+    opaque : list of str
+        Mirrors with a dump that move under radiation pressure: their T becomes loss
+        (see :meth:`_Translator.check_dumps`).
     """
 
     text: str
@@ -354,6 +363,8 @@ class Translation:
     rf_noise: dict[str, tuple[bool, tuple[float, ...], tuple[float, ...]]] = (
         dataclasses.field(default_factory=dict))
     mode_fields: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    dumps: list[tuple[str, int]] = dataclasses.field(default_factory=list)
+    opaque: list[str] = dataclasses.field(default_factory=list)
 
     def hidden(self) -> set[str]:
         """Detectors the front end added for a computation, not written as columns."""
@@ -453,6 +464,10 @@ class _Translator:
         self.mechanics = 0  # line of the first tf or mechanical attr dropped
         # RF-demodulated quantum-noise detectors -> (line, command)
         self.rf_noise: dict[str, tuple[int, str]] = {}
+        self.dumped: list[tuple[str, int]] = []  # dump nodes: component, port number
+        # Whether a detector's noise depends on the vacuum entering at open ports.
+        self.vacuum_noise = any(_VACUUM_NOISE.match(words[0]) for line in self.lines
+                                for words in [_code(line)[0]] if words)
         # (line, fsig name, kind of component, component)
         self.injections: list[tuple[int, str, str, str]] = []
         self.inward = {word for line in self.lines
@@ -470,7 +485,7 @@ class _Translator:
             self.out.append(" ".join(words) + (" " + comment if comment else "")
                             if words else "")
         self.check_injections()
-        self.check_dump_noise()
+        self.check_dumps()
         if self.trace_sources > 1 and self.result.maxtem != "off":
             self.result.notes.append(
                 f"line {self.traced}: {self.trace_sources} cav/gauss commands with "
@@ -1074,31 +1089,52 @@ class _Translator:
         self.result.inexact.append((lineno, "qd"))
         return self.detector(lineno, ["ad", words[1], "0", words[4]])
 
-    def check_dump_noise(self) -> None:
-        """Say where Finesse 2's ``dump`` node can change quantum noise.
+    def check_dumps(self) -> None:
+        """Refuse a ``dump`` node where Finesse 2 refuses it or gives other light.
 
-        Finesse 2's ``dump`` injects no vacuum noise; the legacy parser leaves it an
-        open port, where Finesse 3 injects vacuum (measured: ``qnoised`` behind the
-        dump port of a 50/50 beam splitter, 4.32e-10 against Finesse 2's 3.06e-10, the
-        vacuum of that port missing; ``qshot``, shot noise of the DC power, agrees).
-        Whether it matters depends on how the dump port couples to the detector (PyKat's
-        aLIGO sensitivity with ten dumps agrees to 1e-9), so it is said, not refused.
+        Measured with Finesse 2.3.1: it refuses a dump at a space, a modulator, an
+        isolator or a diode ("space s1 connected to beam dump"), a laser or a squeezer
+        ("not connected to interferometer"); at a lens's first node it fails (a KLU
+        error) and at its second it scales every power of a file by 1/1.4 (a laser
+        through a mirror of T = 0.4 onto the lens). The legacy parser would run them
+        all (and join a space to another component's dump port). With a signal, a
+        dump at a component that moves under radiation pressure differs too:
+        Finesse 2 takes the light leaving into the dump out of the force (measured: a
+        detuned cavity's transfer function 4e-5 apart at 1 Hz, and equal to that of
+        the same mirror with T = 0), Finesse 3 counts it. At a mirror the kat program
+        folds T into the loss (``Translation.opaque``): the light that would leave
+        into the dump is absorbed in the mirror instead, so no outputs change but the
+        force, now Finesse 2's. The loss's vacuum noise would grow by T, so files
+        with vacuum-noise detectors are refused, as are a swept T and beam splitters.
         """
-        dump = noise = 0
         for lineno, line in enumerate(self.lines, start=1):
             words = _code(line)[0]
-            if not words:
+            if not words or "dump" not in words[1:]:
                 continue
-            nodes = _COMPONENT_NODES.get(words[0], 0)
-            if not dump and nodes and "dump" in words[-nodes:]:
-                dump = lineno
-            if not noise and _VACUUM_NOISE.match(words[0]):
-                noise = lineno
-        if dump and noise:
-            self.result.warnings.append(
-                f"line {dump}: a 'dump' node with quantum noise (line {noise}): Finesse 2's "
-                "dump injects no vacuum noise, Finesse 3's open port does, so the noise "
-                "can differ from Finesse 2's")
+            space = words[0] in ("s", "space")
+            nodes = 2 if space else _COMPONENT_NODES.get(words[0], 0)
+            if words[0] in _DUMPS or "dump" not in words[len(words) - nodes:]:
+                continue
+            why = ("gives a lens's dump other light (every power 1/1.4 of the "
+                   "open port's, measured) or fails" if words[0] == "lens" else
+                   "refuses it (only mirrors and beam splitters take one)")
+            raise Refusal(lineno, words[0], f"a dump node here: Finesse 2 {why}")
+        moving = self.attributes(("mass", "zmech", "rxmech", "rymech", "Ix", "Iy"))
+        swept = {component for _, _, component, param in self.result.targets
+                 if param.lower() == "t"}
+        for name, _ in self.dumped if self.fsig_line else ():
+            if name not in moving or name in self.result.opaque:
+                continue
+            if (self.kinds.get(name) == "mirror" and not self.vacuum_noise
+                    and name not in swept):
+                self.result.opaque.append(name)
+                continue
+            raise Refusal(moving[name], "attr", f"'{name}' moves under radiation "
+                          "pressure and has a dump node: Finesse 2 leaves the light "
+                          "going into a dump out of the radiation pressure (measured: "
+                          "a detuned cavity's transfer function 4e-5 apart at 1 Hz); "
+                          "reproduced only at a mirror whose T is not swept, in a "
+                          "file without vacuum noise (qnoised, qd, qhd...)")
 
     def odd_in_x(self) -> bool:
         """Whether the file can have light in modes odd in x (HG10, HG11, ...).
@@ -1355,6 +1391,9 @@ class _Translator:
         for i in range(len(words) - n_nodes, len(words)):
             node = words[i]
             if node == "dump":
+                self.dumped.append((words[1], i - len(words) + n_nodes + 1))
+                if self.vacuum_noise:  # see _dump_sources
+                    self.result.dumps.append(self.dumped[-1])
                 continue
             if node in self.owner:
                 joined = f"{node}__{words[1]}"
@@ -1606,12 +1645,64 @@ def apply(model: finesse.Model, translation: Translation, run: bool = False) -> 
     values = _func_values(model, translation, parameters)
     _add_func_outputs(model, translation, values)
     _add_noise_signals(model, translation)
+    _dump_sources(model, translation)
+    for name in translation.opaque:  # see _Translator.check_dumps
+        model.elements[name].T = 0
     for lineno, component, param, func, add in translation.puts:
         _put(model, lineno, component, param, values[func], add)
     _beam_trace(model, translation)
     _laser_gouy_phases(model, translation)
     _install_locks(model, translation)
     _mode_fields(model, translation)
+
+
+_SAME_SIDE = {1: 2, 2: 1, 3: 4, 4: 3}  # a beam splitter's ports on one side
+
+
+def _dump_sources(model: finesse.Model, translation: Translation) -> None:
+    """Let no vacuum noise in at Finesse 2's ``dump`` ports (without modes).
+
+    Finesse 2's ``dump`` absorbs the light leaving the port and, without Hermite-Gauss
+    modes, lets no vacuum noise in (measured against Finesse 2.3.1, references
+    ``qnoise_dump``, ``qhd_dump``, ``qd_dump``: behind the dump port of a 50/50 beam
+    splitter ``qnoised`` is 3.06e-10 where an open port gives 4.32e-10, sqrt(1/2) of
+    it, that port's vacuum missing; at a lossy mirror's dump the loss's vacuum stays;
+    ``qshot``, the DC power's shot noise, is the same; with RF demodulations,
+    modulator sidebands, radiation pressure elsewhere, squeezing, ``qhd`` and ``qd``
+    this agrees to 1e-9). With modes on (``maxtem``, or a ``cav``/``gauss`` alone) its
+    dump is an open port like any other (measured: HG00 light alone, ``maxtem 0``,
+    gives the open port's noise; ``qnoise_dump_modes``), which is what the legacy
+    parser makes of it. So, without modes, each dump port is joined by a space of
+    length 0 to a ``Nothing`` (lossless: light leaves through its open port as through
+    the dump, and no classical output changes), whose open port lets the same vacuum
+    in, and every quantum-noise detector gets these ``Nothing`` as
+    ``exclude_sources``. Derivation: a detector's noise is ``s^H M^-1 N D M^-H s``
+    (``s`` its selection vector, ``M`` the signal matrix, ``N`` the noise injected at
+    each node, ``D`` Finesse 3's diagonal source selection, 0 at the nodes of
+    excluded components); the vacuum of an open port is injected at that port's
+    input node, which is the ``Nothing``'s, and a lossless ``Nothing`` injects
+    nothing else, so ``D`` removes exactly the dump's vacuum. The space takes the
+    refractive index of the space at the port on the same side of a beam splitter
+    (Finesse 3 checks they agree).
+    """
+    from finesse.components import Beamsplitter, Nothing
+
+    if not translation.dumps or model.is_modal:
+        return
+    dumps = []
+    for name, index in translation.dumps:
+        component = model.elements[name]
+        nr = 1.0
+        if isinstance(component, Beamsplitter):
+            partner = getattr(component, f"p{_SAME_SIDE[index]}")
+            nr = partner.space.nr.ref if partner.space is not None else 1.0
+        dump = model.add(Nothing(f"{name}__dump{index}"))
+        model.connect(getattr(component, f"p{index}"), dump.p1, L=0, nr=nr,
+                      name=f"{name}__dump{index}__space")
+        dumps.append(dump)
+    for detector in model.detectors:
+        if hasattr(detector, "exclude_sources"):
+            detector.exclude_sources = dumps
 
 
 def _mode_fields(model: finesse.Model, translation: Translation) -> None:

@@ -69,8 +69,10 @@ class QuantumHomodyne(Detector, NoiseDetector):
         self.phase = phase
         self._request_selection_vector(name)
 
+    exclude_sources: list | None = None  # components whose noise is left out
+
     def _has_sources(self) -> bool:
-        return False  # every noise source counts, as in Finesse 2
+        return bool(self.exclude_sources)
 
     def _get_workspace(self, sims):
         if sims.signal is None:
@@ -111,8 +113,16 @@ class _HomodyneWorkspace(DetectorWorkspace):
             self.s[rows] += np.where(upper, amplitude, np.conj(amplitude))
         np.asarray(self.sim.signal._M.get_rhs_view(self.rhs_index))[:] = self.s
 
-    def get_source_selection_vector(self) -> None:
-        return None  # only asked for when the detector has sources (it has none)
+    def get_source_selection_vector(self) -> np.ndarray:
+        """1 where a noise source counts, 0 at the nodes of ``exclude_sources``."""
+        signal = self.sim.signal
+        keep = np.ones(self.size, dtype=np.complex128)
+        for component in self.owner.exclude_sources or ():
+            for node in component.optical_nodes:
+                for f in signal.optical_frequencies.frequencies:
+                    for hom in range(max(signal.nhoms, 1)):
+                        keep[signal.field(node, f.index, hom)] = 0
+        return keep
 
     def set_covariance_matrix(self, values, name: str) -> None:
         self.cov[:] = values
