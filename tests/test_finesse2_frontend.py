@@ -66,6 +66,9 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture, text: str) -> tuple[int, 
     ("mod eom 10M 0.1 1 pm n4 n5\nfsig sig L0 amp 1 0\nx2axis eom f lin 9M 10M 1\n",
      9, "x2axis"),
     ("fsig sig m2 phase 1 0\npd1 S 1 n2\n", 7, "fsig sig m2 phase"),
+    # Finesse 2 refuses a tem above maxtem (off or none: order 0) too.
+    ("tem L0 1 0 0.5 0\n", 7, "tem"),
+    ("tem L0 1 1 0.5 0\nmaxtem 1\n", 7, "tem"),
     # A carrier's frequency varying under a signal; a beam splitter with a mass
     # while a carrier is off the reference frequency (mirrors get Finesse 2's
     # wavenumbers from katparallel.finesse2.signals; beam splitters still differ).

@@ -520,6 +520,7 @@ class _Translator:
                 "switches on higher-order modes with maxtem 0 (mode mismatch costs "
                 "power); katparallel follows it")
         self.check_misaligned_masses()
+        self.check_tem_orders()
         self.check_rf_noise()
         self.check_sets()
         moving = next((i for i in self.injections if i[2] in ("space", "bs", "mod")
@@ -1221,6 +1222,25 @@ class _Translator:
             if words[1] in self.dark:
                 words = [words[0], words[1], "0", *words[3:]]
         return self.component(words, 1)
+
+    def check_tem_orders(self) -> None:
+        """Refuse a ``tem`` of order n + m above ``maxtem``, as Finesse 2 does.
+
+        Measured on Finesse 2.3.1: "n+m larger then maximum order for TEM modes", with
+        ``maxtem 1`` and with ``maxtem off`` or none (order 0); Finesse 3 would only
+        warn and drop the mode's power.
+        """
+        maxtem = self.result.maxtem
+        if maxtem is not None and maxtem != "off" and not _is_number(maxtem):
+            return  # a $constant: the legacy parser resolves it
+        order = int(_number(maxtem)) if maxtem not in (None, "off") else 0
+        for lineno, line in enumerate(self.lines, start=1):
+            words = _code(line)[0]
+            if (words[:1] == ["tem"] and len(words) > 3 and words[2].isdigit()
+                    and words[3].isdigit() and int(words[2]) + int(words[3]) > order):
+                raise Refusal(lineno, "tem", f"n+m = {int(words[2]) + int(words[3])} "
+                              f"is above the maximum order {order} (maxtem); Finesse 2 "
+                              "refuses it too")
 
     def tem(self, lineno: int, words: list[str]) -> list[str]:
         """A dark laser's ``tem`` lines go (its power is 0)."""
