@@ -99,3 +99,35 @@ def test_bad_analysis(katscript):
 def test_bad_workers(katscript):
     with pytest.raises(ValueError, match="workers must be at least 1"):
         Ensemble(katscript).run(backend="multiprocessing", workers=0, progress=False)
+
+
+#: A Finesse 2 file whose dumped mirror has a mass (see ``fsig_mass_dump.kat``).
+DUMPED_MASS = """\
+l l1 1 0 n0
+s s1 1 n0 n5
+m1 mi 0.1 0.001 0 n5 n6
+s sc 1 n6 n7
+m2 me 0.99 0.002 10 dump n7
+attr me M 1
+fsig sig l1 amp 1 0 1
+pd1 p2 $fs n6
+xaxis sig f log 1 1k 3
+"""
+
+
+@pytest.mark.parametrize(("text", "path", "why"), [
+    # Finesse 2 leaves a dump's light out of the force: the front end folds T into loss.
+    (DUMPED_MASS, "me.T", "dump"),
+    # Finesse 3's signal sidebands differ when a carrier frequency changes under fsig.
+    (DUMPED_MASS, "l1.f", "carrier frequency"),
+    # A modulator's amp signal is right only for the light the file gives it.
+    ("fsig_mod_amp.kat", "m1.T", "modulator 'eom'"),
+])
+def test_finesse2_parameters_fixed_by_a_convention_are_refused(text, path, why):
+    from pathlib import Path
+
+    if text.endswith(".kat"):
+        text = (Path(__file__).parent / "data" / "finesse2" / text).read_text()
+    with pytest.raises(InvalidValuesError, match=f"'{path}' cannot be varied.*{why}"):
+        Ensemble(text).vary(path, [0.1, 0.2])
+    Ensemble(text).vary("fsig.f", [1.0, 2.0])  # the signal frequency stays free

@@ -41,8 +41,8 @@ from typing import Any
 import dill
 import numpy as np
 
-from ..errors import ModelSourceError, UnknownParameterError
-from ..finesse2.model import exact_model
+from ..errors import InvalidValuesError, ModelSourceError, UnknownParameterError
+from ..finesse2.model import EVERY_PARAMETER, exact_model, fixed_parameters
 from . import modelcache
 from .support import as_array, detector_values, quiet
 
@@ -378,10 +378,17 @@ class FinesseAdapter:
         and are not checked against the model.
         """
         model = self.probe(values)
+        fixed = fixed_parameters(self.data, model) if self.kind == "finesse2" else {}
         for path in paths:
             if self.is_factory and "." not in path:
                 continue
             _lookup(model, path)
+            why = fixed.get(path) or (path != "fsig.f" and fixed.get(EVERY_PARAMETER))
+            if why:
+                raise InvalidValuesError(
+                    f"{path!r} cannot be varied in this Finesse 2 file: {why}. Run "
+                    "each value as its own kat file (katparallel's kat refuses the "
+                    "same sweep), or write the model in KatScript to vary it with Finesse 3's own conventions.")
 
     def parse_analysis(self, analysis: Any):
         """Check ``run(analysis=...)`` and return what to ship to workers.

@@ -1667,7 +1667,9 @@ def apply(model: finesse.Model, translation: Translation, run: bool = False) -> 
     _add_noise_signals(model, translation)
     _dump_sources(model, translation)
     for name in translation.opaque:  # see _Translator.check_dumps
-        model.elements[name].T = 0
+        mirror = model.elements[name]  # T becomes loss, R + T + L stays 1
+        mirror.L = float(mirror.L.value) + float(mirror.T.value)
+        mirror.T = 0
     for lineno, component, param, func, add in translation.puts:
         _put(model, lineno, component, param, values[func], add)
     _beam_trace(model, translation)

@@ -23,7 +23,7 @@ from katparallel.finesse2.frontend import Refusal, Translation, apply, translate
 if TYPE_CHECKING:
     import finesse
 
-__all__ = ("ConversionError", "KatError", "exact_model", "load_model")
+__all__ = ("ConversionError", "KatError", "exact_model", "fixed_parameters", "load_model")
 
 LOGGER = logging.getLogger(__name__)
 
@@ -250,6 +250,60 @@ def exact_model(text: str) -> finesse.Model:
     for warning in translation.warnings:
         LOGGER.warning(warning)
     return model
+
+
+#: ``fixed_parameters``'s key for every parameter but the signal frequency.
+EVERY_PARAMETER = "*"
+
+
+def fixed_parameters(text: str, model: finesse.Model) -> dict[str, str]:
+    """Parameters an ensemble must not vary in ``exact_model(text)``, and why.
+
+    The model reproduces Finesse 2 there only for the values the file gives: the
+    kat program refuses a sweep or ``put`` of the same parameters (see
+    :mod:`katparallel.finesse2.frontend`), and an ensemble job varying them would
+    give Finesse 3's numbers silently.
+
+    Parameters
+    ----------
+    text : str
+        The Finesse 2 kat file's contents.
+    model : finesse.Model
+        Its model, from :func:`exact_model`.
+
+    Returns
+    -------
+    dict
+        ``"component.parameter"`` (or :data:`EVERY_PARAMETER`: all but ``fsig.f``)
+        -> the reason.
+    """
+    from finesse.components import Laser, Modulator
+
+    try:
+        translation = translate(text)
+    except Refusal:
+        return {}  # exact_model refuses the file
+    fixed = {}
+    for name in translation.opaque:
+        fixed[f"{name}.T"] = (
+            f"'{name}' sends its transmitted light into a dump, which Finesse 2 leaves "
+            "out of the radiation-pressure force; katparallel folds T into the loss "
+            "for the file's own T")
+    if model.fsig.f.value is not None:
+        for element in model.elements.values():
+            if isinstance(element, (Laser, Modulator)):
+                fixed[f"{element.name}.f"] = (
+                    "a carrier frequency changing with a signal on: Finesse 3's signal "
+                    "sidebands then differ from Finesse 2's (0.47 against 0.95 in a "
+                    "cavity's transfer function)")
+    if translation.modulators:
+        lineno, name = translation.modulators[0]
+        fixed[EVERY_PARAMETER] = (
+            f"the signal at modulator '{name}' (line {lineno}) is computed as Finesse "
+            "2 does only for the light the file gives it: Finesse 3 does not recompute "
+            "the modulator's signal sidebands when anything but the signal frequency "
+            "changes")
+    return fixed
 
 
 def _tuned_between_indices(model: finesse.Model, translation: Translation,
