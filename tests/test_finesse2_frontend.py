@@ -384,8 +384,10 @@ def test_modulator_signal_with_modes_is_refused(tmp_path: Path, capsys) -> None:
 
 
 def test_radiation_pressure_with_rf_sidebands_is_noted(tmp_path: Path, capsys) -> None:
-    # Agrees on single cavities (fsig_mass_rf*), not to 1e-9 on PyKat's aLIGO design.
+    # Agrees on single cavities (fsig_mass_rf*); on PyKat's aLIGO design a residual
+    # transfer function differs by rounding (test_finesse2_reference: aligo_darm).
     status, err = run(tmp_path, capsys, CAVITY + "mod eom 10M 0.1 1 pm n4 n5\n"
                       "attr m2 mass 1\nfsig sig L0 amp 1 0\nxaxis sig f lin 1 10 1\n")
     assert status == 0, err
-    assert "line 8: radiation pressure" in err and "9e-8" in err, err
+    assert "line 8: radiation pressure" in err and "1.5e-7" in err, err
+    assert "one ulp longer" in err and "residual" in err, err

@@ -21,7 +21,8 @@ DATA = Path(__file__).parent / "data" / "finesse2"
 REFERENCES = sorted(p.with_suffix(".kat").name for p in DATA.glob("*.out")
                     if p.with_suffix(".kat").exists())
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-from finesse2_corpus import agree, read_out  # noqa: E402  (the corpus runner's rule)
+from finesse2_corpus import (  # noqa: E402  (the corpus runner's rule)
+    agree, differences, one_ulp_longer, read_out)
 
 
 def run_kat(tmp_path: Path, name: str) -> tuple[int, Path]:
@@ -117,6 +118,39 @@ def test_aligo_strain_sensitivity_as_finesse2(tmp_path: Path, capsys) -> None:
     problem = agree(read_out(DATA / "aligo_sensitivity.out"),
                     read_out(katfile.with_suffix(".out")))
     assert problem is None, problem
+
+
+def test_aligo_one_test_mass_with_radiation_pressure_as_finesse2(tmp_path: Path,
+                                                                 capsys) -> None:
+    # PyKat's aLIGO design + aligo_darm_etmx.extra: one end test mass moved, radiation
+    # pressure on the four test masses, 9 and 45 MHz sidebands, no DARM offset.
+    katfile = _aligo_design(tmp_path, (DATA / "aligo_darm_etmx.extra").read_text())
+    assert program.main([str(katfile)]) == 0, capsys.readouterr().err
+    problem = agree(read_out(DATA / "aligo_darm_etmx.out"),
+                    read_out(katfile.with_suffix(".out")))
+    assert problem is None, problem
+
+
+def test_aligo_darm_at_refl_differs_by_rounding_only(tmp_path: Path, capsys) -> None:
+    # aligo_darm.extra: DARM, both end test masses, at the 9 MHz REFL port is 1/13700
+    # of each one's signal at 5 Hz (each agrees: the test above), and radiation
+    # pressure magnifies rounding there. Where katparallel differs from Finesse 2 by
+    # more than 1e-9 (REFL below 20 Hz), it moves by as much itself when every length
+    # is one ulp longer (as Finesse 2 does, by less): rounding, not a convention.
+    extra = (DATA / "aligo_darm.extra").read_text()
+    katfile = _aligo_design(tmp_path, extra)
+    longer = tmp_path / "longer" / "design.kat"
+    longer.parent.mkdir()
+    longer.write_text(one_ulp_longer(katfile.read_text()))
+    assert program.main([str(katfile)]) == 0, capsys.readouterr().err
+    assert program.main([str(longer)]) == 0, capsys.readouterr().err
+    ref = read_out(DATA / "aligo_darm.out")
+    got, moved = read_out(katfile.with_suffix(".out")), read_out(longer.with_suffix(".out"))
+    diff, own = differences(ref, got), differences(got, moved)
+    rows, columns = np.nonzero(diff > 1e-9)
+    assert set(columns) <= {3, 4} and (ref[rows, 0] < 20).all(), (rows, columns)
+    assert (diff.max(axis=1) <= 10 * np.maximum(own.max(axis=1), 1e-9)).all(), (diff, own)
+    assert own[0].max() > 1e-8  # the magnification itself, at 5 Hz
 
 
 def test_ensemble_jobs_keep_finesse2_motion_coupling() -> None:
