@@ -17,7 +17,19 @@ Finesse 2.3.1 (the ``fsig_mirror_*``, ``fsig_bs_*`` and ``fsig_mass_rf*`` refere
 of ``tests/data/finesse2/``, to 1e-12), Finesse 2 has two conventions:
 
 * the motion of a mirror with a mass (radiation pressure; an ``fsig`` there too):
-  a_3 times (1 + f_c / f_0), each carrier with its own wavenumber;
+  a_3 times (1 + f_c / f_0), each carrier with its own wavenumber; at a beam
+  splitter with a mass (``fsig_bs_mass*``) also its tuning phase times cos(alpha),
+  phi C (f_c + f_s) / f_0 on both surfaces (the back's conjugate), with cos(alpha)
+  and cos(alpha_2) in size as in Finesse 3, and no opposite sign for an ``fsig``
+  there (at a mirror with a mass the front end turns it by 180 degrees):
+
+      a_2 / a_3 = (1 + f_c/f_0) exp(-+ i phi (1 - C)(f_c + f_s) / f_0)  (front, back)
+
+  The force on the mass is Finesse 3's: cos(alpha) / c times the power of the
+  fields going in and out of the front, minus cos(alpha_2) / c times the back's
+  (light on the front, the back or both, at 0, 30 and 45 degrees, to 1e-9). All
+  measured in vacuum, where cos(alpha_2) = cos(alpha); next to a refractive index
+  the force differs and the front end refuses it;
 * an ``fsig`` at a mirror or beam splitter without a mass: each carrier's own
   wavenumber, and the tuning phase taken at the signal frequency alone, times
   cos(alpha) at a beam splitter's front, phi C f_s / f_0 instead of
@@ -178,6 +190,8 @@ class _Rescale:
                 if self.injection:
                     factor *= _injection(workspace, frequency.f - f_c, f_c / f0, sign,
                                          back)
+                elif hasattr(workspace, "cos_alpha"):  # a beam splitter with a mass
+                    factor *= _tuning_cos_alpha(workspace, frequency.f / f0, sign)
                 values *= factor.conjugate() if view.conjugate_fill else factor
                 self.written[key] = values.copy()
 
@@ -199,6 +213,19 @@ def _injection(workspace: object, f_s: float, ratio: float, sign: int,
         size = 1.0
         turn = -sign * (phi * ratio + phi * (1 - cos_alpha) * f_s / f0)
     return size * complex(math.cos(turn), math.sin(turn))
+
+
+def _tuning_cos_alpha(workspace: object, ratio: float, sign: int) -> complex:
+    """Finesse 2's tuning phase of a beam splitter with a mass over Finesse 3's.
+
+    ``ratio`` is the sideband's frequency over f_0 (f_c + f_s, its carrier's offset
+    plus the signal's); ``sign`` +1 on the front, -1 on the back (the conjugate
+    phase). Finesse 2 takes phi cos(alpha) (f_c + f_s) / f_0, Finesse 3
+    phi (f_c + f_s) / f_0; see the module's docstring.
+    """
+    phi = math.radians(workspace.values.phi)
+    turn = -sign * phi * (1 - workspace.cos_alpha) * ratio
+    return complex(math.cos(turn), math.sin(turn))
 
 
 def install_modulator(modulator: finesse.components.Modulator) -> None:
