@@ -505,7 +505,6 @@ class _Translator:
                 "switches on higher-order modes with maxtem 0 (mode mismatch costs "
                 "power); katparallel follows it")
         self.check_misaligned_masses()
-        self.check_bs_mass_indices()
         self.check_rf_noise()
         self.check_sets()
         moving = next((i for i in self.injections if i[2] in ("space", "bs", "mod")
@@ -779,8 +778,9 @@ class _Translator:
         beam splitter's back surface without cos(alpha)), the motion of a mirror with
         a mass (driven by radiation pressure or by an ``fsig``) by another (each
         carrier's own wavenumber only; at a beam splitter its tuning phase times
-        cos(alpha), ``fsig_bs_mass*``). Both equal Finesse 3's when every carrier is
-        at the reference frequency, but for the injection at a beam splitter.
+        cos(alpha), and cos(alpha) on its back surface where Finesse 3 has
+        cos(alpha_2), ``fsig_bs_mass*``). Both equal Finesse 3's when every carrier is
+        at the reference frequency, but at a beam splitter.
         """
         offset = self.carriers_off_reference()
         masses = self.attributes(("mass",))
@@ -789,8 +789,9 @@ class _Translator:
             if kind in ("bs", "mirror") and component not in masses and (
                     kind == "bs" or offset):
                 motion.append((lineno, component, True))
-        for component, lineno in masses.items() if offset else ():
-            motion.append((lineno, component, False))
+        for component, lineno in masses.items():
+            if offset or self.kinds.get(component) == "bs":  # cos(alpha) on its back
+                motion.append((lineno, component, False))
         if offset and masses:
             self.result.warnings.append(
                 f"line {min(masses.values())}: radiation pressure with a signal and "
@@ -1110,37 +1111,6 @@ class _Translator:
                     if _ATTRIBUTES.get(key.lower()) in keys and not _is_zero(value):
                         found.setdefault(words[1], lineno)
         return found
-
-    def check_bs_mass_indices(self) -> None:
-        """Refuse a signal with a beam splitter that has a mass next to a medium.
-
-        Finesse 2's radiation pressure on a beam splitter between a refractive index
-        other than 1 and vacuum differs from Finesse 3's (measured on a Michelson at
-        30 degrees, index 1.45 on the back, signal at the laser's ``amp``: the motion
-        0.67 times Finesse 2's and of the opposite sign); in vacuum they agree
-        (``fsig_bs_mass*``).
-        """
-        if not self.injections:
-            return
-        masses = {name for name in self.attributes(("mass",))
-                  if self.kinds.get(name) == "bs"}
-        nodes = {}
-        for line in self.lines:
-            words = _code(line)[0]
-            if words[1:2] and words[1] in masses and len(words) > 5:
-                nodes.update({node: words[1] for node in words[-4:]})
-        for lineno, line in enumerate(self.lines, start=1):
-            words = _code(line)[0]
-            if words[:1] != ["s"] or len(words) != 6:
-                continue
-            index = self.result.consts.get(words[3].lstrip("$"), words[3])
-            touched = [nodes[node] for node in words[4:] if node in nodes]
-            if touched and not (_is_number(index) and _number(index) == 1.0):
-                raise Refusal(lineno, "s", f"space '{words[1]}' of refractive index "
-                              f"{words[3]} meets beam splitter '{touched[0]}', which "
-                              "has a mass, with a signal: Finesse 2's radiation "
-                              "pressure there differs from Finesse 3's (measured: the "
-                              "motion 0.67 times Finesse 2's, of opposite sign)")
 
     def check_misaligned_masses(self) -> None:
         """Refuse radiation pressure with a signal where a mirror is misaligned.
