@@ -793,35 +793,21 @@ class _Translator:
         carrier's own wavenumber, its tuning phase at the signal frequency alone, a
         beam splitter's back surface without cos(alpha)), the motion of a mirror with
         a mass (driven by radiation pressure or by an ``fsig``) by another (each
-        carrier's own wavenumber only). Both equal Finesse 3's when every carrier is
-        at the reference frequency, but for the injection at a beam splitter.
-
-        Raises
-        ------
-        Refusal
-            For a beam splitter with a mass while carriers are off the reference
-            frequency, or moved by an ``fsig``: Finesse 2's coupling there is not known.
+        carrier's own wavenumber only; at a beam splitter its tuning phase times
+        cos(alpha), and cos(alpha) on its back surface where Finesse 3 has
+        cos(alpha_2), ``fsig_bs_mass*``). Both equal Finesse 3's when every carrier is
+        at the reference frequency, but at a beam splitter.
         """
         offset = self.carriers_off_reference()
         masses = self.attributes(("mass",))
         motion = []
         for lineno, _, kind, component in self.injections:
-            if kind == "bs" and component in masses:
-                raise Refusal(lineno, "fsig", f"a signal at beam splitter "
-                              f"'{component}', which has a mass: how Finesse 2 then "
-                              "couples its motion to the light is not reproduced")
             if kind in ("bs", "mirror") and component not in masses and (
                     kind == "bs" or offset):
                 motion.append((lineno, component, True))
-        for component, lineno in masses.items() if offset else ():
-            if self.kinds.get(component) == "bs":
-                raise Refusal(lineno, "attr", f"beam splitter '{component}' has a "
-                              "mass, and carriers are off the reference frequency (a "
-                              "modulator or a laser's frequency): Finesse 2's "
-                              "radiation pressure there differs from Finesse 3's "
-                              "(measured: 8e-10 against 3.5e-8 in one RF transfer "
-                              "function)")
-            motion.append((lineno, component, False))
+        for component, lineno in masses.items():
+            if offset or self.kinds.get(component) == "bs":  # cos(alpha) on its back
+                motion.append((lineno, component, False))
         if offset and masses:
             # Measured (aligo_darm*.extra): each test mass's signal agrees to 3e-11;
             # their DARM difference at REFL is 1/13700 of either at 5 Hz, and there

@@ -17,7 +17,20 @@ Finesse 2.3.1 (the ``fsig_mirror_*``, ``fsig_bs_*`` and ``fsig_mass_rf*`` refere
 of ``tests/data/finesse2/``, to 1e-12), Finesse 2 has two conventions:
 
 * the motion of a mirror with a mass (radiation pressure; an ``fsig`` there too):
-  a_3 times (1 + f_c / f_0), each carrier with its own wavenumber;
+  a_3 times (1 + f_c / f_0), each carrier with its own wavenumber; at a beam
+  splitter with a mass (``fsig_bs_mass*``) also its tuning phase times cos(alpha),
+  phi C (f_c + f_s) / f_0 on both surfaces (the back's conjugate), C = cos(alpha)
+  in size on both surfaces where Finesse 3 has C_2 = cos(alpha_2) on the back, and
+  no opposite sign for an ``fsig`` there (at a mirror with a mass the front end
+  turns it by 180 degrees):
+
+      a_2 / a_3 = (1 + f_c/f_0) exp(-i phi (1 - C)(f_c + f_s) / f_0)    (front)
+      a_2 / a_3 = (1 + f_c/f_0) C / C_2 exp(i phi (1 - C)(f_c + f_s) / f_0)  (back)
+
+  Its force is Finesse 3's on the front, cos(alpha) / c times the power of the
+  fields going in and out, and on the back cos(alpha) / c, not cos(alpha_2) / c,
+  times theirs (light on the front, the back or both, at 0, 30 and 45 degrees, a
+  refractive index on either side; the force blocks ``P3i_Fz``... are rescaled too);
 * an ``fsig`` at a mirror or beam splitter without a mass: each carrier's own
   wavenumber, and the tuning phase taken at the signal frequency alone, times
   cos(alpha) at a beam splitter's front, phi C f_s / f_0 instead of
@@ -85,7 +98,8 @@ def check() -> str | None:
     from finesse.frequency import Frequency
 
     needed = [(MirrorSignalConnections, ("Z_P1o", "Z_P2o")),
-              (BeamsplitterSignalConnections, ("Z_P1o", "Z_P2o", "Z_P3o", "Z_P4o")),
+              (BeamsplitterSignalConnections, ("Z_P1o", "Z_P2o", "Z_P3o", "Z_P4o",
+                                               "P3i_Fz", "P3o_Fz", "P4i_Fz", "P4o_Fz")),
               (ModulatorSignalConnections, ("amp_P1o", "amp_P2o", "P1i_P2o",
                                             "P2i_P1o")),
               (ModulatorWorkspace, ("carrier_frequency_couplings",
@@ -128,9 +142,12 @@ class _Finesse2Motion:
         if workspace is None or not getattr(sim, "signal", None):
             return workspace
         connections = workspace.signal.connections
+        names = _BLOCKS[type(self.component).__name__]
+        if not self.injection and hasattr(workspace, "cos_alpha"):
+            names = names + _FORCE_BACK  # a beam splitter with a mass
         blocks = [(getattr(connections, name), sign, back) for name, sign, back
-                  in _BLOCKS[type(self.component).__name__]]
-        if any(array.shape[0] != 1 for array, _, _ in blocks):
+                  in names]
+        if any(array.shape[sign == 0] != 1 for array, sign, _ in blocks):
             raise NotImplementedError(  # several mechanical frequencies per carrier
                 f"{self.component.name}: motion at several frequencies is not "
                 "reproduced")
@@ -145,6 +162,9 @@ _BLOCKS = {
     "Beamsplitter": [("Z_P1o", 1, False), ("Z_P2o", 1, False),
                      ("Z_P3o", -1, True), ("Z_P4o", -1, True)],
 }
+# A beam splitter's blocks from its back surface's fields to the force (sign 0).
+_FORCE_BACK = [("P3i_Fz", 0, True), ("P3o_Fz", 0, True), ("P4i_Fz", 0, True),
+               ("P4o_Fz", 0, True)]
 
 
 class _Rescale:
@@ -162,7 +182,7 @@ class _Rescale:
             index = frequency.index
             f_c = frequency.audio_carrier.f
             for number, (array, sign, back) in enumerate(self.blocks):
-                view = array[0, index]
+                view = array[index, 0] if sign == 0 else array[0, index]
                 if view is None:
                     continue
                 values = view.view
@@ -174,10 +194,16 @@ class _Rescale:
                 last = self.written.get(key)
                 if last is not None and np.array_equal(values, last):
                     continue  # Finesse 3 did not refill this block: already rescaled
-                factor = 1 + f_c / f0
-                if self.injection:
-                    factor *= _injection(workspace, frequency.f - f_c, f_c / f0, sign,
-                                         back)
+                if sign == 0:  # the back's force: cos(alpha), not cos(alpha_2)
+                    factor = workspace.cos_alpha / workspace.cos_alpha_2
+                elif self.injection:
+                    factor = (1 + f_c / f0) * _injection(
+                        workspace, frequency.f - f_c, f_c / f0, sign, back)
+                elif hasattr(workspace, "cos_alpha"):  # a beam splitter with a mass
+                    factor = (1 + f_c / f0) * _mass_bs(workspace, frequency.f / f0,
+                                                       sign, back)
+                else:
+                    factor = 1 + f_c / f0
                 values *= factor.conjugate() if view.conjugate_fill else factor
                 self.written[key] = values.copy()
 
@@ -198,6 +224,22 @@ def _injection(workspace: object, f_s: float, ratio: float, sign: int,
     else:  # the tuning phase at the signal frequency, times cos(alpha)
         size = 1.0
         turn = -sign * (phi * ratio + phi * (1 - cos_alpha) * f_s / f0)
+    return size * complex(math.cos(turn), math.sin(turn))
+
+
+def _mass_bs(workspace: object, ratio: float, sign: int, back: bool) -> complex:
+    """Finesse 2's motion of a beam splitter with a mass over Finesse 3's, but
+    (1 + f_c / f0).
+
+    ``ratio`` is the sideband's frequency over f_0 (f_c + f_s, its carrier's offset
+    plus the signal's); ``sign`` +1 on the front, -1 on the back (the conjugate
+    phase). Finesse 2 takes the tuning phase phi cos(alpha) (f_c + f_s) / f_0,
+    Finesse 3 phi (f_c + f_s) / f_0, and cos(alpha), not cos(alpha_2), on the back;
+    see the module's docstring.
+    """
+    phi = math.radians(workspace.values.phi)
+    turn = -sign * phi * (1 - workspace.cos_alpha) * ratio
+    size = workspace.cos_alpha / workspace.cos_alpha_2 if back else 1.0
     return size * complex(math.cos(turn), math.sin(turn))
 
 
