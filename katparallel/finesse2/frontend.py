@@ -110,6 +110,7 @@ import math
 import re
 from typing import TYPE_CHECKING
 
+from katparallel.finesse2 import frequencies
 from katparallel.finesse2.constructs import STANDARD_INI, Lock, Refusal
 
 if TYPE_CHECKING:
@@ -318,6 +319,9 @@ class Translation:
     mode_fields : dict
         With modes on, each of those -> the hidden field detectors of every carrier
         at its node (made by :func:`apply`; see :func:`_mode_fields`).
+    frequency_bins : dict
+        Amplitude detectors of a run whose frequencies move -> their hidden detectors
+        of each frequency bin (see :mod:`katparallel.finesse2.frequencies`).
     """
 
     text: str
@@ -354,6 +358,7 @@ class Translation:
     rf_noise: dict[str, tuple[bool, tuple[float, ...], tuple[float, ...]]] = (
         dataclasses.field(default_factory=dict))
     mode_fields: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    frequency_bins: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     def hidden(self) -> set[str]:
         """Detectors the front end added for a computation, not written as columns."""
@@ -1612,6 +1617,7 @@ def apply(model: finesse.Model, translation: Translation, run: bool = False) -> 
     _laser_gouy_phases(model, translation)
     _install_locks(model, translation)
     _mode_fields(model, translation)
+    frequencies.install(model, translation)
 
 
 def _mode_fields(model: finesse.Model, translation: Translation) -> None:

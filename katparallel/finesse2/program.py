@@ -72,6 +72,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from katparallel.finesse2 import frequencies
 from katparallel.finesse2.frontend import (
     PLANCK_FINESSE2, STANDARD_INI, Refusal, Translation,
 )
@@ -352,6 +353,7 @@ def simulate(model: finesse.Model, text: str, translation: Translation) -> Table
         raise KatError("run", [(None, f"yaxis kind '{':'.join(kinds)}' is not one "
                                       f"of {', '.join(_COLUMN_KINDS)}")])
     solution, absent = _run_model(model, text)
+    frequencies.refuse_coincidences(solution, model, translation)
     silent = [d.name for d in model.detectors
               if d.name not in solution.outputs and d.name not in absent]
     if silent:  # an output Finesse 2 writes must never go missing silently
@@ -450,6 +452,9 @@ def _output(solution, name: str, absent: list[str], translation: Translation,
             model: finesse.Model, shape: tuple[int, ...]) -> np.ndarray:
     """One detector's output, as Finesse 2 writes it (``scale``, ``max``, absent, and
     ``inf`` for the radius of curvature at a waist, where Finesse 3 gives NaN)."""
+    if name in translation.frequency_bins:  # Finesse 2's field at its frequency
+        return (frequencies.ad_output(solution, name, translation).reshape(shape)
+                * translation.scale_of(name, float(model.lambda0)))
     if name in absent:
         return np.zeros(shape)
     values = np.asarray(solution[name])

@@ -1,0 +1,238 @@
+"""Outputs whose meaning depends on which frequencies exist at each point of a run.
+
+Finesse 2 looks up, at every point of a sweep, the fields an amplitude detector's
+frequency names: their sum where one or more light fields are within 1e-13 of it
+(relative; measured against Finesse 2.3.1: a sideband at 10 MHz + 1 Hz is found by
+an ``ad`` 9.9e-7 Hz away and not 1.01e-6 Hz away, at 1 GHz 9e-5 Hz and not 1.1e-4
+Hz, at 1 kHz 9e-11 Hz and not 1.1e-10 Hz; at 0 Hz a laser 1e-20 Hz away is not
+found), and 0 where none is. Finesse 3 binds each ``ad`` to the frequency bin it
+names when the simulation is built and follows that bin as its frequency moves (an
+``fsig`` swept, a laser's or modulator's ``f`` swept or ``put``), or, absent then,
+is left out. So when a frequency moves, an ``ad`` at a fixed frequency kept reading
+a moving sideband where Finesse 2 writes 0 (``ad_fsig_sweep``).
+
+:func:`install` gives each ``ad`` of such a file one hidden amplitude detector per
+frequency bin of its node (every carrier, and each carrier +- the signal frequency),
+each bound to its bin by the bin's symbolic frequency, and math detectors for the
+bins' and the ``ad``'s own frequencies; :func:`ad_output` then writes, point by point,
+Finesse 2's sum of the fields at the ``ad``'s frequency.
+
+Refused (:class:`KatError` at run time, naming the detector's line): two light
+fields at one frequency at some point (a signal frequency equal to a difference of
+carrier frequencies: Finesse 2 then mixes signal sidebands with carriers, measured:
+a ``pd2`` transfer function 0.451 there, 1e-17 beside it); a demodulated photodiode
+whose demodulation frequencies are all numbers, where they match a beat of a carrier
+with a signal sideband at some points and not at others (Finesse 2 then writes a
+transfer function there, Finesse 3 the carriers' beat alone: 0.90 against 0); a
+demodulated photodiode while a laser's or modulator's frequency changes the
+carriers' beats (Finesse 2 demodulates the beats present at each point, Finesse 3
+those present when built: 2.09e-3 against 0 at a step where no beat is at the
+demodulation frequency); two carriers meeting at one frequency (Finesse 2 lets them
+interfere: a DC power 2.59 against 1.0).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from katparallel.finesse2.constructs import Refusal
+
+if TYPE_CHECKING:
+    import finesse
+
+    from katparallel.finesse2.frontend import Translation
+
+LOGGER = logging.getLogger(__name__)
+
+#: Finesse 2's relative tolerance when it matches two frequencies (measured).
+TOLERANCE = 1e-13
+_SIGNAL_F = "__fs"  # the math detector of the signal frequency
+_CARRIERS = "__carrier_f"  # those of the carriers' frequencies (and their names)
+
+
+def _line(translation: Translation, name: str) -> int | None:
+    """The line declaring detector ``name`` in the translated text (lines are kept)."""
+    for lineno, line in enumerate(translation.text.splitlines(), start=1):
+        words = line.split()
+        if len(words) > 1 and words[1] == name and re.match(r"(ad|pd\d*)$", words[0]):
+            return lineno
+    return None
+
+
+def moving(model: finesse.Model, translation: Translation) -> dict[str, tuple[int, str]]:
+    """Which frequencies change during the run: ``{"signal"|"carrier"|"detector":
+    (line, what)}`` for the first sweep or ``put`` of each kind."""
+    from finesse.components import Laser, Modulator, SignalGenerator
+    from finesse.detectors import AmplitudeDetector
+
+    kinds: dict[str, tuple[int, str]] = {}
+    for lineno, cmd, component, param in translation.targets:
+        element = model.elements.get(component)
+        if param.lower() != "f" or element is None:
+            continue
+        kind = ("signal" if isinstance(element, SignalGenerator) else
+                "carrier" if isinstance(element, (Laser, Modulator)) else
+                "detector" if isinstance(element, AmplitudeDetector) else None)
+        if kind is not None:
+            kinds.setdefault(kind, (lineno, f"{cmd} {component} {param}"))
+    return kinds
+
+
+def install(model: finesse.Model, translation: Translation) -> None:
+    """Hidden detectors for :func:`ad_output` and :func:`refuse_coincidences`.
+
+    Does nothing unless a frequency moves during the run (see :func:`moving`).
+    """
+    from finesse.components import Laser, Modulator
+    from finesse.detectors import AmplitudeDetector, MathDetector
+    from finesse.frequency import generate_frequency_list
+
+    kinds = moving(model, translation)
+    signal = model.fsig.f.value is not None
+    if not (signal or kinds):
+        return
+    carriers = list(generate_frequency_list(model))
+    for lineno, cmd, component, param in translation.targets:
+        element = model.elements.get(component)
+        if (isinstance(element, (Laser, Modulator)) and param.lower() == "f"
+                and not any(f"{component}.f" in str(c) for c in carriers)):
+            raise Refusal(lineno, cmd, f"'{component}' shares its frequency bin with "
+                          "another source when the run starts, so Finesse 3 would not "
+                          "move its light with its frequency")
+    bins = [*carriers] + ([c + sign * model.fsig.f.ref for c in carriers
+                           for sign in (1, -1)] if signal else [])
+    names = [f"{_CARRIERS}{k}" for k in range(len(carriers))]
+    for name, f in zip(names, carriers):
+        model.add(MathDetector(name, f))
+    translation.frequency_bins[_CARRIERS] = names
+    translation.helpers.update(names)
+    if signal:
+        model.add(MathDetector(_SIGNAL_F, model.fsig.f.ref))
+        translation.helpers.add(_SIGNAL_F)
+    ads = [d for d in model.detectors if isinstance(d, AmplitudeDetector)
+           and d.name not in translation.quadratures] if kinds else []  # (qd: a carrier)
+    for ad in ads:
+        names = []
+        for k, f in enumerate(bins):
+            names.append(f"{ad.name}__bin{k}")
+            model.add(AmplitudeDetector(names[-1], ad.node, f, n=ad.n, m=ad.m))
+            model.add(MathDetector(f"{names[-1]}_f", f))
+        model.add(MathDetector(f"{ad.name}__f", ad.f.ref))
+        translation.frequency_bins[ad.name] = names
+        translation.helpers.update([*names, *(f"{n}_f" for n in names),
+                                    f"{ad.name}__f"])
+
+
+def _matches(f: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Where Finesse 2 takes frequencies ``f`` and ``g`` as one (see TOLERANCE)."""
+    return np.abs(f - g) <= TOLERANCE * np.maximum(np.abs(f), np.abs(g))
+
+
+def ad_output(solution, name: str, translation: Translation) -> np.ndarray:
+    """An ``ad``'s output as Finesse 2 writes it: the field at its frequency, or 0.
+
+    Raises
+    ------
+    KatError
+        Where two fields are at the ``ad``'s frequency at some point.
+    """
+    from katparallel.finesse2.program import KatError
+
+    own = np.real(np.asarray(solution[f"{name}__f"]))
+    values = np.zeros(np.shape(own), dtype=complex)
+    count = np.zeros(np.shape(own), dtype=int)
+    for hidden in translation.frequency_bins[name]:
+        at = _matches(own, np.real(np.asarray(solution[f"{hidden}_f"])))
+        values = values + np.where(at, np.asarray(solution[hidden]), 0)
+        count = count + at
+    if np.any(count > 1):
+        raise KatError("run", [(_line(translation, name), f"two light fields are at "
+                                f"the frequency of amplitude detector '{name}' at some "
+                                "point of the run: how Finesse 2 sums coincident "
+                                "fields is not reproduced")])
+    return values
+
+
+def refuse_coincidences(solution, model: finesse.Model, translation: Translation) -> None:
+    """Refuse a signal frequency that meets a carrier beat at some point of the run.
+
+    There signal sidebands share a frequency with carriers (or numeric demodulation
+    frequencies pick up a carrier's beat with a signal sideband), which Finesse 2
+    mixes and Finesse 3 keeps apart (see the module docstring).
+
+    Raises
+    ------
+    KatError
+        Naming the ``fsig`` or photodiode line.
+    """
+    from finesse.detectors import PowerDetectorDemod1, PowerDetectorDemod2
+    from finesse.detectors.compute.power import check_is_fsig
+
+    from katparallel.finesse2.program import KatError
+
+    names = translation.frequency_bins.get(_CARRIERS)
+    if names is None:
+        return
+    carriers = [np.real(np.asarray(solution[n])) for n in names]
+    beats = [a - b for a, b in itertools.permutations(carriers, 2)]
+    if any(np.any(_matches(beat, 0 * beat)) for beat in beats):
+        raise KatError("run", [(None, "at some point of the run two sources' light "
+                                "meets at one frequency (a laser's or modulator's "
+                                "frequency swept onto another's): Finesse 2 lets it "
+                                "interfere, Finesse 3 keeps the two apart (measured: a "
+                                "DC power 1.0 against Finesse 2's 2.59)")])
+    demodulated = [d for d in model.detectors
+                   if isinstance(d, (PowerDetectorDemod1, PowerDetectorDemod2))]
+    if demodulated and any(np.ptp(beat) > TOLERANCE * np.max(np.abs(beat))
+                           for beat in beats):
+        name = demodulated[0].name
+        raise KatError("run", [(_line(translation, name), f"'{name}' demodulates while "
+                                "a laser's or modulator's frequency moves the carriers' "
+                                "beats: Finesse 2 demodulates the beats present at each "
+                                "point, Finesse 3 those present when the run starts "
+                                "(measured: 2.09e-3 against 0 where no beat is at the "
+                                "demodulation frequency)")])
+    if _SIGNAL_F not in translation.helpers:
+        return
+    fs = np.real(np.asarray(solution[_SIGNAL_F]))
+    if any(np.any(_matches(np.abs(fs), np.abs(beat))) for beat in beats):
+        raise KatError("run", [(_fsig_line(translation), "at some point of the run the "
+                                "signal frequency equals the difference of two carrier "
+                                "frequencies: Finesse 2 then mixes signal sidebands "
+                                "with carriers (measured: a pd2 transfer function 0.451 "
+                                "there, 1e-17 beside it), Finesse 3 keeps them apart")])
+    for detector in model.detectors:
+        if not isinstance(detector, (PowerDetectorDemod1, PowerDetectorDemod2)):
+            continue
+        demods = [detector.f] if isinstance(detector, PowerDetectorDemod1) \
+            else [detector.f1, detector.f2]
+        if any(d.is_changing or "fsig" in str(d.value) for d in demods):
+            continue  # at $fs (a transfer function) or moving: not a number
+        matched = np.zeros(np.shape(fs), dtype=bool)
+        for signs in itertools.product((1, -1), repeat=len(demods)):
+            total = abs(sum(s * float(d.eval()) for s, d in zip(signs, demods)))
+            for beat, s in itertools.product([np.zeros_like(fs), *beats], (1, -1)):
+                matched |= _matches(np.full_like(fs, total), np.abs(beat + s * fs))
+        # Finesse 3 demodulates signal sidebands when the last frequency equals the
+        # signal frequency as the run starts (fsig_mod_amp_orders); Finesse 2 where
+        # the numbers meet a beat with a signal sideband, at each point.
+        if matched.all() and check_is_fsig(model, demods[-1]) or not matched.any():
+            continue
+        raise KatError("run", [(_line(translation, detector.name), f"'{detector.name}' "
+                                "demodulates at numbers that match a carrier's beat "
+                                "with a signal sideband at some points of the run and "
+                                "not at others (or not as Finesse 3 reads them): "
+                                "Finesse 2 demodulates the signal there (measured: "
+                                "0.90 against 0)")])
+
+
+def _fsig_line(translation: Translation) -> int | None:
+    for lineno, line in enumerate(translation.text.splitlines(), start=1):
+        if line.split()[:1] == ["fsig"]:
+            return lineno
+    return None
