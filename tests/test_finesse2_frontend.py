@@ -321,3 +321,30 @@ def test_radiation_pressure_with_rf_sidebands_is_noted(tmp_path: Path, capsys) -
                       "attr m2 mass 1\nfsig sig L0 amp 1 0\nxaxis sig f lin 1 10 1\n")
     assert status == 0, err
     assert "line 8: radiation pressure" in err and "9e-8" in err, err
+
+
+@pytest.mark.parametrize("extra, line, words", [
+    # A demodulation while a modulator's frequency moves the carriers' beats: Finesse 2
+    # demodulates the beats of each point (ad_mod_sweep has the ads alone).
+    ("mod eom 10M 0.1 1 pm n4 n5\npd1 p 10M 0 n5\nx2axis eom f lin 9M 11M 2\n", 8,
+     "'p' demodulates while"),
+    # The signal frequency meets a carrier beat (fs = f_mod) or half of one.
+    ("mod eom 10M 0.1 1 pm n4 n5\nfsig sig m2 9M 0\nx2axis sig f lin 9M 11M 2\n", 8,
+     "signal frequency, or twice it"),
+    ("mod eom 10M 0.1 1 pm n4 n5\nfsig sig m2 4M 0\nad a 5M n5\n"
+     "x2axis sig f lin 4M 6M 2\n", 8, "signal frequency, or twice it"),
+    # A numeric demodulation frequency that is the signal frequency at one point only.
+    ("fsig sig L0 amp 1 0\npd1 p 5 0 n2\nx2axis sig f lin 1 9 2\n", 8,
+     "'p' demodulates at numbers"),
+    # Two lasers' light meeting at one frequency (Finesse 2 lets it interfere).
+    ("l L1 1 1 n9\ns s9 1 n9 n4\nx2axis L1 f lin -1 1 2\n", 9, "light meets at one"),
+])
+def test_frequencies_meeting_during_a_run_are_refused(tmp_path: Path, capsys, extra: str,
+                                                      line: int, words: str) -> None:
+    # katparallel.finesse2.frequencies: outputs whose meaning depends on which
+    # frequencies exist at each point, where Finesse 3 cannot follow Finesse 2.
+    status, err = run(tmp_path, capsys, CAVITY + extra + "xaxis m1 phi lin 0 90 2\n")
+    assert status == 1
+    assert f"line {line}: " in err and words in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "f.out").exists()

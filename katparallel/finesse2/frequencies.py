@@ -181,7 +181,8 @@ def refuse_coincidences(solution, model: finesse.Model, translation: Translation
     carriers = [np.real(np.asarray(solution[n])) for n in names]
     beats = [a - b for a, b in itertools.permutations(carriers, 2)]
     if any(np.any(_matches(beat, 0 * beat)) for beat in beats):
-        raise KatError("run", [(None, "at some point of the run two sources' light "
+        lineno = moving(model, translation).get("carrier", (None,))[0]
+        raise KatError("run", [(lineno, "at some point of the run two sources' light "
                                 "meets at one frequency (a laser's or modulator's "
                                 "frequency swept onto another's): Finesse 2 lets it "
                                 "interfere, Finesse 3 keeps the two apart (measured: a "
@@ -200,10 +201,12 @@ def refuse_coincidences(solution, model: finesse.Model, translation: Translation
     if _SIGNAL_F not in translation.helpers:
         return
     fs = np.real(np.asarray(solution[_SIGNAL_F]))
-    if any(np.any(_matches(np.abs(fs), np.abs(beat))) for beat in beats):
+    if any(np.any(_matches(np.abs(k * fs), np.abs(beat))) for beat in beats
+           for k in (1, 2)):
         raise KatError("run", [(_fsig_line(translation), "at some point of the run the "
-                                "signal frequency equals the difference of two carrier "
-                                "frequencies: Finesse 2 then mixes signal sidebands "
+                                "signal frequency, or twice it, equals the difference of "
+                                "two carrier frequencies (signal sidebands meet carriers "
+                                "or each other): Finesse 2 then mixes signal sidebands "
                                 "with carriers (measured: a pd2 transfer function 0.451 "
                                 "there, 1e-17 beside it), Finesse 3 keeps them apart")])
     for detector in model.detectors:

@@ -55,6 +55,9 @@ Translated, as Finesse 2.3.1 does it:
   cavity; see :mod:`katparallel.finesse2.trace`), by cavity priorities and a ``gauss``
   where Finesse 3 would take a node's beam from another cavity; refused when such a
   fixed beam parameter would go stale because a sweep or ``put`` changes the geometry.
+* ``ad`` while frequencies move during the run: Finesse 2's field at the detector's
+  frequency at each point, or 0 (:mod:`katparallel.finesse2.frequencies`, which also
+  refuses the coincidences and demodulations Finesse 3 cannot follow).
 * a laser whose node Finesse 2's beam trace reaches from the rest of the network (a
   ``cav``, a ``gauss`` downstream): Finesse 2 gives its modes the Gouy phase of the
   beam going into the laser, the opposite of Finesse 3's (:func:`_laser_gouy_phases`).
