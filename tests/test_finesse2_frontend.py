@@ -329,10 +329,16 @@ def test_radiation_pressure_with_rf_sidebands_is_noted(tmp_path: Path, capsys) -
     ("mod eom 10M 0.1 1 pm n4 n5\npd1 p 10M 0 n5\nx2axis eom f lin 9M 11M 2\n", 8,
      "'p' demodulates while"),
     # The signal frequency meets a carrier beat (fs = f_mod) or half of one.
-    ("mod eom 10M 0.1 1 pm n4 n5\nfsig sig m2 9M 0\nx2axis sig f lin 9M 11M 2\n", 8,
-     "signal frequency, or twice it"),
-    ("mod eom 10M 0.1 1 pm n4 n5\nfsig sig m2 4M 0\nad a 5M n5\n"
+    ("mod eom 10M 0.1 1 pm n4 n5\nfsig sig m2 9M 0\npd2 q 10M 0 $fs n5\n"
+     "x2axis sig f lin 9M 11M 2\n", 8, "signal frequency, or twice it"),
+    ("mod eom 10M 0.1 1 pm n4 n5\nfsig sig m2 4M 0\npd1 q $fs 0 n5\n"
      "x2axis sig f lin 4M 6M 2\n", 8, "signal frequency, or twice it"),
+    # An ad where fs = f_mod with modes on: Finesse 3's ad of all modes is no field.
+    ("mod eom 10M 0.1 1 pm n4 n5\nfsig sig m2 9M 0\nad a 10M n5\nmaxtem 1\n"
+     "x2axis sig f lin 9M 11M 2\n", 9, "with higher-order modes on"),
+    # A function or lock would read Finesse 3's bin, not Finesse 2's field.
+    ("fsig sig m2 1 0\nad a 2 n2\nset s a re\nx2axis sig f lin 1 2 1\n", 9,
+     "'s' reads amplitude detector 'a'"),
     # A numeric demodulation frequency that is the signal frequency at one point only.
     ("fsig sig L0 amp 1 0\npd1 p 5 0 n2\nx2axis sig f lin 1 9 2\n", 8,
      "'p' demodulates at numbers"),

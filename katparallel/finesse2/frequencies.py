@@ -17,18 +17,19 @@ each bound to its bin by the bin's symbolic frequency, and math detectors for th
 bins' and the ``ad``'s own frequencies; :func:`ad_output` then writes, point by point,
 Finesse 2's sum of the fields at the ``ad``'s frequency.
 
-Refused (:class:`KatError` at run time, naming the detector's line): two light
-fields at one frequency at some point (a signal frequency equal to a difference of
-carrier frequencies: Finesse 2 then mixes signal sidebands with carriers, measured:
-a ``pd2`` transfer function 0.451 there, 1e-17 beside it); a demodulated photodiode
-whose demodulation frequencies are all numbers, where they match a beat of a carrier
+Refused (:class:`KatError` at run time, naming the line): a signal frequency, or
+twice it, equal to a difference of carrier frequencies at some point, with detectors
+other than ``ad`` and ``pd`` (Finesse 2 then mixes signal sidebands with carriers,
+measured: a ``pd2`` transfer function 0.451 there, 1e-17 beside it; an ``ad`` sums
+the fields there and a ``pd`` is unchanged, as :func:`ad_output` does, measured on
+``ad_fsig_meets``); a demodulated photodiode whose demodulation frequencies are all numbers, where they match a beat of a carrier
 with a signal sideband at some points and not at others (Finesse 2 then writes a
 transfer function there, Finesse 3 the carriers' beat alone: 0.90 against 0); a
 demodulated photodiode while a laser's or modulator's frequency changes the
 carriers' beats (Finesse 2 demodulates the beats present at each point, Finesse 3
 those present when built: 2.09e-3 against 0 at a step where no beat is at the
 demodulation frequency); two carriers meeting at one frequency (Finesse 2 lets them
-interfere: a DC power 2.59 against 1.0).
+interfere: a DC power 2.59 against 1.0, and doubles an ``ad`` at the other carrier).
 """
 
 from __future__ import annotations
@@ -116,6 +117,12 @@ def install(model: finesse.Model, translation: Translation) -> None:
         translation.helpers.add(_SIGNAL_F)
     ads = [d for d in model.detectors if isinstance(d, AmplitudeDetector)
            and d.name not in translation.quadratures] if kinds else []  # (qd: a carrier)
+    for name, (lineno, detector) in translation.sets.items():
+        if detector in {ad.name for ad in ads}:
+            raise Refusal(lineno, "set", f"'{name}' reads amplitude detector "
+                          f"'{detector}' while frequencies move during the run: a "
+                          "function or lock would read Finesse 3's field of the bin the "
+                          "detector was built on, not Finesse 2's field at its frequency")
     for ad in ads:
         names = []
         for k, f in enumerate(bins):
@@ -133,13 +140,17 @@ def _matches(f: np.ndarray, g: np.ndarray) -> np.ndarray:
     return np.abs(f - g) <= TOLERANCE * np.maximum(np.abs(f), np.abs(g))
 
 
-def ad_output(solution, name: str, translation: Translation) -> np.ndarray:
-    """An ``ad``'s output as Finesse 2 writes it: the field at its frequency, or 0.
+def ad_output(solution, name: str, translation: Translation,
+              model: finesse.Model) -> np.ndarray:
+    """An ``ad``'s output as Finesse 2 writes it: the sum of the fields at its
+    frequency (measured: a carrier's signal sideband and a modulation sideband's at
+    one frequency, ``ad_fsig_meets``), or 0 where none is.
 
     Raises
     ------
     KatError
-        Where two fields are at the ``ad``'s frequency at some point.
+        Where two fields are at the ``ad``'s frequency at some point with
+        higher-order modes on (Finesse 3's ``ad`` of all modes is then no field).
     """
     from katparallel.finesse2.program import KatError
 
@@ -150,27 +161,38 @@ def ad_output(solution, name: str, translation: Translation) -> np.ndarray:
         at = _matches(own, np.real(np.asarray(solution[f"{hidden}_f"])))
         values = values + np.where(at, np.asarray(solution[hidden]), 0)
         count = count + at
-    if np.any(count > 1):
+    if np.any(count > 1) and model.is_modal:
         raise KatError("run", [(_line(translation, name), f"two light fields are at "
                                 f"the frequency of amplitude detector '{name}' at some "
-                                "point of the run: how Finesse 2 sums coincident "
-                                "fields is not reproduced")])
+                                "point of the run, with higher-order modes on: how "
+                                "Finesse 2 sums them is not reproduced")])
     return values
 
 
-def refuse_coincidences(solution, model: finesse.Model, translation: Translation) -> None:
-    """Refuse a signal frequency that meets a carrier beat at some point of the run.
+def _written(model: finesse.Model, translation: Translation, kinds: tuple) -> list[str]:
+    """Detectors written as columns that are none of ``kinds``."""
+    hidden = translation.hidden()
+    return [d.name for d in model.detectors
+            if d.name not in hidden and not isinstance(d, kinds)]
 
-    There signal sidebands share a frequency with carriers (or numeric demodulation
-    frequencies pick up a carrier's beat with a signal sideband), which Finesse 2
-    mixes and Finesse 3 keeps apart (see the module docstring).
+
+def refuse_coincidences(solution, model: finesse.Model, translation: Translation) -> None:
+    """Refuse what Finesse 3 cannot follow when frequencies meet during the run.
+
+    Two carriers at one frequency, a signal
+    frequency, or twice it, equal to a carrier beat (but for ``ad`` and ``pd``, which
+    Finesse 2 does not change there), a demodulation while the carriers' beats
+    change, and numeric demodulation frequencies meeting a signal beat at some
+    points only (see the module docstring).
 
     Raises
     ------
     KatError
-        Naming the ``fsig`` or photodiode line.
+        Naming the line of the sweep, ``fsig`` or photodiode.
     """
-    from finesse.detectors import PowerDetectorDemod1, PowerDetectorDemod2
+    from finesse.detectors import (
+        AmplitudeDetector, PowerDetector, PowerDetectorDemod1, PowerDetectorDemod2,
+    )
     from finesse.detectors.compute.power import check_is_fsig
 
     from katparallel.finesse2.program import KatError
@@ -186,7 +208,9 @@ def refuse_coincidences(solution, model: finesse.Model, translation: Translation
                                 "meets at one frequency (a laser's or modulator's "
                                 "frequency swept onto another's): Finesse 2 lets it "
                                 "interfere, Finesse 3 keeps the two apart (measured: a "
-                                "DC power 1.0 against Finesse 2's 2.59)")])
+                                "DC power 1.0 against Finesse 2's 2.59; an 'ad' at the "
+                                "other laser's carrier, 0.705 in both elsewhere, doubled "
+                                "by Finesse 2 there)")])
     demodulated = [d for d in model.detectors
                    if isinstance(d, (PowerDetectorDemod1, PowerDetectorDemod2))]
     if demodulated and any(np.ptp(beat) > TOLERANCE * np.max(np.abs(beat))
@@ -201,14 +225,17 @@ def refuse_coincidences(solution, model: finesse.Model, translation: Translation
     if _SIGNAL_F not in translation.helpers:
         return
     fs = np.real(np.asarray(solution[_SIGNAL_F]))
-    if any(np.any(_matches(np.abs(k * fs), np.abs(beat))) for beat in beats
-           for k in (1, 2)):
+    others = _written(model, translation, (AmplitudeDetector, PowerDetector))
+    if others and any(np.any(_matches(np.abs(k * fs), np.abs(beat))) for beat in beats
+                      for k in (1, 2)):
         raise KatError("run", [(_fsig_line(translation), "at some point of the run the "
                                 "signal frequency, or twice it, equals the difference of "
                                 "two carrier frequencies (signal sidebands meet carriers "
                                 "or each other): Finesse 2 then mixes signal sidebands "
                                 "with carriers (measured: a pd2 transfer function 0.451 "
-                                "there, 1e-17 beside it), Finesse 3 keeps them apart")])
+                                "there, 1e-17 beside it; 6.5e-11 where twice it meets "
+                                "one), Finesse 3 keeps them apart (an 'ad' or 'pd' "
+                                f"alone is reproduced, here '{others[0]}' is not one)")])
     for detector in model.detectors:
         if not isinstance(detector, (PowerDetectorDemod1, PowerDetectorDemod2)):
             continue

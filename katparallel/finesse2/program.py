@@ -453,7 +453,7 @@ def _output(solution, name: str, absent: list[str], translation: Translation,
     """One detector's output, as Finesse 2 writes it (``scale``, ``max``, absent, and
     ``inf`` for the radius of curvature at a waist, where Finesse 3 gives NaN)."""
     if name in translation.frequency_bins:  # Finesse 2's field at its frequency
-        return (frequencies.ad_output(solution, name, translation).reshape(shape)
+        return (frequencies.ad_output(solution, name, translation, model).reshape(shape)
                 * translation.scale_of(name, float(model.lambda0)))
     if name in absent:
         return np.zeros(shape)
