@@ -84,10 +84,48 @@ def moving(model: finesse.Model, translation: Translation) -> dict[str, tuple[in
     return kinds
 
 
+def unfollowed(model: finesse.Model,
+               translation: Translation) -> list[tuple[int | None, str]]:
+    """Amplitude detectors a Finesse 3 model alone cannot write as Finesse 2 does.
+
+    Those of a run whose frequencies move (see :func:`moving`), but for an ``ad`` at
+    ``$fs``-relative frequencies or at a carrier's while only the signal frequency
+    moves, whose bin moves as its frequency does (their meeting other fields is
+    checked by the kat program alone: :func:`refuse_coincidences`). The kat program
+    computes the others' columns from hidden detectors (:func:`ad_output`).
+    """
+    from finesse.detectors import AmplitudeDetector
+    from finesse.frequency import generate_frequency_list
+
+    kinds = moving(model, translation)
+    if not kinds:
+        return []
+    carriers = np.array([float(c.eval()) for c in generate_frequency_list(model)])
+    swept = {component for _, _, component, param in translation.targets
+             if param.lower() == "f"}
+    problems = []
+    for d in model.detectors:
+        if not isinstance(d, AmplitudeDetector) or d.name in translation.quadratures:
+            continue
+        number = isinstance(d.f.value, (int, float))
+        if (d.name not in swept and "carrier" not in kinds
+                and (not number or np.any(_matches(carriers, float(d.f.value))))):
+            continue
+        lineno, what = (kinds.get("detector") if d.name in swept else
+                        kinds.get("carrier") or kinds.get("signal"))
+        problems.append((_line(translation, d.name), f"'ad {d.name}': Finesse 2 writes "
+                         f"the field at its frequency at each point, or 0, while "
+                         f"'{what}' (line {lineno}) moves frequencies; Finesse 3 follows "
+                         "the bin the detector was built on; run the file with "
+                         "katparallel's kat instead"))
+    return problems
+
+
 def install(model: finesse.Model, translation: Translation) -> None:
     """Hidden detectors for :func:`ad_output` and :func:`refuse_coincidences`.
 
-    Does nothing unless a frequency moves during the run (see :func:`moving`).
+    The carriers' and signal's frequencies with a signal or moving frequencies, and
+    each ``ad``'s bins when frequencies move (see :func:`moving`).
     """
     from finesse.components import Laser, Modulator
     from finesse.detectors import AmplitudeDetector, MathDetector
@@ -152,7 +190,7 @@ def ad_output(solution, name: str, translation: Translation,
         Where two fields are at the ``ad``'s frequency at some point with
         higher-order modes on (Finesse 3's ``ad`` of all modes is then no field).
     """
-    from katparallel.finesse2.program import KatError
+    from katparallel.finesse2.model import KatError
 
     own = np.real(np.asarray(solution[f"{name}__f"]))
     values = np.zeros(np.shape(own), dtype=complex)
@@ -195,7 +233,7 @@ def refuse_coincidences(solution, model: finesse.Model, translation: Translation
     )
     from finesse.detectors.compute.power import check_is_fsig
 
-    from katparallel.finesse2.program import KatError
+    from katparallel.finesse2.model import KatError
 
     names = translation.frequency_bins.get(_CARRIERS)
     if names is None:

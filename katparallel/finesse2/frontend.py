@@ -1620,7 +1620,8 @@ def apply(model: finesse.Model, translation: Translation, run: bool = False) -> 
     _laser_gouy_phases(model, translation)
     _install_locks(model, translation)
     _mode_fields(model, translation)
-    frequencies.install(model, translation)
+    if run:  # the kat program's columns (an exact model refuses these: model.py)
+        frequencies.install(model, translation)
 
 
 def _mode_fields(model: finesse.Model, translation: Translation) -> None:
