@@ -173,6 +173,29 @@ def install(model: finesse.Model, translation: Translation) -> None:
                                     f"{ad.name}__f"])
 
 
+def snap(model: finesse.Model, name: str) -> bool:
+    """Put ``ad`` ``name``, at no frequency bin, on the one Finesse 2 would find.
+
+    Finesse 3 finds a bin within 1e-15 relative, Finesse 2 within 1e-13 (measured:
+    an ``ad`` 9e-7 Hz from a sideband at 10 MHz + 5 Hz reads it in Finesse 2, and
+    read 0 here; ``ad_tolerance``). Returns whether one bin was that close.
+    """
+    from finesse.frequency import generate_frequency_list
+
+    ad = model.elements[name]
+    if ad.f.is_changing or not isinstance(ad.f.value, (int, float)):
+        return False
+    bins = [float(c.eval()) for c in generate_frequency_list(model)]
+    if model.fsig.f.value is not None:
+        fs = float(model.fsig.f.eval())
+        bins += [c + sign * fs for c in bins for sign in (1, -1)]
+    near = [f for f in bins if _matches(np.float64(ad.f.value), np.float64(f))]
+    if len(near) != 1:
+        return False
+    ad.f = near[0]
+    return True
+
+
 def _matches(f: np.ndarray, g: np.ndarray) -> np.ndarray:
     """Where Finesse 2 takes frequencies ``f`` and ``g`` as one (see TOLERANCE)."""
     return np.abs(f - g) <= TOLERANCE * np.maximum(np.abs(f), np.abs(g))

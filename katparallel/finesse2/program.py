@@ -431,10 +431,12 @@ def _run_model(model: finesse.Model, text: str) -> tuple[object, list[str]]:
     """Run the model; amplitude detectors at absent frequencies are left out.
 
     Finesse 2 outputs 0 for an ``ad`` at a frequency no source produces; Finesse 3
-    refuses to build it. Returns the solution and the names of the detectors left
+    refuses to build it. One within Finesse 2's tolerance of a bin is put on it
+    (``frequencies.snap``). Returns the solution and the names of the detectors left
     out, whose outputs are 0.
     """
     absent: list[str] = []
+    snapped: set[str] = set()
     while True:
         try:
             return model.run(), absent
@@ -444,6 +446,9 @@ def _run_model(model: finesse.Model, text: str) -> tuple[object, list[str]]:
             match = _ABSENT_BIN.search(str(exc))
             if match is None or match[1] not in model.elements:
                 raise KatError("run", [(_line_of(str(exc), text), str(exc))]) from exc
+            if match[1] not in snapped and frequencies.snap(model, match[1]):
+                snapped.add(match[1])  # a bin within Finesse 2's tolerance
+                continue
             absent.append(match[1])
             model.remove(model.elements[match[1]])
 
