@@ -142,7 +142,8 @@ def install(model: finesse.Model, translation: Translation) -> None:
                 and not any(f"{component}.f" in str(c) for c in carriers)):
             raise Refusal(lineno, cmd, f"'{component}' shares its frequency bin with "
                           "another source when the run starts, so Finesse 3 would not "
-                          "move its light with its frequency")
+                          "move its light with its frequency (measured: a DC power "
+                          "37.97 at the next step, Finesse 2's 19.0)")
     bins = [*carriers] + ([c + sign * model.fsig.f.ref for c in carriers
                            for sign in (1, -1)] if signal else [])
     names = [f"{_CARRIERS}{k}" for k in range(len(carriers))]
@@ -171,6 +172,7 @@ def install(model: finesse.Model, translation: Translation) -> None:
         translation.frequency_bins[ad.name] = names
         translation.helpers.update([*names, *(f"{n}_f" for n in names),
                                     f"{ad.name}__f"])
+        LOGGER.debug("ad %s: %d hidden frequency bins", ad.name, len(names))
 
 
 def snap(model: finesse.Model, name: str) -> bool:
@@ -254,7 +256,6 @@ def refuse_coincidences(solution, model: finesse.Model, translation: Translation
     from finesse.detectors import (
         AmplitudeDetector, PowerDetector, PowerDetectorDemod1, PowerDetectorDemod2,
     )
-    from finesse.detectors.compute.power import check_is_fsig
 
     from katparallel.finesse2.model import KatError
 
@@ -297,6 +298,24 @@ def refuse_coincidences(solution, model: finesse.Model, translation: Translation
                                 "there, 1e-17 beside it; 6.5e-11 where twice it meets "
                                 "one), Finesse 3 keeps them apart (an 'ad' or 'pd' "
                                 f"alone is reproduced, here '{others[0]}' is not one)")])
+    _refuse_signal_beats(model, translation, fs, beats)
+
+
+def _refuse_signal_beats(model: finesse.Model, translation: Translation,
+                         fs: np.ndarray, beats: list[np.ndarray]) -> None:
+    """Refuse a ``pdN`` at numbers that meet a carrier's beat with a signal sideband
+    at some points of the run only (or not as Finesse 3 reads them).
+
+    Raises
+    ------
+    KatError
+        Naming the photodiode's line.
+    """
+    from finesse.detectors import PowerDetectorDemod1, PowerDetectorDemod2
+    from finesse.detectors.compute.power import check_is_fsig
+
+    from katparallel.finesse2.model import KatError
+
     for detector in model.detectors:
         if not isinstance(detector, (PowerDetectorDemod1, PowerDetectorDemod2)):
             continue
