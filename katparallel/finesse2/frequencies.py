@@ -140,10 +140,10 @@ def install(model: finesse.Model, translation: Translation) -> None:
         element = model.elements.get(component)
         if (isinstance(element, (Laser, Modulator)) and param.lower() == "f"
                 and not any(f"{component}.f" in str(c) for c in carriers)):
-            raise Refusal(lineno, cmd, f"'{component}' shares its frequency bin with "
-                          "another source when the run starts, so Finesse 3 would not "
-                          "move its light with its frequency (measured: a DC power "
-                          "37.97 at the next step, Finesse 2's 19.0)")
+            raise Refusal(lineno, cmd, f"'{component}' starts at another source's "
+                          "frequency and moves: Finesse 3 does not let their light "
+                          "interfere there (measured: a DC power 19.0 where Finesse 2 "
+                          "gives 37.97)")
     bins = [*carriers] + ([c + sign * model.fsig.f.ref for c in carriers
                            for sign in (1, -1)] if signal else [])
     names = [f"{_CARRIERS}{k}" for k in range(len(carriers))]
