@@ -126,3 +126,14 @@ def test_finesse2_motion_coupling_is_refused(capsys) -> None:
     assert captured.out == ""
     assert "line 10: fsig sig b0 1 0" in captured.err, captured.err
     assert "KatScript cannot express" in captured.err
+
+
+def test_ad_while_frequencies_move_is_refused(capsys) -> None:
+    # The kat program writes Finesse 2's field at the ad's frequency at each point
+    # (frequencies.py) from hidden detectors; a Finesse 3 model alone follows a bin.
+    assert cli(["convert", str(DATA / "ad_fsig_sweep.kat")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "line 11: ad u 10000001 n2" in captured.err, captured.err
+    assert "line 16: ad c 10M n2" not in captured.err  # a carrier's: its bin stays
+    assert "line 17: ad afs $fs n2" not in captured.err  # its bin moves with it

@@ -382,3 +382,38 @@ def test_radiation_pressure_with_rf_sidebands_is_noted(tmp_path: Path, capsys) -
     assert status == 0, err
     assert "line 8: radiation pressure" in err and "1.5e-7" in err, err
     assert "one ulp longer" in err and "residual" in err, err
+
+
+@pytest.mark.parametrize("extra, line, words", [
+    # A demodulation while a modulator's frequency moves the carriers' beats: Finesse 2
+    # demodulates the beats of each point (ad_mod_sweep has the ads alone).
+    ("mod eom 10M 0.1 1 pm n4 n5\npd1 p 10M 0 n5\nx2axis eom f lin 9M 11M 2\n", 8,
+     "'p' demodulates while"),
+    # The signal frequency meets a carrier beat (fs = f_mod) or half of one.
+    ("mod eom 10M 0.1 1 pm n4 n5\nfsig sig m2 9M 0\npd2 q 10M 0 $fs n5\n"
+     "x2axis sig f lin 9M 11M 2\n", 8, "signal frequency, or twice it"),
+    ("mod eom 10M 0.1 1 pm n4 n5\nfsig sig m2 4M 0\npd1 q $fs 0 n5\n"
+     "x2axis sig f lin 4M 6M 2\n", 8, "signal frequency, or twice it"),
+    # An ad where fs = f_mod with modes on: Finesse 3's ad of all modes is no field.
+    ("mod eom 10M 0.1 1 pm n4 n5\nfsig sig m2 9M 0\nad a 10M n5\nmaxtem 1\n"
+     "x2axis sig f lin 9M 11M 2\n", 9, "with higher-order modes on"),
+    # A laser swept from another's frequency: no interference at the start in Finesse 3.
+    ("l L1 1 0 n9\ns s9 1 n9 n4\nx2axis L1 f lin 0 1 1\n", 9, "starts at another"),
+    # A function or lock would read Finesse 3's bin, not Finesse 2's field.
+    ("fsig sig m2 1 0\nad a 2 n2\nset s a re\nx2axis sig f lin 1 2 1\n", 9,
+     "'s' reads amplitude detector 'a'"),
+    # A numeric demodulation frequency that is the signal frequency at one point only.
+    ("fsig sig L0 amp 1 0\npd1 p 5 0 n2\nx2axis sig f lin 1 9 2\n", 8,
+     "'p' demodulates at numbers"),
+    # Two lasers' light meeting at one frequency (Finesse 2 lets it interfere).
+    ("l L1 1 1 n9\ns s9 1 n9 n4\nx2axis L1 f lin -1 1 2\n", 9, "light meets at one"),
+])
+def test_frequencies_meeting_during_a_run_are_refused(tmp_path: Path, capsys, extra: str,
+                                                      line: int, words: str) -> None:
+    # katparallel.finesse2.frequencies: outputs whose meaning depends on which
+    # frequencies exist at each point, where Finesse 3 cannot follow Finesse 2.
+    status, err = run(tmp_path, capsys, CAVITY + extra + "xaxis m1 phi lin 0 90 2\n")
+    assert status == 1
+    assert f"line {line}: " in err and words in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "f.out").exists()

@@ -55,6 +55,9 @@ Translated, as Finesse 2.3.1 does it:
   cavity; see :mod:`katparallel.finesse2.trace`), by cavity priorities and a ``gauss``
   where Finesse 3 would take a node's beam from another cavity; refused when such a
   fixed beam parameter would go stale because a sweep or ``put`` changes the geometry.
+* ``ad`` while frequencies move during the run: Finesse 2's field at the detector's
+  frequency at each point, or 0 (:mod:`katparallel.finesse2.frequencies`, which also
+  refuses the coincidences and demodulations Finesse 3 cannot follow).
 * a laser whose node Finesse 2's beam trace reaches from the rest of the network (a
   ``cav``, a ``gauss`` downstream): Finesse 2 gives its modes the Gouy phase of the
   beam going into the laser, the opposite of Finesse 3's (:func:`_laser_gouy_phases`).
@@ -111,6 +114,7 @@ import math
 import re
 from typing import TYPE_CHECKING
 
+from katparallel.finesse2 import frequencies
 from katparallel.finesse2.constructs import STANDARD_INI, Lock, Refusal
 
 if TYPE_CHECKING:
@@ -327,6 +331,9 @@ class Translation:
     opaque : list of str
         Mirrors with a dump that move under radiation pressure: their T becomes loss
         (see :meth:`_Translator.check_dumps`).
+    frequency_bins : dict
+        Amplitude detectors of a run whose frequencies move -> their hidden detectors
+        of each frequency bin (see :mod:`katparallel.finesse2.frequencies`).
     """
 
     text: str
@@ -365,6 +372,7 @@ class Translation:
     mode_fields: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     dumps: list[tuple[str, int]] = dataclasses.field(default_factory=list)
     opaque: list[str] = dataclasses.field(default_factory=list)
+    frequency_bins: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     def hidden(self) -> set[str]:
         """Detectors the front end added for a computation, not written as columns."""
@@ -1669,6 +1677,8 @@ def apply(model: finesse.Model, translation: Translation, run: bool = False) -> 
     _laser_gouy_phases(model, translation)
     _install_locks(model, translation)
     _mode_fields(model, translation)
+    if run:  # the kat program's columns (an exact model refuses these: model.py)
+        frequencies.install(model, translation)
 
 
 _SAME_SIDE = {1: 2, 2: 1, 3: 4, 4: 3}  # a beam splitter's ports on one side

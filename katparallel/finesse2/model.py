@@ -18,6 +18,7 @@ import sys
 import warnings
 from typing import TYPE_CHECKING
 
+from katparallel.finesse2 import frequencies
 from katparallel.finesse2.frontend import Refusal, Translation, apply, translate
 
 if TYPE_CHECKING:
@@ -242,7 +243,8 @@ def exact_model(text: str) -> finesse.Model:
     except KatError as exc:
         raise ConversionError(exc.problems) from exc
     problems = (_tuned_between_indices(model, translation, text)
-                + _fixed_laser_gouy_phases(model, text))
+                + _fixed_laser_gouy_phases(model, text)
+                + frequencies.unfollowed(model, translation))
     if problems:
         raise ConversionError(problems)
     for note in translation.notes:

@@ -72,6 +72,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from katparallel.finesse2 import frequencies
 from katparallel.finesse2.frontend import (
     PLANCK_FINESSE2, STANDARD_INI, Refusal, Translation,
 )
@@ -352,6 +353,7 @@ def simulate(model: finesse.Model, text: str, translation: Translation) -> Table
         raise KatError("run", [(None, f"yaxis kind '{':'.join(kinds)}' is not one "
                                       f"of {', '.join(_COLUMN_KINDS)}")])
     solution, absent = _run_model(model, text)
+    frequencies.refuse_coincidences(solution, model, translation)
     silent = [d.name for d in model.detectors
               if d.name not in solution.outputs and d.name not in absent]
     if silent:  # an output Finesse 2 writes must never go missing silently
@@ -429,10 +431,12 @@ def _run_model(model: finesse.Model, text: str) -> tuple[object, list[str]]:
     """Run the model; amplitude detectors at absent frequencies are left out.
 
     Finesse 2 outputs 0 for an ``ad`` at a frequency no source produces; Finesse 3
-    refuses to build it. Returns the solution and the names of the detectors left
+    refuses to build it. One within Finesse 2's tolerance of a bin is put on it
+    (``frequencies.snap``). Returns the solution and the names of the detectors left
     out, whose outputs are 0.
     """
     absent: list[str] = []
+    snapped: set[str] = set()
     while True:
         try:
             return model.run(), absent
@@ -442,6 +446,9 @@ def _run_model(model: finesse.Model, text: str) -> tuple[object, list[str]]:
             match = _ABSENT_BIN.search(str(exc))
             if match is None or match[1] not in model.elements:
                 raise KatError("run", [(_line_of(str(exc), text), str(exc))]) from exc
+            if match[1] not in snapped and frequencies.snap(model, match[1]):
+                snapped.add(match[1])  # a bin within Finesse 2's tolerance
+                continue
             absent.append(match[1])
             model.remove(model.elements[match[1]])
 
@@ -450,6 +457,9 @@ def _output(solution, name: str, absent: list[str], translation: Translation,
             model: finesse.Model, shape: tuple[int, ...]) -> np.ndarray:
     """One detector's output, as Finesse 2 writes it (``scale``, ``max``, absent, and
     ``inf`` for the radius of curvature at a waist, where Finesse 3 gives NaN)."""
+    if name in translation.frequency_bins:  # Finesse 2's field at its frequency
+        return (frequencies.ad_output(solution, name, translation, model).reshape(shape)
+                * translation.scale_of(name, float(model.lambda0)))
     if name in absent:
         return np.zeros(shape)
     values = np.asarray(solution[name])
