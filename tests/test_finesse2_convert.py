@@ -118,3 +118,12 @@ def test_finesse2_motion_coupling_is_refused(capsys) -> None:
     assert captured.out == ""
     assert "line 10: fsig sig b0 1 0" in captured.err, captured.err
     assert "KatScript cannot express" in captured.err
+
+
+def test_finesse2_strain_with_modes_is_refused(capsys) -> None:
+    # With modes on, every mode's strain sidebands are written by a fill function
+    # (signals.install_strain), which KatScript cannot carry either.
+    assert cli(["convert", str(DATA / "fsig_space_modes.kat")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "the strain at space 's0' with modes on" in captured.err, captured.err

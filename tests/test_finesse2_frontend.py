@@ -46,7 +46,6 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture, text: str) -> tuple[int, 
     ("fsig sig L0 1 0\nqhd h 180 n2 n3\nset e h re\n", 9, "set"),
     ("fsig sig L0 1 0\nqnoisedN q 1 $fs 0 n2\nset e q re\n", 9, "set"),
     ("pd1 p 10M max n2\nset e p re\n", 8, "set"),
-    ("fsig sig s2 phase 1 0\nmaxtem 0\npd1 S 1 n2\n", 7, "fsig"),  # strain with modes
     ("fsig sig m2 1 0\nattr m2 xbeta 1u\nmaxtem 1\npd1 S 1 n2\n", 7, "fsig"),  # odd in x
     ("fsig sig L0 amp 1 0\nattr m1 mass 1\nattr m2 xbeta 1u\nmaxtem 1\n", 9, "xbeta"),
     ("fsig sig s2 amp 1 0\npd1 S 1 n2\n", 7, "fsig sig s2 amp"),

@@ -119,6 +119,17 @@ def test_aligo_strain_sensitivity_as_finesse2(tmp_path: Path, capsys) -> None:
     assert problem is None, problem
 
 
+def test_aligo_strain_sensitivity_with_modes_as_finesse2(tmp_path: Path, capsys) -> None:
+    # The same with maxtem 2: every mode of the light gets strain sidebands, as in
+    # Finesse 2 (katparallel.finesse2.signals.install_strain; without it 4.6e-5 off).
+    extra = (DATA / "aligo_sensitivity_modes.extra").read_text()
+    katfile = _aligo_design(tmp_path, extra)
+    assert program.main([str(katfile)]) == 0, capsys.readouterr().err
+    problem = agree(read_out(DATA / "aligo_sensitivity_modes.out"),
+                    read_out(katfile.with_suffix(".out")))
+    assert problem is None, problem
+
+
 def test_ensemble_jobs_keep_finesse2_motion_coupling() -> None:
     # The rescaled motion blocks (katparallel.finesse2.signals) travel with the model
     # into pool workers and stepped jobs: each job gives Finesse 2's numbers.

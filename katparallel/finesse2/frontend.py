@@ -285,6 +285,10 @@ class Translation:
     modulators : list of (int, str)
         ``fsig ... amp`` lines at phase modulators, and the modulators (see
         :meth:`_Translator.modulation`).
+    strains : list of (int, str)
+        ``fsig`` lines at spaces, and the spaces: with higher-order modes on, their
+        sidebands in every mode are Finesse 2's
+        (:func:`katparallel.finesse2.signals.install_strain`).
     noise : dict
         Quantum-noise detectors -> the hidden detector of the signal an ``S`` form
         divides by, or an ``N`` form divides (None: neither); see
@@ -340,6 +344,7 @@ class Translation:
     flipped: list[str] = dataclasses.field(default_factory=list)
     motion: list[tuple[int, str, bool]] = dataclasses.field(default_factory=list)
     modulators: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+    strains: list[tuple[int, str]] = dataclasses.field(default_factory=list)
     noise: dict[str, str | None] = dataclasses.field(default_factory=dict)
     snr: set[str] = dataclasses.field(default_factory=set)
     homodynes: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)
@@ -507,14 +512,10 @@ class _Translator:
         self.check_misaligned_masses()
         self.check_rf_noise()
         self.check_sets()
-        moving = next((i for i in self.injections if i[2] in ("space", "bs", "mod")
+        moving = next((i for i in self.injections if i[2] in ("bs", "mod")
                        or (i[2] == "mirror" and self.odd_in_x())), None)
         if self.result.maxtem not in (None, "off") and moving:
-            why = ("Finesse 2 and Finesse 3 give the higher-order modes' strain "
-                   "sidebands different values (measured on one space with HG10, HG01 "
-                   "and HG20 light: Finesse 3 gives HG10 and HG01 none, Finesse 2 "
-                   "does)" if moving[2] == "space" else
-                   "Finesse 2's motion sidebands differ from Finesse 3's (measured on "
+            why = ("Finesse 2's motion sidebands differ from Finesse 3's (measured on "
                    "a Michelson with mode mismatch: 0.106 against 0.075)"
                    if moving[2] == "bs" else
                    "Finesse 2's modulation sidebands differ from Finesse 3's, even as "
@@ -673,6 +674,7 @@ class _Translator:
             words = [words[0], f"{words[1]}__{count + 1}", *words[2:]]
         self.injections.append((lineno, words[1], kind, words[2]))
         if kind == "space":
+            self.result.strains.append((lineno, words[2]))
             return self.strain(lineno, words, typed, construct)
         amp_index = 6 if typed else 5
         if kind == "mod":
@@ -1776,9 +1778,15 @@ def _motion_coupling(model: finesse.Model, translation: Translation) -> None:
     """
     from katparallel.finesse2 import signals
 
-    if not translation.motion and not translation.modulators:
+    strains = translation.strains if translation.maxtem not in (None, "off") else []
+    if not translation.motion and not translation.modulators and not strains:
         return
     why = signals.check()
+    if why and strains:
+        lineno, component = strains[0]
+        raise Refusal(lineno, "fsig", f"a strain at space '{component}' with "
+                      "Hermite-Gauss modes on: Finesse 3 gives only HG00 light strain "
+                      "sidebands, Finesse 2 every mode; " + why)
     if why and translation.modulators:
         lineno, component = translation.modulators[0]
         raise Refusal(lineno, "fsig", f"a signal at modulator '{component}': Finesse 2 "
@@ -1793,6 +1801,8 @@ def _motion_coupling(model: finesse.Model, translation: Translation) -> None:
         signals.install(model.elements[component], injection)
     for _, component in translation.modulators:
         signals.install_modulator(model.elements[component])
+    for _, component in strains:
+        signals.install_strain(model.elements[component])
 
 
 def allow_sums_past_one(model: finesse.Model) -> None:

@@ -50,6 +50,7 @@ expected, :func:`check` says why and the front end refuses the file instead.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 import math
@@ -60,7 +61,7 @@ import numpy as np
 if TYPE_CHECKING:
     import finesse
 
-__all__ = ("CHECKED_FINESSE", "check", "install", "install_modulator")
+__all__ = ("CHECKED_FINESSE", "check", "install", "install_modulator", "install_strain")
 
 LOGGER = logging.getLogger(__name__)
 
@@ -81,8 +82,15 @@ def check() -> str | None:
         ModulatorSignalConnections,
         ModulatorWorkspace,
     )
+    from finesse.components.modal.space import (
+        SpaceSignalConnections,
+        SpaceValues,
+        SpaceWorkspace,
+    )
+    from finesse.components.workspace import ConnectionSetting
     from finesse.cymath.cmatrix import SubCCSView
     from finesse.frequency import Frequency
+    from finesse.simulations.homsolver import HOMSolver
 
     needed = [(MirrorSignalConnections, ("Z_P1o", "Z_P2o")),
               (BeamsplitterSignalConnections, ("Z_P1o", "Z_P2o", "Z_P3o", "Z_P4o")),
@@ -91,7 +99,12 @@ def check() -> str | None:
               (ModulatorWorkspace, ("carrier_frequency_couplings",
                                     "amp_signal_enabled")),
               (SubCCSView, ("view", "conjugate_fill", "from_rhs_view", "size1")),
-              (Frequency, ("audio_carrier", "f"))]
+              (Frequency, ("audio_carrier", "f")),
+              (SpaceSignalConnections, ("H_P1o", "H_P2o")),
+              (SpaceWorkspace, ("update_parameter_values",)),
+              (SpaceValues, ("L", "nr")),
+              (HOMSolver, ("node_field_vector",)),
+              (ConnectionSetting, ("MATRIX",))]
     for cls, names in needed:
         missing = [name for name in names if not hasattr(cls, name)]
         if missing:
@@ -295,3 +308,115 @@ class _TopOrder:
             values += add
         self.written = {id(target): target.view.reshape(-1).copy()
                         for target, _ in additions}
+
+
+def install_strain(space: finesse.components.Space) -> None:
+    """Give a strain signal at a space Finesse 2's sidebands in every mode.
+
+    Both programs give a strain h of a space of length L and index n the sidebands
+    (Bond, Brown and Freise, LIGO-T1300190) i m e^(-/+ i w_g n L / 2c) times the
+    light, m = (w_0 / 2 w_g) sin(w_g n L / 2c) (Finesse 3's with the opposite sign,
+    which the front end turns). Finesse 3 (``strain_signal_fill`` in
+    ``finesse/components/modal/space.pyx``) multiplies the carrier leaving the space
+    and fills a diagonal block from the one-mode strain node to the output: only its
+    first element, HG00, so with higher-order modes on no other mode gets strain
+    sidebands. Finesse 2 (measured against 2.3.1 on one space with light in six modes,
+    ``fsig_space_modes*``) gives every mode the same sidebands of the light entering
+    the space, propagated without the space's Gouy phase: the carrier leaving it times
+    exp(-i (n psi_x + m psi_y)) (phase 3), i.e. the entering carrier times the
+    propagation phase exp(-i 2 pi f_c n L / c) alone.
+
+    So the strain blocks are declared as full columns (``ConnectionSetting.MATRIX``);
+    before Finesse 3's first fill they are taken out of the space's connection arrays
+    (Finesse 3's fill skips absent blocks; its diagonal fill cannot fill a column),
+    and a fill function writes every mode's sideband from the carrier solution at each
+    refill of the signal matrix.
+
+    Parameters
+    ----------
+    space : finesse.components.Space
+        A space of a model from the Finesse 2 front end, with a strain signal.
+    """
+    space._get_workspace = _Finesse2Strain(space)
+
+
+class _Finesse2Strain:
+    """A space's ``_get_workspace``: Finesse 3's with full strain columns."""
+
+    def __init__(self, space: finesse.components.Space):
+        self.space = space
+
+    def __call__(self, sim: object) -> object:
+        import finesse.components.modal.space as modal_space
+        from finesse.components.workspace import ConnectionSetting
+
+        original = modal_space.SpaceWorkspace
+        modal_space.SpaceWorkspace = _strain_workspace_class()  # Space._get_workspace's
+        try:
+            workspace = type(self.space)._get_workspace(self.space, sim)
+        finally:
+            modal_space.SpaceWorkspace = original
+        if getattr(sim, "signal", None) and self.space.h.i.full_name in sim.signal.nodes:
+            for name in ("H_P1o", "H_P2o"):
+                workspace.signal.connection_settings[name] = ConnectionSetting.MATRIX
+            workspace.signal.add_fill_function(_fill_strain, True)
+        return workspace
+
+
+@functools.cache
+def _strain_workspace_class() -> type:
+    """A SpaceWorkspace taking its strain blocks away from Finesse 3's own fill."""
+    from finesse.components.modal.space import SpaceWorkspace
+
+    class StrainWorkspace(SpaceWorkspace):
+        """Finesse 3 calls ``update_parameter_values`` before each fill; the first
+        call after the signal matrix declared its blocks keeps them here."""
+
+        strain_blocks: dict[tuple[str, int], object] | None = None
+
+        def update_parameter_values(self) -> None:
+            super().update_parameter_values()
+            if self.strain_blocks or self.signal is None:
+                return
+            blocks = {}
+            for name in ("H_P1o", "H_P2o"):
+                array = getattr(self.signal.connections, name)
+                for index in range(array.shape[1]):
+                    if array[0, index] is not None:
+                        blocks[name, index] = array[0, index]
+                        array[0, index] = None
+            self.strain_blocks = blocks
+
+    return StrainWorkspace
+
+
+
+def _fill_strain(workspace: object) -> None:
+    """Write every mode's strain sidebands, Finesse 3's formula on Finesse 2's light."""
+    sim = workspace.sim
+    space = workspace.owner
+    if not workspace.strain_blocks:
+        raise RuntimeError(f"{space.name}: Finesse 3 declared no strain blocks before "
+                           "filling them: katparallel cannot give the strain "
+                           "Finesse 2's sidebands")
+    speed = 299792458.0
+    length = workspace.values.L * workspace.values.nr
+    w_g = 2 * math.pi * sim.model_settings.fsig
+    frequencies = {f.index: f for f in sim.signal.optical_frequencies.frequencies}
+    for (name, index), block in workspace.strain_blocks.items():
+        frequency = frequencies[index]
+        carrier = frequency.audio_carrier
+        order = 1 if frequency.f > carrier.f else -1
+        w_0 = 2 * math.pi * (sim.model_settings.f0 + carrier.f)
+        m_g = -0.5 * w_0 / w_g * math.sin(w_g * length / 2 / speed)
+        z = 1j * m_g * complex(math.cos(w_g * length / 2 / speed),
+                               -order * math.sin(w_g * length / 2 / speed))
+        entering = space.p2.i if name == "H_P1o" else space.p1.i
+        light = np.asarray(sim.carrier.node_field_vector(entering, carrier.index))
+        turn = 2 * math.pi * carrier.f * length / speed
+        values = -z * complex(math.cos(turn), -math.sin(turn)) * light
+        view = block.view.reshape(-1)
+        if view.base is None or not view.flags.writeable:
+            raise RuntimeError("Finesse 3's strain block is not a writable view into "
+                               "its signal matrix any more")
+        view[:] = values.conj() if block.conjugate_fill else values
