@@ -46,8 +46,6 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture, text: str) -> tuple[int, 
     ("fsig sig L0 1 0\nqhd h 180 n2 n3\nset e h re\n", 9, "set"),
     ("fsig sig L0 1 0\nqnoisedN q 1 $fs 0 n2\nset e q re\n", 9, "set"),
     ("pd1 p 10M max n2\nset e p re\n", 8, "set"),
-    ("fsig sig m2 1 0\nattr m2 xbeta 1u\nmaxtem 1\npd1 S 1 n2\n", 7, "fsig"),  # odd in x
-    ("fsig sig L0 amp 1 0\nattr m1 mass 1\nattr m2 xbeta 1u\nmaxtem 1\n", 9, "xbeta"),
     ("fsig sig s2 amp 1 0\npd1 S 1 n2\n", 7, "fsig sig s2 amp"),
     ("mod eom 10M 0.1 1 pm n0 n5\nfsig sig eom phase 1 0\n", 8, "fsig sig eom phase"),
     ("mod eom 10M 0.1 1 am n4 n5\nfsig sig eom amp 1 0\n", 8, "fsig sig eom amp"),

@@ -63,13 +63,16 @@ Translated, as Finesse 2.3.1 does it:
   ``phase``; an ``amp`` amplitude halved, Finesse 3's amplitude modulation being
   twice Finesse 2's) or at a mirror or beam splitter (no type: motion, with Finesse
   2's coupling to the light where Finesse 3's differs: each carrier's own
-  wavenumber, a beam splitter's back surface without cos(alpha);
+  wavenumber, a beam splitter's back surface without cos(alpha), with modes on a
+  mirror's signs of the modes odd in x;
   :mod:`katparallel.finesse2.signals`) or at a phase modulator (``amp``; its phase
   given as 0, which Finesse 2 ignores, and its sidebands Finesse 2's by the signal
   module; only the signal frequency changing during the run);
   ``$mfs`` is written ``-$fs`` (the legacy parser reads ``$mfs`` as ``$fs``); at a
   space (no type or ``phase``: a gravitational-wave strain, with its sign turned to
-  Finesse 2's, without higher-order modes; see :meth:`_Translator.strain`); with
+  Finesse 2's, and with higher-order modes every mode's sidebands; see
+  :meth:`_Translator.strain`); the whole signal matrix refilled at every step
+  (:func:`_refill_signals`); with
   radiation pressure (``attr NAME mass``), a mirror's own motion signal turned by 180
   degrees when it has a mass (:meth:`_Translator.flip_motion_with_mass`); one ``fsig``
   name at several components (the later ones renamed); ``$fs`` without ``fsig``: 0.
@@ -509,22 +512,16 @@ class _Translator:
                 f"line {self.traced}: with a cavity or gauss and no maxtem, Finesse 2 "
                 "switches on higher-order modes with maxtem 0 (mode mismatch costs "
                 "power); katparallel follows it")
-        self.check_misaligned_masses()
         self.check_rf_noise()
         self.check_sets()
-        moving = next((i for i in self.injections if i[2] in ("bs", "mod")
-                       or (i[2] == "mirror" and self.odd_in_x())), None)
+        moving = next((i for i in self.injections if i[2] in ("bs", "mod")), None)
         if self.result.maxtem not in (None, "off") and moving:
             why = ("Finesse 2's motion sidebands differ from Finesse 3's (measured on "
                    "a Michelson with mode mismatch: 0.106 against 0.075)"
                    if moving[2] == "bs" else
                    "Finesse 2's modulation sidebands differ from Finesse 3's, even as "
                    "katparallel corrects them without modes (measured before a cavity "
-                   "with mode mismatch: 1.2e-2)" if moving[2] == "mod" else
-                   "Finesse 2's motion sidebands of modes odd in x have the opposite "
-                   "sign of Finesse 3's (measured on one mirror: HG10 and HG11 "
-                   "flipped, HG00, HG01 and HG20 equal), and this file has such "
-                   "light (a tem with odd n, or an xbeta)")
+                   "with mode mismatch: 1.2e-2)")
             raise Refusal(moving[0], "fsig", f"a signal at a {moving[2]} with "
                           f"Hermite-Gauss modes on: {why}")
         if self.result.maxtem not in (None, "off") and self.apertures:
@@ -780,7 +777,9 @@ class _Translator:
         beam splitter's back surface without cos(alpha)), the motion of a mirror with
         a mass (driven by radiation pressure or by an ``fsig``) by another (each
         carrier's own wavenumber only). Both equal Finesse 3's when every carrier is
-        at the reference frequency, but for the injection at a beam splitter.
+        at the reference frequency, but for the injection at a beam splitter and,
+        with modes on, a mirror's light odd in x (``fsig_mirror_odd``,
+        ``fsig_mass_odd``, ``fsig_mass_yaw*``).
 
         Raises
         ------
@@ -790,6 +789,9 @@ class _Translator:
         """
         offset = self.carriers_off_reference()
         masses = self.attributes(("mass",))
+        # With modes on a mirror's motion reaches light odd in x with Finesse 2's
+        # signs (signals._odd_modes).
+        modes = self.result.maxtem not in (None, "off")
         motion = []
         for lineno, _, kind, component in self.injections:
             if kind == "bs" and component in masses:
@@ -797,10 +799,10 @@ class _Translator:
                               f"'{component}', which has a mass: how Finesse 2 then "
                               "couples its motion to the light is not reproduced")
             if kind in ("bs", "mirror") and component not in masses and (
-                    kind == "bs" or offset):
+                    kind == "bs" or offset or modes):
                 motion.append((lineno, component, True))
-        for component, lineno in masses.items() if offset else ():
-            if self.kinds.get(component) == "bs":
+        for component, lineno in masses.items() if offset or modes else ():
+            if self.kinds.get(component) == "bs" and offset:
                 raise Refusal(lineno, "attr", f"beam splitter '{component}' has a "
                               "mass, and carriers are off the reference frequency (a "
                               "modulator or a laser's frequency): Finesse 2's "
@@ -1102,21 +1104,6 @@ class _Translator:
                 "dump injects no vacuum noise, Finesse 3's open port does, so the noise "
                 "can differ from Finesse 2's")
 
-    def odd_in_x(self) -> bool:
-        """Whether the file can have light in modes odd in x (HG10, HG11, ...).
-
-        A laser's ``tem`` with odd n, or a yaw misalignment (``xbeta``, given or
-        swept); mode mismatch and pitch (``ybeta``) make none (measured: a mirror's
-        motion signal then agrees with Finesse 2.3.1, ``fsig_mirror_modes``).
-        """
-        for line in self.lines:
-            words = _code(line)[0]
-            if (words[:1] == ["tem"] and len(words) > 4 and words[2].isdigit()
-                    and int(words[2]) % 2 and not _is_zero(words[4])):
-                return True
-        return bool(self.attributes(("xbeta",))) or any(
-            param == "xbeta" for _, _, _, param in self.result.targets)
-
     def attributes(self, keys: tuple[str, ...]) -> dict[str, int]:
         """Components given a nonzero ``attr`` of ``keys``, and the first such line."""
         found: dict[str, int] = {}
@@ -1127,27 +1114,6 @@ class _Translator:
                     if _ATTRIBUTES.get(key.lower()) in keys and not _is_zero(value):
                         found.setdefault(words[1], lineno)
         return found
-
-    def check_misaligned_masses(self) -> None:
-        """Refuse radiation pressure with a signal where a mirror is misaligned.
-
-        With modes on, a signal, masses and a yawed mirror (``xbeta``), Finesse 2 and
-        Finesse 3 differ (measured: up to 50% in a transfer function); any two of the
-        three agree, and so does a pitched one (``ybeta``; references ``fsig_mass_*``,
-        ``fsig_laser_homs``).
-        """
-        if not self.injections or self.result.maxtem in (None, "off"):
-            return
-        masses = self.attributes(("mass",))
-        tilted = self.attributes(("xbeta",))
-        tilted.update({component: lineno for lineno, _, component, param
-                       in self.result.targets if param == "xbeta"})
-        if masses and tilted:
-            name, lineno = next(iter(tilted.items()))
-            raise Refusal(lineno, "xbeta", f"'{name}' is misaligned while masses feel "
-                          "radiation pressure from a signal with Hermite-Gauss modes "
-                          "on: Finesse 2 and Finesse 3 differ there (measured: up to "
-                          "50% in a transfer function)")
 
     def flip_motion_with_mass(self) -> None:
         """Finesse 2's sign of a motion signal at a mirror that has a mass.
@@ -1596,6 +1562,7 @@ def apply(model: finesse.Model, translation: Translation, run: bool = False) -> 
     for name in translation.flipped:  # see _Translator.flip_motion_with_mass
         model.elements[name].phase = model.elements[name].phase.value + 180.0
     _motion_coupling(model, translation)
+    _refill_signals(model)
     if run:
         allow_sums_past_one(model)
     _beam_parameter_directions(model, translation)
@@ -1797,12 +1764,29 @@ def _motion_coupling(model: finesse.Model, translation: Translation) -> None:
                       f"'{component}': Finesse 2 couples "
                       "it to each carrier with the carrier's own wavenumber (and an "
                       f"fsig at a beam splitter without cos(alpha) on its back); {why}")
+    modes = translation.maxtem not in (None, "off")
     for _, component, injection in translation.motion:
-        signals.install(model.elements[component], injection)
+        signals.install(model.elements[component], injection, modes)
     for _, component in translation.modulators:
         signals.install_modulator(model.elements[component])
     for _, component in strains:
         signals.install_strain(model.elements[component])
+
+
+def _refill_signals(model: finesse.Model) -> None:
+    """Refill the whole signal matrix at every step of a run with a signal injected.
+
+    Finesse 3 refills a mirror's or beam splitter's motion and force blocks, which
+    hold the light reaching it, only when that component or the signal frequency
+    changes, not when the light does: with radiation pressure and a laser's power
+    swept, a transfer function was 21% off Finesse 2.3.1 at the second step, with or
+    without modes (``fsig_mass_sweep``). Finesse 3's own ``force_refill`` refills
+    every block at every step, in the kat program's sweeps and in stepped jobs alike.
+    """
+    from finesse.components import SignalGenerator
+
+    if any(isinstance(element, SignalGenerator) for element in model.elements.values()):
+        model.force_refill = True
 
 
 def allow_sums_past_one(model: finesse.Model) -> None:

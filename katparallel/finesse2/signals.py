@@ -113,7 +113,8 @@ def check() -> str | None:
     return None
 
 
-def install(component: finesse.components.Connector, injection: bool) -> None:
+def install(component: finesse.components.Connector, injection: bool,
+            modes: bool = False) -> None:
     """Give a mirror's or beam splitter's motion Finesse 2's coupling to the light.
 
     Parameters
@@ -125,16 +126,21 @@ def install(component: finesse.components.Connector, injection: bool) -> None:
     injection : bool
         True for an ``fsig`` at a component without a mass (Finesse 2's injection),
         False for the motion of a mirror with a mass.
+    modes : bool
+        Whether higher-order modes are on: a mirror's motion then also gets Finesse
+        2's signs of the modes odd in x (see :func:`_odd_modes`).
     """
-    component._get_workspace = _Finesse2Motion(component, injection)
+    component._get_workspace = _Finesse2Motion(component, injection, modes)
 
 
 class _Finesse2Motion:
     """A component's ``_get_workspace``: Finesse 3's, then the rescaling fill."""
 
-    def __init__(self, component: finesse.components.Connector, injection: bool):
+    def __init__(self, component: finesse.components.Connector, injection: bool,
+                 modes: bool = False):
         self.component = component  # copies of the model copy this reference along
         self.injection = injection
+        self.modes = modes
 
     def __call__(self, sim: object) -> object:
         workspace = type(self.component)._get_workspace(self.component, sim)
@@ -147,7 +153,11 @@ class _Finesse2Motion:
             raise NotImplementedError(  # several mechanical frequencies per carrier
                 f"{self.component.name}: motion at several frequencies is not "
                 "reproduced")
-        workspace.signal.add_fill_function(_Rescale(blocks, self.injection), True)
+        parity = None
+        if self.modes and type(self.component).__name__ == "Mirror":
+            parity = "input" if self.injection else "both"
+        workspace.signal.add_fill_function(_Rescale(blocks, self.injection, parity),
+                                           True)
         return workspace
 
 
@@ -163,9 +173,11 @@ _BLOCKS = {
 class _Rescale:
     """The fill function multiplying Finesse 3's motion blocks into Finesse 2's."""
 
-    def __init__(self, blocks: list[tuple[object, int, bool]], injection: bool):
+    def __init__(self, blocks: list[tuple[object, int, bool]], injection: bool,
+                 parity: str | None = None):
         self.blocks = blocks
         self.injection = injection
+        self.parity = parity
         self.written: dict[tuple[int, int], np.ndarray] = {}
 
     def __call__(self, workspace: object) -> None:
@@ -187,6 +199,8 @@ class _Rescale:
                 last = self.written.get(key)
                 if last is not None and np.array_equal(values, last):
                     continue  # Finesse 3 did not refill this block: already rescaled
+                if self.parity:
+                    _odd_modes(workspace, frequency, sign, view, self.parity)
                 factor = 1 + f_c / f0
                 if self.injection:
                     factor *= _injection(workspace, frequency.f - f_c, f_c / f0, sign,
@@ -420,3 +434,44 @@ def _fill_strain(workspace: object) -> None:
             raise RuntimeError("Finesse 3's strain block is not a writable view into "
                                "its signal matrix any more")
         view[:] = values.conj() if block.conjugate_fill else values
+
+
+def _odd_modes(workspace: object, frequency: object, sign: int, view: object,
+               parity: str) -> None:
+    """Turn Finesse 3's motion block of a mirror into Finesse 2's signs of odd modes.
+
+    Finesse 3 (``single_z_mechanical_frequency_signal_calc`` in ``mirror.pyx``) fills
+    the block from the motion to a port's output with a C E: the carrier's reflection
+    block C (mode scattering included) times the carrier E arriving at that port, a =
+    +/- i k_0 x_s exp(+/- i phi f / f_0) (front / back, f the sideband's frequency).
+    Measured against Finesse 2.3.1 with light in single modes on one mirror, aligned
+    and yawed (``fsig_mirror_odd*``, ``fsig_mass_odd*``), Finesse 2 gives a modes odd
+    in x (n odd) the other sign: an ``fsig`` at a mirror without a mass a C P E,
+    the motion of a mirror with a mass a P C P E, P = diag((-1)^n). Light even in x
+    alone, or a mirror that keeps parity (aligned, mismatch, pitch) with a mass, sees
+    no difference. ``parity`` is ``"input"`` for the first, ``"both"`` the second.
+    """
+    sim = workspace.sim
+    carrier = workspace.carrier.connections
+    block = getattr(carrier, "P1i_P1o" if sign > 0 else "P2i_P2o")[
+        frequency.audio_carrier.index]
+    if block is None:
+        return
+    odd = np.where(np.asarray(sim.model_settings.homs_view)[:, 0] % 2, -1.0, 1.0)
+    matrix = np.asarray(block.view).reshape(block.size1, -1)
+    light = np.asarray(block.from_rhs_view[0])
+    phi = math.radians(workspace.values.phi) * frequency.f / sim.model_settings.f0
+    a = sign * 1j * sim.model_settings.k0 * sim.model_settings.x_scale * complex(
+        math.cos(phi), sign * math.sin(phi))
+    values = view.view.reshape(-1)
+    finesse3 = values.conj() if view.conjugate_fill else values
+    expected = a * (matrix @ light)
+    if not np.allclose(finesse3, expected, rtol=1e-9,
+                       atol=1e-12 * (np.abs(expected).max() + 1e-300)):
+        raise RuntimeError("Finesse 3's motion block is not a k0 times its reflected "
+                           "carrier any more: katparallel cannot give it Finesse 2's "
+                           "signs of modes odd in x")
+    finesse2 = a * (matrix @ (odd * light))
+    if parity == "both":
+        finesse2 *= odd
+    values[:] = finesse2.conj() if view.conjugate_fill else finesse2
