@@ -514,12 +514,9 @@ class _Translator:
                 "power); katparallel follows it")
         self.check_rf_noise()
         self.check_sets()
-        moving = next((i for i in self.injections if i[2] in ("bs", "mod")), None)
+        moving = next((i for i in self.injections if i[2] == "mod"), None)
         if self.result.maxtem not in (None, "off") and moving:
-            why = ("Finesse 2's motion sidebands differ from Finesse 3's (measured on "
-                   "a Michelson with mode mismatch: 0.106 against 0.075)"
-                   if moving[2] == "bs" else
-                   "Finesse 2's modulation sidebands differ from Finesse 3's, even as "
+            why = ("Finesse 2's modulation sidebands differ from Finesse 3's, even as "
                    "katparallel corrects them without modes (measured before a cavity "
                    "with mode mismatch: 1.2e-2)")
             raise Refusal(moving[0], "fsig", f"a signal at a {moving[2]} with "

@@ -34,6 +34,16 @@ So the ratio is a factor per carrier, sideband and surface that no model paramet
 carries: with RF sidebands (45 MHz: f_c / f_0 = 1.6e-7) or an offset laser transfer
 functions move by about 1e-7, and a beam splitter's back surface by 1 / cos(alpha).
 
+With higher-order modes on (measured with light in single modes, aligned and yawed:
+``fsig_mirror_odd``, ``fsig_mass_odd``, ``fsig_mass_yaw*``, ``fsig_bs_modes*``,
+``fsig_bs_odd``), Finesse 2 differs again: its motion sidebands of light arriving in
+a mode odd in x (HG n0 with n odd) have the other sign (an ``fsig`` without a mass:
+a C P E where Finesse 3 writes a C E, C the carrier's reflection, P = diag((-1)^n);
+the motion of a mirror with a mass: a P C P E; :func:`_odd_modes`), and a beam
+splitter's back surface keeps cos(alpha_2), in size and in its tuning phase
+-2 phi cos(alpha_2) (Finesse 3: -2 phi cos(alpha)). A strain at a space is a third
+case (:func:`install_strain`).
+
 :func:`install` makes a component's workspace apply it: after Finesse 3's own fill
 functions (run in the order they were added, on the first fill and on every refill,
 ``finesse/simulations/sparse/solver.pyx``), a Python fill function multiplies each
@@ -147,37 +157,39 @@ class _Finesse2Motion:
         if workspace is None or not getattr(sim, "signal", None):
             return workspace
         connections = workspace.signal.connections
-        blocks = [(getattr(connections, name), sign, back) for name, sign, back
+        blocks = [(getattr(connections, name), sign, back, reflection)
+                  for name, sign, back, reflection
                   in _BLOCKS[type(self.component).__name__]]
-        if any(array.shape[0] != 1 for array, _, _ in blocks):
+        if any(array.shape[0] != 1 for array, _, _, _ in blocks):
             raise NotImplementedError(  # several mechanical frequencies per carrier
                 f"{self.component.name}: motion at several frequencies is not "
                 "reproduced")
         parity = None
-        if self.modes and type(self.component).__name__ == "Mirror":
+        if self.modes:
             parity = "input" if self.injection else "both"
-        workspace.signal.add_fill_function(_Rescale(blocks, self.injection, parity),
-                                           True)
+        workspace.signal.add_fill_function(
+            _Rescale(blocks, self.injection, parity, self.modes), True)
         return workspace
 
 
 # Motion blocks, by component class: (name, +1 front / -1 the conjugate tuning phase,
-# whether on a beam splitter's back surface).
+# whether on a beam splitter's back surface, the carrier's reflection into that port).
 _BLOCKS = {
-    "Mirror": [("Z_P1o", 1, False), ("Z_P2o", -1, False)],
-    "Beamsplitter": [("Z_P1o", 1, False), ("Z_P2o", 1, False),
-                     ("Z_P3o", -1, True), ("Z_P4o", -1, True)],
+    "Mirror": [("Z_P1o", 1, False, "P1i_P1o"), ("Z_P2o", -1, False, "P2i_P2o")],
+    "Beamsplitter": [("Z_P1o", 1, False, "P2i_P1o"), ("Z_P2o", 1, False, "P1i_P2o"),
+                     ("Z_P3o", -1, True, "P4i_P3o"), ("Z_P4o", -1, True, "P3i_P4o")],
 }
 
 
 class _Rescale:
     """The fill function multiplying Finesse 3's motion blocks into Finesse 2's."""
 
-    def __init__(self, blocks: list[tuple[object, int, bool]], injection: bool,
-                 parity: str | None = None):
+    def __init__(self, blocks: list[tuple[object, int, bool, str]], injection: bool,
+                 parity: str | None = None, modes: bool = False):
         self.blocks = blocks
         self.injection = injection
         self.parity = parity
+        self.modes = modes
         self.written: dict[tuple[int, int], np.ndarray] = {}
 
     def __call__(self, workspace: object) -> None:
@@ -186,7 +198,7 @@ class _Rescale:
         for frequency in sim.signal.optical_frequencies.frequencies:
             index = frequency.index
             f_c = frequency.audio_carrier.f
-            for number, (array, sign, back) in enumerate(self.blocks):
+            for number, (array, sign, back, reflection) in enumerate(self.blocks):
                 view = array[0, index]
                 if view is None:
                     continue
@@ -200,26 +212,33 @@ class _Rescale:
                 if last is not None and np.array_equal(values, last):
                     continue  # Finesse 3 did not refill this block: already rescaled
                 if self.parity:
-                    _odd_modes(workspace, frequency, sign, view, self.parity)
+                    _odd_modes(workspace, frequency, (sign, back, reflection), view,
+                               self.parity)
                 factor = 1 + f_c / f0
                 if self.injection:
                     factor *= _injection(workspace, frequency.f - f_c, f_c / f0, sign,
-                                         back)
+                                         back, self.modes)
                 values *= factor.conjugate() if view.conjugate_fill else factor
                 self.written[key] = values.copy()
 
 
 def _injection(workspace: object, f_s: float, ratio: float, sign: int,
-               back: bool) -> complex:
+               back: bool, modes: bool = False) -> complex:
     """Finesse 2's ``fsig`` injection over Finesse 3's motion, but (1 + f_c / f0).
 
     ``f_s`` is the sideband's offset from its carrier (negative: lower), ``ratio``
-    f_c / f_0; see the module's docstring.
+    f_c / f_0; see the module's docstring. With higher-order modes on (``modes``),
+    Finesse 2's back surface takes cos(alpha) where Finesse 3's takes cos(alpha_2),
+    and keeps Finesse 3's tuning phase (measured with ``maxtem 0`` and 2,
+    ``fsig_bs_modes*``).
     """
     f0 = workspace.sim.model_settings.f0
     phi = math.radians(workspace.values.phi)
     cos_alpha = getattr(workspace, "cos_alpha", 1.0)  # a mirror: 1
-    if back:  # a beam splitter's back: no cos(alpha), its tuning 2 phi, not 2 phi cos
+    if back and modes:  # cos(alpha_2) in size and in the tuning phase
+        size = 1.0
+        turn = phi * ratio - 2 * phi * (workspace.cos_alpha_2 - cos_alpha) * (1 + ratio)
+    elif back:  # a beam splitter's back: no cos(alpha), its tuning 2 phi, not 2 phi cos
         size = 1 / workspace.cos_alpha_2
         turn = phi * ratio - 2 * phi * (1 - cos_alpha) * (1 + ratio)
     else:  # the tuning phase at the signal frequency, times cos(alpha)
@@ -370,7 +389,8 @@ class _Finesse2Strain:
             workspace = type(self.space)._get_workspace(self.space, sim)
         finally:
             modal_space.SpaceWorkspace = original
-        if getattr(sim, "signal", None) and self.space.h.i.full_name in sim.signal.nodes:
+        signal = getattr(sim, "signal", None)
+        if signal and self.space.h.i.full_name in signal.nodes:
             for name in ("H_P1o", "H_P2o"):
                 workspace.signal.connection_settings[name] = ConnectionSetting.MATRIX
             workspace.signal.add_fill_function(_fill_strain, True)
@@ -436,32 +456,38 @@ def _fill_strain(workspace: object) -> None:
         view[:] = values.conj() if block.conjugate_fill else values
 
 
-def _odd_modes(workspace: object, frequency: object, sign: int, view: object,
-               parity: str) -> None:
+def _odd_modes(workspace: object, frequency: object, block: tuple[int, bool, str],
+               view: object, parity: str) -> None:
     """Turn Finesse 3's motion block of a mirror into Finesse 2's signs of odd modes.
 
     Finesse 3 (``single_z_mechanical_frequency_signal_calc`` in ``mirror.pyx``) fills
     the block from the motion to a port's output with a C E: the carrier's reflection
     block C (mode scattering included) times the carrier E arriving at that port, a =
-    +/- i k_0 x_s exp(+/- i phi f / f_0) (front / back, f the sideband's frequency).
+    +/- i k_0 x_s exp(+/- i phi f / f_0) (front / back, f the sideband's frequency;
+    at a beam splitter times cos(alpha), cos(alpha_2) on its back, ``mirror.pyx``
+    and ``beamsplitter.pyx`` alike).
     Measured against Finesse 2.3.1 with light in single modes on one mirror, aligned
     and yawed (``fsig_mirror_odd*``, ``fsig_mass_odd*``), Finesse 2 gives a modes odd
     in x (n odd) the other sign: an ``fsig`` at a mirror without a mass a C P E,
     the motion of a mirror with a mass a P C P E, P = diag((-1)^n). Light even in x
     alone, or a mirror that keeps parity (aligned, mismatch, pitch) with a mass, sees
-    no difference. ``parity`` is ``"input"`` for the first, ``"both"`` the second.
+    no difference; an ``fsig`` at a beam splitter's front or back is a C P E too
+    (``fsig_bs_odd``). ``parity`` is ``"input"`` for the first, ``"both"`` the
+    second; ``block`` is (+1 front / -1 back, a beam splitter's back surface, the
+    carrier's reflection block into the port).
     """
     sim = workspace.sim
-    carrier = workspace.carrier.connections
-    block = getattr(carrier, "P1i_P1o" if sign > 0 else "P2i_P2o")[
+    sign, back, reflection = block
+    block = getattr(workspace.carrier.connections, reflection)[
         frequency.audio_carrier.index]
     if block is None:
         return
+    size = workspace.cos_alpha_2 if back else getattr(workspace, "cos_alpha", 1.0)
     odd = np.where(np.asarray(sim.model_settings.homs_view)[:, 0] % 2, -1.0, 1.0)
     matrix = np.asarray(block.view).reshape(block.size1, -1)
     light = np.asarray(block.from_rhs_view[0])
     phi = math.radians(workspace.values.phi) * frequency.f / sim.model_settings.f0
-    a = sign * 1j * sim.model_settings.k0 * sim.model_settings.x_scale * complex(
+    a = sign * 1j * size * sim.model_settings.k0 * sim.model_settings.x_scale * complex(
         math.cos(phi), sign * math.sin(phi))
     values = view.view.reshape(-1)
     finesse3 = values.conj() if view.conjugate_fill else values
