@@ -49,8 +49,9 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture, text: str) -> tuple[int, 
     ("fsig sig s2 amp 1 0\npd1 S 1 n2\n", 7, "fsig sig s2 amp"),
     ("mod eom 10M 0.1 1 pm n0 n5\nfsig sig eom phase 1 0\n", 8, "fsig sig eom phase"),
     ("mod eom 10M 0.1 1 am n4 n5\nfsig sig eom amp 1 0\n", 8, "fsig sig eom amp"),
-    # A modulator's signal sidebands go stale when the light entering it changes.
-    ("mod eom 10M 0.1 1 pm n4 n5\nfsig sig eom amp 1 0\n", 9, "xaxis"),
+    # A lock with a signal at a modulator was not measured.
+    ("mod eom 10M 0.1 1 pm n4 n5\nfsig sig eom amp 1 0\npd1 err 10M 0 n2\n"
+     "set e err re\nlock z $e 1 1n\nput* m1 phi $z\n", 11, "lock"),
     # A beam splitter's motion with a mass (issue 19 item 3).
     ("bs b 0.5 0.5 0 45 n4 n5 n6 n7\nfsig sig b 1 0\nattr b mass 1\n", 8, "fsig"),
     ("bs b 0.5 0.5 0 45 n4 n5 n6 n7\nfsig sig L0 1 0\nattr b mass 1\n"

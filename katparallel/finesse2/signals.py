@@ -266,8 +266,8 @@ def install_modulator(modulator: finesse.components.Modulator) -> None:
     carrier, computed as Finesse 3's ``fill_prop_za`` does (the carrier block times
     the carrier solution at its input node). Finesse 3 refills these blocks only
     when m or the modulator's phase changes, not when the light entering the
-    modulator does, so the front end takes a run only where that light does not
-    change.
+    modulator does, so the front end has the whole signal matrix refilled at every
+    step (``frontend._refill_signals``; a laser's power swept, ``fsig_mod_amp_sweep``).
 
     Parameters
     ----------
