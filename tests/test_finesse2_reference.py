@@ -144,3 +144,19 @@ def test_ensemble_jobs_keep_finesse2_motion_coupling() -> None:
     for job in values:
         np.testing.assert_allclose(job.real, reference[:, 5], rtol=1e-9)
         np.testing.assert_allclose(job.imag, reference[:, 6], rtol=1e-9)
+
+
+def test_stepped_jobs_keep_strain_in_every_mode() -> None:
+    # Strain sidebands of every mode (signals.install_strain) follow the light when
+    # a job steps the laser's power inside one built simulation: twice the power,
+    # sqrt(2) times Finesse 2's sidebands.
+    from katparallel import Ensemble
+
+    reference = read_out(DATA / "fsig_space_modes.out")
+    res = Ensemble(str(DATA / "fsig_space_modes.kat")).vary(
+        {"laser.P": [1.0, 2.0]}).run(backend="serial")
+    assert not res.failures
+    values = np.asarray(res["u10"], dtype=complex)
+    expected = reference[:, 3] + 1j * reference[:, 4]
+    np.testing.assert_allclose(values[0], expected, rtol=1e-9)
+    np.testing.assert_allclose(values[1], np.sqrt(2) * expected, rtol=1e-9)
