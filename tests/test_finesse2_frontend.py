@@ -303,15 +303,6 @@ def test_motion_coupling_refused_on_an_unchecked_finesse(tmp_path: Path, capsys,
     assert status == 0, err  # every carrier at the reference: nothing to rescale
 
 
-def test_modulator_signal_with_modes_is_refused(tmp_path: Path, capsys) -> None:
-    # Finesse 2's modulation sidebands with modes on are not reproduced (1.2e-2 off).
-    status, err = run(tmp_path, capsys, CAVITY + "mod eom 10M 0.1 1 pm n4 n5\n"
-                      "fsig sig eom amp 1 0\nmaxtem 0\nxaxis sig f lin 1 10 1\n")
-    assert status == 1
-    assert "line 8: " in err and "'fsig'" in err and "modes" in err, err
-    assert "Traceback" not in err
-
-
 def test_radiation_pressure_with_rf_sidebands_is_noted(tmp_path: Path, capsys) -> None:
     # Agrees on single cavities (fsig_mass_rf*), not to 1e-9 on PyKat's aLIGO design.
     status, err = run(tmp_path, capsys, CAVITY + "mod eom 10M 0.1 1 pm n4 n5\n"

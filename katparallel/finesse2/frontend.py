@@ -514,13 +514,6 @@ class _Translator:
                 "power); katparallel follows it")
         self.check_rf_noise()
         self.check_sets()
-        moving = next((i for i in self.injections if i[2] == "mod"), None)
-        if self.result.maxtem not in (None, "off") and moving:
-            why = ("Finesse 2's modulation sidebands differ from Finesse 3's, even as "
-                   "katparallel corrects them without modes (measured before a cavity "
-                   "with mode mismatch: 1.2e-2)")
-            raise Refusal(moving[0], "fsig", f"a signal at a {moving[2]} with "
-                          f"Hermite-Gauss modes on: {why}")
         if self.result.maxtem not in (None, "off") and self.apertures:
             # Also with the maxtem 0 a cav, gauss, bp or beam implies: Finesse 2 then
             # clips the TEM00 mode (by a numerical overlap integral: a 10 cm aperture

@@ -264,7 +264,13 @@ def install_modulator(modulator: finesse.components.Modulator) -> None:
     ``m/4 J_(N-1) / J_N``). So a fill function after Finesse 3's adds, for every
     coupling of order k != 0, ``(F2_k exp(-i k phi_m) - F3_k)`` times the propagated
     carrier, computed as Finesse 3's ``fill_prop_za`` does (the carrier block times
-    the carrier solution at its input node). Finesse 3 refills these blocks only
+    the carrier solution at its input node). With higher-order modes on, Finesse 2's
+    signal sidebands leave out the mode scattering between the modulator's ports
+    (measured with two ``gauss`` at the modulator, ``fsig_mod_amp_modes*``: each
+    mode's sideband is the light entering the modulator, in its own basis, where
+    Finesse 3 projects it on the output's; the carrier sidebands agree), so the
+    propagated carrier is taken without the knm matrix (:func:`_unscattered`). Finesse
+    3 refills these blocks only
     when m or the modulator's phase changes, not when the light entering the
     modulator does, so the front end has the whole signal matrix refilled at every
     step (``frontend._refill_signals``; a laser's power swept, ``fsig_mod_amp_sweep``).
@@ -309,25 +315,27 @@ class _TopOrder:
         additions = []
         phase = math.radians(float(modulator.phase.eval()))
         for (f_in, f_out), k in workspace.carrier_frequency_couplings.items():
-            if k == 0:
-                continue  # the same in both programs
             finesse3 = midx / 4 * (jv(k - 1, midx) - jv(k + 1, midx)) / jv(k, midx)
             finesse2 = midx / 4 * (jv(k - 1, midx) * (abs(k - 1) <= order)
                                    - jv(k + 1, midx) * (abs(k + 1) <= order)
                                    ) / jv(k, midx)
             turn = complex(math.cos(k * phase), -math.sin(k * phase))
-            delta = finesse2 * turn - finesse3
-            for coupling, block in (("P1i_P2o", "amp_P2o"), ("P2i_P1o", "amp_P1o")):
+            for coupling, block, knm in (("P1i_P2o", "amp_P2o", "K12"),
+                                         ("P2i_P1o", "amp_P1o", "K21")):
                 view = getattr(carrier, coupling)[f_in.index, f_out.index]
                 if view is None:
                     continue
-                propagated = (np.asarray(view.view).reshape(view.size1, -1)
-                              @ np.asarray(view.from_rhs_view[0]))
+                matrix = np.asarray(view.view).reshape(view.size1, -1)
+                light = np.asarray(view.from_rhs_view[0])
+                propagated = matrix @ light
+                unscattered = _unscattered(getattr(workspace, knm, None), matrix,
+                                           light, propagated)
                 for sideband in sidebands:
                     target = getattr(signal, block)[0, sideband.index]
                     if (sideband.audio_carrier.index == f_out.index
                             and target is not None):
-                        add = delta * propagated
+                        add = (finesse2 * turn * unscattered
+                               - finesse3 * propagated)
                         additions.append((target, add.conj() if target.conjugate_fill
                                           else add))
         if all(np.array_equal(target.view.reshape(-1), self.written.get(id(target)))
@@ -501,3 +509,27 @@ def _odd_modes(workspace: object, frequency: object, block: tuple[int, bool, str
     if parity == "both":
         finesse2 *= odd
     values[:] = finesse2.conj() if view.conjugate_fill else finesse2
+
+
+def _unscattered(knm: object, matrix: np.ndarray, light: np.ndarray,
+                 propagated: np.ndarray) -> np.ndarray:
+    """The light through a modulator's carrier block without its mode scattering.
+
+    The block is a scalar (Bessel factor and phase) times the knm matrix of the
+    modulator's ports (``ModulatorWorkspace.K12``/``K21``); the scalar is found by
+    least squares and multiplies the light entering the modulator instead. Without
+    modes (no knm matrix) the block is that scalar already.
+    """
+    if knm is None or matrix.size == 1:
+        return propagated
+    scattering = np.asarray(knm.data)
+    norm = np.vdot(scattering, scattering)
+    if norm == 0:
+        return propagated
+    scalar = np.vdot(scattering, matrix) / norm
+    if not np.allclose(matrix, scalar * scattering, rtol=1e-9,
+                       atol=1e-12 * np.abs(matrix).max()):
+        raise RuntimeError("Finesse 3's modulator block is not a number times its "
+                           "knm matrix any more: katparallel cannot give the signal "
+                           "Finesse 2's sidebands")
+    return scalar * light
