@@ -39,10 +39,11 @@ With higher-order modes on (measured with light in single modes, aligned and yaw
 ``fsig_bs_odd``), Finesse 2 differs again: its motion sidebands of light arriving in
 a mode odd in x (HG n0 with n odd) have the other sign (an ``fsig`` without a mass:
 a C P E where Finesse 3 writes a C E, C the carrier's reflection, P = diag((-1)^n);
-the motion of a mirror with a mass: a P C P E; :func:`_odd_modes`), and a beam
-splitter's back surface keeps cos(alpha_2), in size and in its tuning phase
--2 phi cos(alpha_2) (Finesse 3: -2 phi cos(alpha)). A strain at a space is a third
-case (:func:`install_strain`).
+the motion of a mirror or beam splitter with a mass: a P C P E; :func:`_odd_modes`),
+and a beam splitter's back surface keeps cos(alpha_2), in size and in its tuning
+phase -2 phi cos(alpha_2) (Finesse 3: -2 phi cos(alpha)). A strain at a space and a
+modulator's signal have rules of their own (:func:`install_strain`,
+:func:`install_modulator`).
 
 :func:`install` makes a component's workspace apply it: after Finesse 3's own fill
 functions (run in the order they were added, on the first fill and on every refill,
@@ -137,8 +138,8 @@ def install(component: finesse.components.Connector, injection: bool,
         True for an ``fsig`` at a component without a mass (Finesse 2's injection),
         False for the motion of a mirror with a mass.
     modes : bool
-        Whether higher-order modes are on: a mirror's motion then also gets Finesse
-        2's signs of the modes odd in x (see :func:`_odd_modes`).
+        Whether higher-order modes are on: the motion then also gets Finesse 2's
+        signs of the modes odd in x (see :func:`_odd_modes`).
     """
     component._get_workspace = _Finesse2Motion(component, injection, modes)
 
@@ -228,9 +229,9 @@ def _injection(workspace: object, f_s: float, ratio: float, sign: int,
 
     ``f_s`` is the sideband's offset from its carrier (negative: lower), ``ratio``
     f_c / f_0; see the module's docstring. With higher-order modes on (``modes``),
-    Finesse 2's back surface takes cos(alpha) where Finesse 3's takes cos(alpha_2),
-    and keeps Finesse 3's tuning phase (measured with ``maxtem 0`` and 2,
-    ``fsig_bs_modes*``).
+    Finesse 2's back surface keeps cos(alpha_2) in size, as Finesse 3's does, and
+    takes the tuning phase -2 phi cos(alpha_2) where Finesse 3 takes -2 phi
+    cos(alpha) (measured with ``maxtem 0`` and 2, ``fsig_bs_modes*``, ``fsig_bs_odd``).
     """
     f0 = workspace.sim.model_settings.f0
     phi = math.radians(workspace.values.phi)
@@ -432,7 +433,6 @@ def _strain_workspace_class() -> type:
     return StrainWorkspace
 
 
-
 def _fill_strain(workspace: object) -> None:
     """Write every mode's strain sidebands, Finesse 3's formula on Finesse 2's light."""
     sim = workspace.sim
@@ -466,7 +466,7 @@ def _fill_strain(workspace: object) -> None:
 
 def _odd_modes(workspace: object, frequency: object, block: tuple[int, bool, str],
                view: object, parity: str) -> None:
-    """Turn Finesse 3's motion block of a mirror into Finesse 2's signs of odd modes.
+    """Turn Finesse 3's motion block into Finesse 2's signs of modes odd in x.
 
     Finesse 3 (``single_z_mechanical_frequency_signal_calc`` in ``mirror.pyx``) fills
     the block from the motion to a port's output with a C E: the carrier's reflection
@@ -479,10 +479,10 @@ def _odd_modes(workspace: object, frequency: object, block: tuple[int, bool, str
     in x (n odd) the other sign: an ``fsig`` at a mirror without a mass a C P E,
     the motion of a mirror with a mass a P C P E, P = diag((-1)^n). Light even in x
     alone, or a mirror that keeps parity (aligned, mismatch, pitch) with a mass, sees
-    no difference; an ``fsig`` at a beam splitter's front or back is a C P E too
-    (``fsig_bs_odd``). ``parity`` is ``"input"`` for the first, ``"both"`` the
-    second; ``block`` is (+1 front / -1 back, a beam splitter's back surface, the
-    carrier's reflection block into the port).
+    no difference; a beam splitter's front and back follow the same two rules
+    (``fsig_bs_odd``, ``fsig_mass_bs_odd``). ``parity`` is ``"input"`` for the
+    first, ``"both"`` the second; ``block`` is (+1 front / -1 back, a beam
+    splitter's back surface, the carrier's reflection block into the port).
     """
     sim = workspace.sim
     sign, back, reflection = block
