@@ -49,6 +49,8 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture, text: str) -> tuple[int, 
     ("fsig sig s2 amp 1 0\npd1 S 1 n2\n", 7, "fsig sig s2 amp"),
     ("mod eom 10M 0.1 1 pm n0 n5\nfsig sig eom phase 1 0\n", 8, "fsig sig eom phase"),
     ("mod eom 10M 0.1 1 am n4 n5\nfsig sig eom amp 1 0\n", 8, "fsig sig eom amp"),
+    # Finesse 2's xd of a massless mirror an fsig moves is 0.
+    ("fsig sig m2 1 0\nxd z m2 z\n", 8, "xd"),
     # A lock with a signal at a modulator was not measured.
     ("mod eom 10M 0.1 1 pm n4 n5\nfsig sig eom amp 1 0\npd1 err 10M 0 n2\n"
      "set e err re\nlock z $e 1 1n\nput* m1 phi $z\n", 11, "lock"),

@@ -744,6 +744,7 @@ class _Translator:
                               "transfer function at the second step: 0.47 against 0.95 "
                               "for a laser, 0.944 against 0.970 for a modulator)")
         self.flip_motion_with_mass()
+        self.check_massless_motion()
         self.motion_coupling()
         if self.result.modulators and self.result.locks:
             # Sweeps and puts agree, the signal matrix being refilled at every step
@@ -1099,6 +1100,24 @@ class _Translator:
                     if _ATTRIBUTES.get(key.lower()) in keys and not _is_zero(value):
                         found.setdefault(words[1], lineno)
         return found
+
+    def check_massless_motion(self) -> None:
+        """Refuse ``xd`` at a mirror or beam splitter that an ``fsig`` moves, massless.
+
+        Finesse 2 writes 0 there (its ``xd`` reads the motion radiation pressure
+        drives, which needs a mass); Finesse 3 writes the injected motion, lambda /
+        2 pi per unit signal (measured: 1.69e-7 against 0).
+        """
+        moved = {component for _, _, kind, component in self.injections
+                 if kind in ("mirror", "bs")}
+        masses = self.attributes(("mass",))
+        for lineno, line in enumerate(self.lines, start=1):
+            words = _code(line)[0]
+            if words[:1] == ["xd"] and len(words) > 2 and words[2] in moved - set(
+                    masses):
+                raise Refusal(lineno, "xd", f"'{words[2]}' has no mass and an fsig "
+                              "moves it: Finesse 2 writes 0 for its motion, Finesse 3 "
+                              "the injected motion")
 
     def flip_motion_with_mass(self) -> None:
         """Finesse 2's sign of a motion signal at a mirror that has a mass.
