@@ -64,7 +64,7 @@ Translated, as Finesse 2.3.1 does it:
   twice Finesse 2's) or at a mirror or beam splitter (no type: motion, with Finesse
   2's coupling to the light where Finesse 3's differs: each carrier's own
   wavenumber, a beam splitter's back surface without cos(alpha), with modes on a
-  mirror's signs of the modes odd in x;
+  mirror's or beam splitter's signs of the modes odd in x;
   :mod:`katparallel.finesse2.signals`) or at a phase modulator (``amp``; its phase
   given as 0, which Finesse 2 ignores, and its sidebands Finesse 2's by the signal
   module; no lock);
@@ -775,7 +775,7 @@ class _Translator:
         """
         offset = self.carriers_off_reference()
         masses = self.attributes(("mass",))
-        # With modes on a mirror's motion reaches light odd in x with Finesse 2's
+        # With modes on motion reaches light odd in x with Finesse 2's
         # signs (signals._odd_modes).
         modes = self.result.maxtem not in (None, "off")
         motion = []
