@@ -137,3 +137,12 @@ def test_ad_while_frequencies_move_is_refused(capsys) -> None:
     assert "line 11: ad u 10000001 n2" in captured.err, captured.err
     assert "line 16: ad c 10M n2" not in captured.err  # a carrier's: its bin stays
     assert "line 17: ad afs $fs n2" not in captured.err  # its bin moves with it
+
+
+def test_finesse2_strain_with_modes_is_refused(capsys) -> None:
+    # With modes on, every mode's strain sidebands are written by a fill function
+    # (signals.install_strain), which KatScript cannot carry either.
+    assert cli(["convert", str(DATA / "fsig_space_modes.kat")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "the strain at space 's0' with modes on" in captured.err, captured.err

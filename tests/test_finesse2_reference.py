@@ -131,6 +131,17 @@ def test_aligo_one_test_mass_with_radiation_pressure_as_finesse2(tmp_path: Path,
     assert problem is None, problem
 
 
+def test_aligo_strain_sensitivity_with_modes_as_finesse2(tmp_path: Path, capsys) -> None:
+    # The aLIGO strain sensitivity with maxtem 2: every mode gets strain sidebands, as in
+    # Finesse 2 (katparallel.finesse2.signals.install_strain; without it 4.6e-5 off).
+    extra = (DATA / "aligo_sensitivity_modes.extra").read_text()
+    katfile = _aligo_design(tmp_path, extra)
+    assert program.main([str(katfile)]) == 0, capsys.readouterr().err
+    problem = agree(read_out(DATA / "aligo_sensitivity_modes.out"),
+                    read_out(katfile.with_suffix(".out")))
+    assert problem is None, problem
+
+
 def test_aligo_darm_at_refl_differs_by_rounding_only(tmp_path: Path, capsys) -> None:
     # aligo_darm.extra: DARM, both end test masses, at the 9 MHz REFL port is 1/13700
     # of each one's signal at 5 Hz (each agrees: the test above), and radiation
@@ -167,3 +178,19 @@ def test_ensemble_jobs_keep_finesse2_motion_coupling() -> None:
     for job in values:
         np.testing.assert_allclose(job.real, reference[:, 5], rtol=1e-9)
         np.testing.assert_allclose(job.imag, reference[:, 6], rtol=1e-9)
+
+
+def test_stepped_jobs_keep_strain_in_every_mode() -> None:
+    # Strain sidebands of every mode (signals.install_strain) follow the light when
+    # a job steps the laser's power inside one built simulation: twice the power,
+    # sqrt(2) times Finesse 2's sidebands.
+    from katparallel import Ensemble
+
+    reference = read_out(DATA / "fsig_space_modes.out")
+    res = Ensemble(str(DATA / "fsig_space_modes.kat")).vary(
+        {"laser.P": [1.0, 2.0]}).run(backend="serial")
+    assert not res.failures
+    values = np.asarray(res["u10"], dtype=complex)
+    expected = reference[:, 3] + 1j * reference[:, 4]
+    np.testing.assert_allclose(values[0], expected, rtol=1e-9)
+    np.testing.assert_allclose(values[1], np.sqrt(2) * expected, rtol=1e-9)

@@ -45,7 +45,10 @@ def convert(text: str) -> str:
     rescaled = ([(lineno, f"the motion of '{name}'") for lineno, name, _
                  in translation.motion]
                 + [(lineno, f"the signal at modulator '{name}'") for lineno, name
-                   in translation.modulators])
+                   in translation.modulators]
+                + [(lineno, f"the strain at space '{name}' with modes on")
+                   for lineno, name in translation.strains
+                   if translation.maxtem not in (None, "off")])
     if rescaled:
         raise ConversionError([
             (lineno, f"{what} reaches the light as in Finesse 2 only through "

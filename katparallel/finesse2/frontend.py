@@ -66,13 +66,16 @@ Translated, as Finesse 2.3.1 does it:
   ``phase``; an ``amp`` amplitude halved, Finesse 3's amplitude modulation being
   twice Finesse 2's) or at a mirror or beam splitter (no type: motion, with Finesse
   2's coupling to the light where Finesse 3's differs: each carrier's own
-  wavenumber, a beam splitter's back surface without cos(alpha);
+  wavenumber, a beam splitter's back surface without cos(alpha), with modes on a
+  mirror's or beam splitter's signs of the modes odd in x;
   :mod:`katparallel.finesse2.signals`) or at a phase modulator (``amp``; its phase
   given as 0, which Finesse 2 ignores, and its sidebands Finesse 2's by the signal
-  module; only the signal frequency changing during the run);
+  module; no lock);
   ``$mfs`` is written ``-$fs`` (the legacy parser reads ``$mfs`` as ``$fs``); at a
   space (no type or ``phase``: a gravitational-wave strain, with its sign turned to
-  Finesse 2's, without higher-order modes; see :meth:`_Translator.strain`); with
+  Finesse 2's, and with higher-order modes every mode's sidebands; see
+  :meth:`_Translator.strain`); the whole signal matrix refilled at every step
+  (:func:`_refill_signals`); with
   radiation pressure (``attr NAME mass``), a mirror's own motion signal turned by 180
   degrees when it has a mass (:meth:`_Translator.flip_motion_with_mass`); one ``fsig``
   name at several components (the later ones renamed); ``$fs`` without ``fsig``: 0.
@@ -292,6 +295,10 @@ class Translation:
     modulators : list of (int, str)
         ``fsig ... amp`` lines at phase modulators, and the modulators (see
         :meth:`_Translator.modulation`).
+    strains : list of (int, str)
+        ``fsig`` lines at spaces, and the spaces: with higher-order modes on, their
+        sidebands in every mode are Finesse 2's
+        (:func:`katparallel.finesse2.signals.install_strain`).
     noise : dict
         Quantum-noise detectors -> the hidden detector of the signal an ``S`` form
         divides by, or an ``N`` form divides (None: neither); see
@@ -356,6 +363,7 @@ class Translation:
     flipped: list[str] = dataclasses.field(default_factory=list)
     motion: list[tuple[int, str, bool]] = dataclasses.field(default_factory=list)
     modulators: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+    strains: list[tuple[int, str]] = dataclasses.field(default_factory=list)
     noise: dict[str, str | None] = dataclasses.field(default_factory=dict)
     snr: set[str] = dataclasses.field(default_factory=set)
     homodynes: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)
@@ -527,29 +535,9 @@ class _Translator:
                 f"line {self.traced}: with a cavity or gauss and no maxtem, Finesse 2 "
                 "switches on higher-order modes with maxtem 0 (mode mismatch costs "
                 "power); katparallel follows it")
-        self.check_misaligned_masses()
         self.check_tem_orders()
         self.check_rf_noise()
         self.check_sets()
-        moving = next((i for i in self.injections if i[2] in ("space", "bs", "mod")
-                       or (i[2] == "mirror" and self.odd_in_x())), None)
-        if self.result.maxtem not in (None, "off") and moving:
-            why = ("Finesse 2 and Finesse 3 give the higher-order modes' strain "
-                   "sidebands different values (measured on one space with HG10, HG01 "
-                   "and HG20 light: Finesse 3 gives HG10 and HG01 none, Finesse 2 "
-                   "does)" if moving[2] == "space" else
-                   "Finesse 2's motion sidebands differ from Finesse 3's (measured on "
-                   "a Michelson with mode mismatch: 0.106 against 0.075)"
-                   if moving[2] == "bs" else
-                   "Finesse 2's modulation sidebands differ from Finesse 3's, even as "
-                   "katparallel corrects them without modes (measured before a cavity "
-                   "with mode mismatch: 1.2e-2)" if moving[2] == "mod" else
-                   "Finesse 2's motion sidebands of modes odd in x have the opposite "
-                   "sign of Finesse 3's (measured on one mirror: HG10 and HG11 "
-                   "flipped, HG00, HG01 and HG20 equal), and this file has such "
-                   "light (a tem with odd n, or an xbeta)")
-            raise Refusal(moving[0], "fsig", f"a signal at a {moving[2]} with "
-                          f"Hermite-Gauss modes on: {why}")
         if self.result.maxtem not in (None, "off") and self.apertures:
             # Also with the maxtem 0 a cav, gauss, bp or beam implies: Finesse 2 then
             # clips the TEM00 mode (by a numerical overlap integral: a 10 cm aperture
@@ -697,6 +685,7 @@ class _Translator:
             words = [words[0], f"{words[1]}__{count + 1}", *words[2:]]
         self.injections.append((lineno, words[1], kind, words[2]))
         if kind == "space":
+            self.result.strains.append((lineno, words[2]))
             return self.strain(lineno, words, typed, construct)
         amp_index = 6 if typed else 5
         if kind == "mod":
@@ -779,18 +768,14 @@ class _Translator:
                               "transfer function at the second step: 0.47 against 0.95 "
                               "for a laser, 0.944 against 0.970 for a modulator)")
         self.flip_motion_with_mass()
+        self.check_massless_motion()
         self.motion_coupling()
-        if self.result.modulators:
-            signals = {name for _, name, _, _ in self.injections}
-            changing = [(lineno, cmd) for lineno, cmd, component, param
-                        in self.result.targets
-                        if component not in signals or param.lower() != "f"]
-            changing += [(lock.lineno, "lock") for lock in self.result.locks]
-            if changing:
-                raise Refusal(*changing[0], "with a signal at a modulator only the "
-                              "signal frequency may change during the run: Finesse 3 "
-                              "does not recompute the modulator's signal sidebands "
-                              "when the light entering it changes")
+        if self.result.modulators and self.result.locks:
+            # Sweeps and puts agree, the signal matrix being refilled at every step
+            # (_refill_signals; fsig_mod_amp_sweep), a lock was not measured.
+            raise Refusal(self.result.locks[0].lineno, "lock", "a lock with a signal "
+                          "at a modulator is not reproduced (not measured against "
+                          "Finesse 2.3.1)")
 
     def motion_coupling(self) -> None:
         """Note where Finesse 2's motion coupling differs from Finesse 3's.
@@ -804,17 +789,22 @@ class _Translator:
         carrier's own wavenumber only; at a beam splitter its tuning phase times
         cos(alpha), and cos(alpha) on its back surface where Finesse 3 has
         cos(alpha_2), ``fsig_bs_mass*``). Both equal Finesse 3's when every carrier is
-        at the reference frequency, but at a beam splitter.
+        at the reference frequency, but for the injection at a beam splitter, a beam
+        splitter with a mass and, with modes on, a mirror's light odd in x
+        (``fsig_mirror_odd``, ``fsig_mass_odd``, ``fsig_mass_yaw*``).
         """
         offset = self.carriers_off_reference()
         masses = self.attributes(("mass",))
+        # With modes on motion reaches light odd in x with Finesse 2's
+        # signs (signals._odd_modes).
+        modes = self.result.maxtem not in (None, "off")
         motion = []
         for lineno, _, kind, component in self.injections:
             if kind in ("bs", "mirror") and component not in masses and (
-                    kind == "bs" or offset):
+                    kind == "bs" or offset or modes):
                 motion.append((lineno, component, True))
         for component, lineno in masses.items():
-            if offset or self.kinds.get(component) == "bs":  # cos(alpha) on its back
+            if offset or modes or self.kinds.get(component) == "bs":
                 motion.append((lineno, component, False))
         if offset and masses:
             # Measured (aligo_darm*.extra): each test mass's signal agrees to 3e-11;
@@ -1138,21 +1128,6 @@ class _Translator:
                           "reproduced only at a mirror whose T is not swept, in a "
                           "file without vacuum noise (qnoised, qd, qhd...)")
 
-    def odd_in_x(self) -> bool:
-        """Whether the file can have light in modes odd in x (HG10, HG11, ...).
-
-        A laser's ``tem`` with odd n, or a yaw misalignment (``xbeta``, given or
-        swept); mode mismatch and pitch (``ybeta``) make none (measured: a mirror's
-        motion signal then agrees with Finesse 2.3.1, ``fsig_mirror_modes``).
-        """
-        for line in self.lines:
-            words = _code(line)[0]
-            if (words[:1] == ["tem"] and len(words) > 4 and words[2].isdigit()
-                    and int(words[2]) % 2 and not _is_zero(words[4])):
-                return True
-        return bool(self.attributes(("xbeta",))) or any(
-            param == "xbeta" for _, _, _, param in self.result.targets)
-
     def attributes(self, keys: tuple[str, ...]) -> dict[str, int]:
         """Components given a nonzero ``attr`` of ``keys``, and the first such line."""
         found: dict[str, int] = {}
@@ -1164,26 +1139,23 @@ class _Translator:
                         found.setdefault(words[1], lineno)
         return found
 
-    def check_misaligned_masses(self) -> None:
-        """Refuse radiation pressure with a signal where a mirror is misaligned.
+    def check_massless_motion(self) -> None:
+        """Refuse ``xd`` at a mirror or beam splitter that an ``fsig`` moves, massless.
 
-        With modes on, a signal, masses and a yawed mirror (``xbeta``), Finesse 2 and
-        Finesse 3 differ (measured: up to 50% in a transfer function); any two of the
-        three agree, and so does a pitched one (``ybeta``; references ``fsig_mass_*``,
-        ``fsig_laser_homs``).
+        Finesse 2 writes 0 there (its ``xd`` reads the motion radiation pressure
+        drives, which needs a mass); Finesse 3 writes the injected motion, lambda /
+        2 pi per unit signal (measured: 1.69e-7 against 0).
         """
-        if not self.injections or self.result.maxtem in (None, "off"):
-            return
+        moved = {component for _, _, kind, component in self.injections
+                 if kind in ("mirror", "bs")}
         masses = self.attributes(("mass",))
-        tilted = self.attributes(("xbeta",))
-        tilted.update({component: lineno for lineno, _, component, param
-                       in self.result.targets if param == "xbeta"})
-        if masses and tilted:
-            name, lineno = next(iter(tilted.items()))
-            raise Refusal(lineno, "xbeta", f"'{name}' is misaligned while masses feel "
-                          "radiation pressure from a signal with Hermite-Gauss modes "
-                          "on: Finesse 2 and Finesse 3 differ there (measured: up to "
-                          "50% in a transfer function)")
+        for lineno, line in enumerate(self.lines, start=1):
+            words = _code(line)[0]
+            if words[:1] == ["xd"] and len(words) > 2 and words[2] in moved - set(
+                    masses):
+                raise Refusal(lineno, "xd", f"'{words[2]}' has no mass and an fsig "
+                              "moves it: Finesse 2 writes 0 for its motion, Finesse 3 "
+                              "the injected motion")
 
     def flip_motion_with_mass(self) -> None:
         """Finesse 2's sign of a motion signal at a mirror that has a mass.
@@ -1654,6 +1626,7 @@ def apply(model: finesse.Model, translation: Translation, run: bool = False) -> 
     for name in translation.flipped:  # see _Translator.flip_motion_with_mass
         model.elements[name].phase = model.elements[name].phase.value + 180.0
     _motion_coupling(model, translation)
+    _refill_signals(model)
     if run:
         allow_sums_past_one(model)
     _beam_parameter_directions(model, translation)
@@ -1892,9 +1865,15 @@ def _motion_coupling(model: finesse.Model, translation: Translation) -> None:
     """
     from katparallel.finesse2 import signals
 
-    if not translation.motion and not translation.modulators:
+    strains = translation.strains if translation.maxtem not in (None, "off") else []
+    if not translation.motion and not translation.modulators and not strains:
         return
     why = signals.check()
+    if why and strains:
+        lineno, component = strains[0]
+        raise Refusal(lineno, "fsig", f"a strain at space '{component}' with "
+                      "Hermite-Gauss modes on: Finesse 3 gives only HG00 light strain "
+                      "sidebands, Finesse 2 every mode; " + why)
     if why and translation.modulators:
         lineno, component = translation.modulators[0]
         raise Refusal(lineno, "fsig", f"a signal at modulator '{component}': Finesse 2 "
@@ -1905,10 +1884,29 @@ def _motion_coupling(model: finesse.Model, translation: Translation) -> None:
                       f"'{component}': Finesse 2 couples "
                       "it to each carrier with the carrier's own wavenumber (and an "
                       f"fsig at a beam splitter without cos(alpha) on its back); {why}")
+    modes = translation.maxtem not in (None, "off")
     for _, component, injection in translation.motion:
-        signals.install(model.elements[component], injection)
+        signals.install(model.elements[component], injection, modes)
     for _, component in translation.modulators:
         signals.install_modulator(model.elements[component])
+    for _, component in strains:
+        signals.install_strain(model.elements[component])
+
+
+def _refill_signals(model: finesse.Model) -> None:
+    """Refill the whole signal matrix at every step of a run with a signal injected.
+
+    Finesse 3 refills a mirror's or beam splitter's motion and force blocks, which
+    hold the light reaching it, only when that component or the signal frequency
+    changes, not when the light does: with radiation pressure and a laser's power
+    swept, a transfer function was 21% off Finesse 2.3.1 at the second step, with or
+    without modes (``fsig_mass_sweep``). Finesse 3's own ``force_refill`` refills
+    every block at every step, in the kat program's sweeps and in stepped jobs alike.
+    """
+    from finesse.components import SignalGenerator
+
+    if any(isinstance(element, SignalGenerator) for element in model.elements.values()):
+        model.force_refill = True
 
 
 def allow_sums_past_one(model: finesse.Model) -> None:

@@ -47,6 +47,17 @@ So the ratio is a factor per carrier, sideband and surface that no model paramet
 carries: with RF sidebands (45 MHz: f_c / f_0 = 1.6e-7) or an offset laser transfer
 functions move by about 1e-7, and a beam splitter's back surface by 1 / cos(alpha).
 
+With higher-order modes on (measured with light in single modes, aligned and yawed:
+``fsig_mirror_odd``, ``fsig_mass_odd``, ``fsig_mass_yaw*``, ``fsig_bs_modes*``,
+``fsig_bs_odd``), Finesse 2 differs again: its motion sidebands of light arriving in
+a mode odd in x (HG n0 with n odd) have the other sign (an ``fsig`` without a mass:
+a C P E where Finesse 3 writes a C E, C the carrier's reflection, P = diag((-1)^n);
+the motion of a mirror or beam splitter with a mass: a P C P E; :func:`_odd_modes`),
+and a beam splitter's back surface keeps cos(alpha_2), in size and in its tuning
+phase -2 phi cos(alpha_2) (Finesse 3: -2 phi cos(alpha)). A strain at a space and a
+modulator's signal have rules of their own (:func:`install_strain`,
+:func:`install_modulator`).
+
 :func:`install` makes a component's workspace apply it: after Finesse 3's own fill
 functions (run in the order they were added, on the first fill and on every refill,
 ``finesse/simulations/sparse/solver.pyx``), a Python fill function multiplies each
@@ -63,6 +74,7 @@ expected, :func:`check` says why and the front end refuses the file instead.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 import math
@@ -73,7 +85,7 @@ import numpy as np
 if TYPE_CHECKING:
     import finesse
 
-__all__ = ("CHECKED_FINESSE", "check", "install", "install_modulator")
+__all__ = ("CHECKED_FINESSE", "check", "install", "install_modulator", "install_strain")
 
 LOGGER = logging.getLogger(__name__)
 
@@ -94,8 +106,15 @@ def check() -> str | None:
         ModulatorSignalConnections,
         ModulatorWorkspace,
     )
+    from finesse.components.modal.space import (
+        SpaceSignalConnections,
+        SpaceValues,
+        SpaceWorkspace,
+    )
+    from finesse.components.workspace import ConnectionSetting
     from finesse.cymath.cmatrix import SubCCSView
     from finesse.frequency import Frequency
+    from finesse.simulations.homsolver import HOMSolver
 
     needed = [(MirrorSignalConnections, ("Z_P1o", "Z_P2o")),
               (BeamsplitterSignalConnections, ("Z_P1o", "Z_P2o", "Z_P3o", "Z_P4o",
@@ -105,7 +124,12 @@ def check() -> str | None:
               (ModulatorWorkspace, ("carrier_frequency_couplings",
                                     "amp_signal_enabled")),
               (SubCCSView, ("view", "conjugate_fill", "from_rhs_view", "size1")),
-              (Frequency, ("audio_carrier", "f"))]
+              (Frequency, ("audio_carrier", "f")),
+              (SpaceSignalConnections, ("H_P1o", "H_P2o")),
+              (SpaceWorkspace, ("update_parameter_values",)),
+              (SpaceValues, ("L", "nr")),
+              (HOMSolver, ("node_field_vector",)),
+              (ConnectionSetting, ("MATRIX",))]
     for cls, names in needed:
         missing = [name for name in names if not hasattr(cls, name)]
         if missing:
@@ -114,7 +138,8 @@ def check() -> str | None:
     return None
 
 
-def install(component: finesse.components.Connector, injection: bool) -> None:
+def install(component: finesse.components.Connector, injection: bool,
+            modes: bool = False) -> None:
     """Give a mirror's or beam splitter's motion Finesse 2's coupling to the light.
 
     Parameters
@@ -126,16 +151,21 @@ def install(component: finesse.components.Connector, injection: bool) -> None:
     injection : bool
         True for an ``fsig`` at a component without a mass (Finesse 2's injection),
         False for the motion of a mirror with a mass.
+    modes : bool
+        Whether higher-order modes are on: the motion then also gets Finesse 2's
+        signs of the modes odd in x (see :func:`_odd_modes`).
     """
-    component._get_workspace = _Finesse2Motion(component, injection)
+    component._get_workspace = _Finesse2Motion(component, injection, modes)
 
 
 class _Finesse2Motion:
     """A component's ``_get_workspace``: Finesse 3's, then the rescaling fill."""
 
-    def __init__(self, component: finesse.components.Connector, injection: bool):
+    def __init__(self, component: finesse.components.Connector, injection: bool,
+                 modes: bool = False):
         self.component = component  # copies of the model copy this reference along
         self.injection = injection
+        self.modes = modes
 
     def __call__(self, sim: object) -> object:
         workspace = type(self.component)._get_workspace(self.component, sim)
@@ -145,34 +175,41 @@ class _Finesse2Motion:
         names = _BLOCKS[type(self.component).__name__]
         if not self.injection and hasattr(workspace, "cos_alpha"):
             names = names + _FORCE_BACK  # a beam splitter with a mass
-        blocks = [(getattr(connections, name), sign, back) for name, sign, back
-                  in names]
-        if any(array.shape[sign == 0] != 1 for array, sign, _ in blocks):
+        blocks = [(getattr(connections, name), sign, back, reflection)
+                  for name, sign, back, reflection in names]
+        if any(array.shape[sign == 0] != 1 for array, sign, _, _ in blocks):
             raise NotImplementedError(  # several mechanical frequencies per carrier
                 f"{self.component.name}: motion at several frequencies is not "
                 "reproduced")
-        workspace.signal.add_fill_function(_Rescale(blocks, self.injection), True)
+        parity = None
+        if self.modes:
+            parity = "input" if self.injection else "both"
+        workspace.signal.add_fill_function(
+            _Rescale(blocks, self.injection, parity, self.modes), True)
         return workspace
 
 
 # Motion blocks, by component class: (name, +1 front / -1 the conjugate tuning phase,
-# whether on a beam splitter's back surface).
+# whether on a beam splitter's back surface, the carrier's reflection into that port).
 _BLOCKS = {
-    "Mirror": [("Z_P1o", 1, False), ("Z_P2o", -1, False)],
-    "Beamsplitter": [("Z_P1o", 1, False), ("Z_P2o", 1, False),
-                     ("Z_P3o", -1, True), ("Z_P4o", -1, True)],
+    "Mirror": [("Z_P1o", 1, False, "P1i_P1o"), ("Z_P2o", -1, False, "P2i_P2o")],
+    "Beamsplitter": [("Z_P1o", 1, False, "P2i_P1o"), ("Z_P2o", 1, False, "P1i_P2o"),
+                     ("Z_P3o", -1, True, "P4i_P3o"), ("Z_P4o", -1, True, "P3i_P4o")],
 }
 # A beam splitter's blocks from its back surface's fields to the force (sign 0).
-_FORCE_BACK = [("P3i_Fz", 0, True), ("P3o_Fz", 0, True), ("P4i_Fz", 0, True),
-               ("P4o_Fz", 0, True)]
+_FORCE_BACK = [("P3i_Fz", 0, True, None), ("P3o_Fz", 0, True, None),
+               ("P4i_Fz", 0, True, None), ("P4o_Fz", 0, True, None)]
 
 
 class _Rescale:
     """The fill function multiplying Finesse 3's motion blocks into Finesse 2's."""
 
-    def __init__(self, blocks: list[tuple[object, int, bool]], injection: bool):
+    def __init__(self, blocks: list[tuple[object, int, bool, str]], injection: bool,
+                 parity: str | None = None, modes: bool = False):
         self.blocks = blocks
         self.injection = injection
+        self.parity = parity
+        self.modes = modes
         self.written: dict[tuple[int, int], np.ndarray] = {}
 
     def __call__(self, workspace: object) -> None:
@@ -181,7 +218,7 @@ class _Rescale:
         for frequency in sim.signal.optical_frequencies.frequencies:
             index = frequency.index
             f_c = frequency.audio_carrier.f
-            for number, (array, sign, back) in enumerate(self.blocks):
+            for number, (array, sign, back, reflection) in enumerate(self.blocks):
                 view = array[index, 0] if sign == 0 else array[0, index]
                 if view is None:
                     continue
@@ -195,30 +232,39 @@ class _Rescale:
                 if last is not None and np.array_equal(values, last):
                     continue  # Finesse 3 did not refill this block: already rescaled
                 if sign == 0:  # the back's force: cos(alpha), not cos(alpha_2)
-                    factor = workspace.cos_alpha / workspace.cos_alpha_2
-                elif self.injection:
-                    factor = (1 + f_c / f0) * _injection(
-                        workspace, frequency.f - f_c, f_c / f0, sign, back)
+                    values *= workspace.cos_alpha / workspace.cos_alpha_2
+                    self.written[key] = values.copy()
+                    continue
+                if self.parity:
+                    _odd_modes(workspace, frequency, (sign, back, reflection), view,
+                               self.parity)
+                factor = 1 + f_c / f0
+                if self.injection:
+                    factor *= _injection(workspace, frequency.f - f_c, f_c / f0, sign,
+                                         back, self.modes)
                 elif hasattr(workspace, "cos_alpha"):  # a beam splitter with a mass
-                    factor = (1 + f_c / f0) * _mass_bs(workspace, frequency.f / f0,
-                                                       sign, back)
-                else:
-                    factor = 1 + f_c / f0
+                    factor *= _mass_bs(workspace, frequency.f / f0, sign, back)
                 values *= factor.conjugate() if view.conjugate_fill else factor
                 self.written[key] = values.copy()
 
 
 def _injection(workspace: object, f_s: float, ratio: float, sign: int,
-               back: bool) -> complex:
+               back: bool, modes: bool = False) -> complex:
     """Finesse 2's ``fsig`` injection over Finesse 3's motion, but (1 + f_c / f0).
 
     ``f_s`` is the sideband's offset from its carrier (negative: lower), ``ratio``
-    f_c / f_0; see the module's docstring.
+    f_c / f_0; see the module's docstring. With higher-order modes on (``modes``),
+    Finesse 2's back surface keeps cos(alpha_2) in size, as Finesse 3's does, and
+    takes the tuning phase -2 phi cos(alpha_2) where Finesse 3 takes -2 phi
+    cos(alpha) (measured with ``maxtem 0`` and 2, ``fsig_bs_modes*``, ``fsig_bs_odd``).
     """
     f0 = workspace.sim.model_settings.f0
     phi = math.radians(workspace.values.phi)
     cos_alpha = getattr(workspace, "cos_alpha", 1.0)  # a mirror: 1
-    if back:  # a beam splitter's back: no cos(alpha), its tuning 2 phi, not 2 phi cos
+    if back and modes:  # cos(alpha_2) in size and in the tuning phase
+        size = 1.0
+        turn = phi * ratio - 2 * phi * (workspace.cos_alpha_2 - cos_alpha) * (1 + ratio)
+    elif back:  # a beam splitter's back: no cos(alpha), its tuning 2 phi, not 2 phi cos
         size = 1 / workspace.cos_alpha_2
         turn = phi * ratio - 2 * phi * (1 - cos_alpha) * (1 + ratio)
     else:  # the tuning phase at the signal frequency, times cos(alpha)
@@ -260,10 +306,16 @@ def install_modulator(modulator: finesse.components.Modulator) -> None:
     ``m/4 J_(N-1) / J_N``). So a fill function after Finesse 3's adds, for every
     coupling of order k != 0, ``(F2_k exp(-i k phi_m) - F3_k)`` times the propagated
     carrier, computed as Finesse 3's ``fill_prop_za`` does (the carrier block times
-    the carrier solution at its input node). Finesse 3 refills these blocks only
+    the carrier solution at its input node). With higher-order modes on, Finesse 2's
+    signal sidebands leave out the mode scattering between the modulator's ports
+    (measured with two ``gauss`` at the modulator, ``fsig_mod_amp_modes*``: each
+    mode's sideband is the light entering the modulator, in its own basis, where
+    Finesse 3 projects it on the output's; the carrier sidebands agree), so the
+    propagated carrier is taken without the knm matrix (:func:`_unscattered`). Finesse
+    3 refills these blocks only
     when m or the modulator's phase changes, not when the light entering the
-    modulator does, so the front end takes a run only where that light does not
-    change.
+    modulator does, so the front end has the whole signal matrix refilled at every
+    step (``frontend._refill_signals``; a laser's power swept, ``fsig_mod_amp_sweep``).
 
     Parameters
     ----------
@@ -305,25 +357,27 @@ class _TopOrder:
         additions = []
         phase = math.radians(float(modulator.phase.eval()))
         for (f_in, f_out), k in workspace.carrier_frequency_couplings.items():
-            if k == 0:
-                continue  # the same in both programs
             finesse3 = midx / 4 * (jv(k - 1, midx) - jv(k + 1, midx)) / jv(k, midx)
             finesse2 = midx / 4 * (jv(k - 1, midx) * (abs(k - 1) <= order)
                                    - jv(k + 1, midx) * (abs(k + 1) <= order)
                                    ) / jv(k, midx)
             turn = complex(math.cos(k * phase), -math.sin(k * phase))
-            delta = finesse2 * turn - finesse3
-            for coupling, block in (("P1i_P2o", "amp_P2o"), ("P2i_P1o", "amp_P1o")):
+            for coupling, block, knm in (("P1i_P2o", "amp_P2o", "K12"),
+                                         ("P2i_P1o", "amp_P1o", "K21")):
                 view = getattr(carrier, coupling)[f_in.index, f_out.index]
                 if view is None:
                     continue
-                propagated = (np.asarray(view.view).reshape(view.size1, -1)
-                              @ np.asarray(view.from_rhs_view[0]))
+                matrix = np.asarray(view.view).reshape(view.size1, -1)
+                light = np.asarray(view.from_rhs_view[0])
+                propagated = matrix @ light
+                unscattered = _unscattered(getattr(workspace, knm, None), matrix,
+                                           light, propagated)
                 for sideband in sidebands:
                     target = getattr(signal, block)[0, sideband.index]
                     if (sideband.audio_carrier.index == f_out.index
                             and target is not None):
-                        add = delta * propagated
+                        add = (finesse2 * turn * unscattered
+                               - finesse3 * propagated)
                         additions.append((target, add.conj() if target.conjugate_fill
                                           else add))
         if all(np.array_equal(target.view.reshape(-1), self.written.get(id(target)))
@@ -337,3 +391,186 @@ class _TopOrder:
             values += add
         self.written = {id(target): target.view.reshape(-1).copy()
                         for target, _ in additions}
+
+
+def install_strain(space: finesse.components.Space) -> None:
+    """Give a strain signal at a space Finesse 2's sidebands in every mode.
+
+    Both programs give a strain h of a space of length L and index n the sidebands
+    (Bond, Brown and Freise, LIGO-T1300190) i m e^(-/+ i w_g n L / 2c) times the
+    light, m = (w_0 / 2 w_g) sin(w_g n L / 2c) (Finesse 3's with the opposite sign,
+    which the front end turns). Finesse 3 (``strain_signal_fill`` in
+    ``finesse/components/modal/space.pyx``) multiplies the carrier leaving the space
+    and fills a diagonal block from the one-mode strain node to the output: only its
+    first element, HG00, so with higher-order modes on no other mode gets strain
+    sidebands. Finesse 2 (measured against 2.3.1 on one space with light in six modes,
+    ``fsig_space_modes*``) gives every mode the same sidebands of the light entering
+    the space, propagated without the space's Gouy phase: the carrier leaving it times
+    exp(-i (n psi_x + m psi_y)) (phase 3), i.e. the entering carrier times the
+    propagation phase exp(-i 2 pi f_c n L / c) alone.
+
+    So the strain blocks are declared as full columns (``ConnectionSetting.MATRIX``);
+    before Finesse 3's first fill they are taken out of the space's connection arrays
+    (Finesse 3's fill skips absent blocks; its diagonal fill cannot fill a column),
+    and a fill function writes every mode's sideband from the carrier solution at each
+    refill of the signal matrix.
+
+    Parameters
+    ----------
+    space : finesse.components.Space
+        A space of a model from the Finesse 2 front end, with a strain signal.
+    """
+    space._get_workspace = _Finesse2Strain(space)
+
+
+class _Finesse2Strain:
+    """A space's ``_get_workspace``: Finesse 3's with full strain columns."""
+
+    def __init__(self, space: finesse.components.Space):
+        self.space = space
+
+    def __call__(self, sim: object) -> object:
+        import finesse.components.modal.space as modal_space
+        from finesse.components.workspace import ConnectionSetting
+
+        original = modal_space.SpaceWorkspace
+        modal_space.SpaceWorkspace = _strain_workspace_class()  # Space._get_workspace's
+        try:
+            workspace = type(self.space)._get_workspace(self.space, sim)
+        finally:
+            modal_space.SpaceWorkspace = original
+        signal = getattr(sim, "signal", None)
+        if signal and self.space.h.i.full_name in signal.nodes:
+            for name in ("H_P1o", "H_P2o"):
+                workspace.signal.connection_settings[name] = ConnectionSetting.MATRIX
+            workspace.signal.add_fill_function(_fill_strain, True)
+        return workspace
+
+
+@functools.cache
+def _strain_workspace_class() -> type:
+    """A SpaceWorkspace taking its strain blocks away from Finesse 3's own fill."""
+    from finesse.components.modal.space import SpaceWorkspace
+
+    class StrainWorkspace(SpaceWorkspace):
+        """Finesse 3 calls ``update_parameter_values`` before each fill; the first
+        call after the signal matrix declared its blocks keeps them here."""
+
+        strain_blocks: dict[tuple[str, int], object] | None = None
+
+        def update_parameter_values(self) -> None:
+            super().update_parameter_values()
+            if self.strain_blocks or self.signal is None:
+                return
+            blocks = {}
+            for name in ("H_P1o", "H_P2o"):
+                array = getattr(self.signal.connections, name)
+                for index in range(array.shape[1]):
+                    if array[0, index] is not None:
+                        blocks[name, index] = array[0, index]
+                        array[0, index] = None
+            self.strain_blocks = blocks
+
+    return StrainWorkspace
+
+
+def _fill_strain(workspace: object) -> None:
+    """Write every mode's strain sidebands, Finesse 3's formula on Finesse 2's light."""
+    sim = workspace.sim
+    space = workspace.owner
+    if not workspace.strain_blocks:
+        raise RuntimeError(f"{space.name}: Finesse 3 declared no strain blocks before "
+                           "filling them: katparallel cannot give the strain "
+                           "Finesse 2's sidebands")
+    speed = 299792458.0
+    length = workspace.values.L * workspace.values.nr
+    w_g = 2 * math.pi * sim.model_settings.fsig
+    frequencies = {f.index: f for f in sim.signal.optical_frequencies.frequencies}
+    for (name, index), block in workspace.strain_blocks.items():
+        frequency = frequencies[index]
+        carrier = frequency.audio_carrier
+        order = 1 if frequency.f > carrier.f else -1
+        w_0 = 2 * math.pi * (sim.model_settings.f0 + carrier.f)
+        m_g = -0.5 * w_0 / w_g * math.sin(w_g * length / 2 / speed)
+        z = 1j * m_g * complex(math.cos(w_g * length / 2 / speed),
+                               -order * math.sin(w_g * length / 2 / speed))
+        entering = space.p2.i if name == "H_P1o" else space.p1.i
+        light = np.asarray(sim.carrier.node_field_vector(entering, carrier.index))
+        turn = 2 * math.pi * carrier.f * length / speed
+        values = -z * complex(math.cos(turn), -math.sin(turn)) * light
+        view = block.view.reshape(-1)
+        if view.base is None or not view.flags.writeable:
+            raise RuntimeError("Finesse 3's strain block is not a writable view into "
+                               "its signal matrix any more")
+        view[:] = values.conj() if block.conjugate_fill else values
+
+
+def _odd_modes(workspace: object, frequency: object, block: tuple[int, bool, str],
+               view: object, parity: str) -> None:
+    """Turn Finesse 3's motion block into Finesse 2's signs of modes odd in x.
+
+    Finesse 3 (``single_z_mechanical_frequency_signal_calc`` in ``mirror.pyx``) fills
+    the block from the motion to a port's output with a C E: the carrier's reflection
+    block C (mode scattering included) times the carrier E arriving at that port, a =
+    +/- i k_0 x_s exp(+/- i phi f / f_0) (front / back, f the sideband's frequency;
+    at a beam splitter times cos(alpha), cos(alpha_2) on its back, ``mirror.pyx``
+    and ``beamsplitter.pyx`` alike).
+    Measured against Finesse 2.3.1 with light in single modes on one mirror, aligned
+    and yawed (``fsig_mirror_odd*``, ``fsig_mass_odd*``), Finesse 2 gives a modes odd
+    in x (n odd) the other sign: an ``fsig`` at a mirror without a mass a C P E,
+    the motion of a mirror with a mass a P C P E, P = diag((-1)^n). Light even in x
+    alone, or a mirror that keeps parity (aligned, mismatch, pitch) with a mass, sees
+    no difference; a beam splitter's front and back follow the same two rules
+    (``fsig_bs_odd``, ``fsig_mass_bs_odd``). ``parity`` is ``"input"`` for the
+    first, ``"both"`` the second; ``block`` is (+1 front / -1 back, a beam
+    splitter's back surface, the carrier's reflection block into the port).
+    """
+    sim = workspace.sim
+    sign, back, reflection = block
+    block = getattr(workspace.carrier.connections, reflection)[
+        frequency.audio_carrier.index]
+    if block is None:
+        return
+    size = workspace.cos_alpha_2 if back else getattr(workspace, "cos_alpha", 1.0)
+    odd = np.where(np.asarray(sim.model_settings.homs_view)[:, 0] % 2, -1.0, 1.0)
+    matrix = np.asarray(block.view).reshape(block.size1, -1)
+    light = np.asarray(block.from_rhs_view[0])
+    phi = math.radians(workspace.values.phi) * frequency.f / sim.model_settings.f0
+    a = sign * 1j * size * sim.model_settings.k0 * sim.model_settings.x_scale * complex(
+        math.cos(phi), sign * math.sin(phi))
+    values = view.view.reshape(-1)
+    finesse3 = values.conj() if view.conjugate_fill else values
+    expected = a * (matrix @ light)
+    if not np.allclose(finesse3, expected, rtol=1e-9,
+                       atol=1e-12 * (np.abs(expected).max() + 1e-300)):
+        raise RuntimeError("Finesse 3's motion block is not a k0 times its reflected "
+                           "carrier any more: katparallel cannot give it Finesse 2's "
+                           "signs of modes odd in x")
+    finesse2 = a * (matrix @ (odd * light))
+    if parity == "both":
+        finesse2 *= odd
+    values[:] = finesse2.conj() if view.conjugate_fill else finesse2
+
+
+def _unscattered(knm: object, matrix: np.ndarray, light: np.ndarray,
+                 propagated: np.ndarray) -> np.ndarray:
+    """The light through a modulator's carrier block without its mode scattering.
+
+    The block is a scalar (Bessel factor and phase) times the knm matrix of the
+    modulator's ports (``ModulatorWorkspace.K12``/``K21``); the scalar is found by
+    least squares and multiplies the light entering the modulator instead. Without
+    modes (no knm matrix) the block is that scalar already.
+    """
+    if knm is None or matrix.size == 1:
+        return propagated
+    scattering = np.asarray(knm.data)
+    norm = np.vdot(scattering, scattering)
+    if norm == 0:
+        return propagated
+    scalar = np.vdot(scattering, matrix) / norm
+    if not np.allclose(matrix, scalar * scattering, rtol=1e-9,
+                       atol=1e-12 * np.abs(matrix).max()):
+        raise RuntimeError("Finesse 3's modulator block is not a number times its "
+                           "knm matrix any more: katparallel cannot give the signal "
+                           "Finesse 2's sidebands")
+    return scalar * light
