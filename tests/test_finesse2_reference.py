@@ -52,6 +52,8 @@ def test_agree_catches_a_difference() -> None:
     zeros = np.array([[0.0, 1.0, 0.0], [1.0, 2.0, 0.0]])
     assert agree(zeros, zeros + [[0, 0, 1e-13], [0, 0, 0]]) is None  # noise on zeros
     assert agree(zeros, zeros + [[0, 0, 1e-6], [0, 0, 0]]) is not None
+    small = np.array([[1.0, 3.4e-11, 2.0]])  # the phase rule must not hide these
+    assert agree(small, small * [[1, 1 + 4e-8, 1]]) is not None
     special = np.array([[1.0, np.inf, np.nan]])
     assert agree(special, special.copy()) is None  # inf and nan match themselves
     assert agree(special, np.array([[1.0, np.nan, np.nan]])) is not None
