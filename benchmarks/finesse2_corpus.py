@@ -56,6 +56,7 @@ OURS_TIMEOUT = 600  # seconds; katparallel's kat taking longer is counted "too s
 APART = ("finesse2 refuses", "finesse2 gives up a lock")  # not counted as runs
 LOCK_GIVEN_UP = "Stopped lock iteration"  # Finesse 2's warning when a lock fails
 _AXIS = re.compile(r"^\s*(xaxis|noxaxis|x2axis)\b", re.M)
+_AXES = re.compile(r"^\s*(xaxis|x2axis|x3axis)\*?\s", re.M)  # one output column each
 _DETECTOR = re.compile(r"^\s*(pd\d*|ad|bp|beam|qnoised[SN]?|qshot[SN]?|q?hd[SN]?|xd|gouy)\s", re.M)
 _NUMBER = r"([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)(?=\s|$)"
 _LENGTH = re.compile(r"(?mi)^(\s*(?:s|const)\s+\S+\s+|\s*attr\s+\S+\s+ro?c[xy]?\s+)" + _NUMBER)
@@ -80,11 +81,26 @@ def read_out(path: Path) -> np.ndarray:
     return np.array([[float(v) for v in row] for row in rows], dtype=float)
 
 
-def differences(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
+def complex_columns(text: str) -> int | None:
+    """The first output column of a kat file whose outputs are written ``re:im`` (each
+    output a real and an imaginary column after the axis columns), else None."""
+    yaxis = [line.split() for line in text.splitlines()
+             if line.split()[:1] == ["yaxis"] and len(line.split()) > 1]
+    if not yaxis or "re:im" not in yaxis[-1][-1]:
+        return None
+    return max(1, len(_AXES.findall(text)))
+
+
+def differences(ref: np.ndarray, got: np.ndarray,
+                complex_from: int | None = None) -> np.ndarray:
     """Each number's difference relative to the larger of the two values plus its
     column's largest (the table's largest in a column Finesse 2 writes as exact zeros),
     phases modulo 360; ``inf`` and ``nan`` match only themselves. ``ref`` and ``got``
-    have the same shape."""
+    have the same shape. From column ``complex_from`` on (see :func:`complex_columns`)
+    each pair of columns is one complex number, compared by its modulus: a real or an
+    imaginary part that is rounding of a number along the other axis is not a
+    number of its own."""
+    ref, got = _as_moduli(ref, complex_from), _as_moduli(got, complex_from)
     scale = np.maximum(np.abs(ref), np.abs(got))
     column = np.max(np.abs(ref), axis=0, initial=0.0)
     floor = np.where(column > 0, column, np.max(column, initial=0.0))
@@ -94,16 +110,34 @@ def differences(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
         # that small (a 4e-8 relative difference of 3e-11 W).
         difference = ref - got
         wrapped = np.abs(difference - 360.0 * np.round(difference / 360.0))
+        if np.iscomplexobj(difference):
+            wrapped = np.abs(difference)
         rel = np.minimum(np.abs(difference), wrapped) / (scale + floor)
     same = (ref == got) | (np.isnan(ref) & np.isnan(got))  # inf and nan only as themselves
-    return np.where(same, 0.0, np.where(np.isfinite(rel), rel, np.inf))
+    rel = np.where(same, 0.0, np.where(np.isfinite(rel), rel, np.inf))
+    if ref.shape[1:] != got.shape[1:] or not np.iscomplexobj(ref):
+        return rel
+    return np.concatenate([rel[:, :complex_from].real,
+                           np.repeat(rel[:, complex_from:].real, 2, axis=1)], axis=1)
 
 
-def agree(ref: np.ndarray, got: np.ndarray, rtol: float = RTOL) -> str | None:
-    """Return None if ``got`` matches ``ref``, else what differs."""
+def _as_moduli(table: np.ndarray, complex_from: int | None) -> np.ndarray:
+    """``table`` with its ``re:im`` column pairs from ``complex_from`` on as complex
+    numbers (the axis columns before them complex too); as it is without pairs."""
+    if complex_from is None or (table.shape[1] - complex_from) % 2:
+        return table
+    pairs = table[:, complex_from:]
+    return np.concatenate([table[:, :complex_from] + 0j,
+                           pairs[:, 0::2] + 1j * pairs[:, 1::2]], axis=1)
+
+
+def agree(ref: np.ndarray, got: np.ndarray, rtol: float = RTOL,
+          complex_from: int | None = None) -> str | None:
+    """Return None if ``got`` matches ``ref``, else what differs (see
+    :func:`differences` for ``complex_from``)."""
     if ref.shape != got.shape:
         return f"shape {got.shape} != Finesse 2's {ref.shape}"
-    rel = differences(ref, got)
+    rel = differences(ref, got, complex_from)
     bad = rel > rtol
     if not bad.any():
         return None
@@ -112,13 +146,14 @@ def agree(ref: np.ndarray, got: np.ndarray, rtol: float = RTOL) -> str | None:
            f"{got[i, j]!r} vs Finesse 2's {ref[i, j]!r}"
 
 
-def differing_columns(ref: np.ndarray, got: np.ndarray, ours: Path) -> str:
+def differing_columns(ref: np.ndarray, got: np.ndarray, ours: Path,
+                      complex_from: int | None = None) -> str:
     """The names (from the header of our ``.out`` file) of the columns where ``got``
     differs from ``ref`` by more than ``RTOL``; ``ref`` and ``got`` have one shape."""
     header = next((line[1:] for line in ours.read_text().splitlines()
                    if line.startswith("%") and line[1:2] not in ("", " ")), "")
     names = header.split(",")
-    bad = np.flatnonzero((differences(ref, got) > RTOL).any(axis=0))
+    bad = np.flatnonzero((differences(ref, got, complex_from) > RTOL).any(axis=0))
     return "; columns: " + ", ".join(names[j] if j < len(names) else str(j) for j in bad[:8]) \
         + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
 
@@ -144,7 +179,8 @@ def self_consistency(binary: Path, text: str, ref: np.ndarray, work: Path) -> st
     moved = read_out(out) if out is not None else None
     if moved is None or moved.shape != ref.shape:
         return f"; Finesse 2 one ulp longer: {outcome}"
-    return (f"; Finesse 2 itself moves by up to {differences(ref, moved).max():.1e} "
+    moves = differences(ref, moved, complex_columns(text)).max()
+    return (f"; Finesse 2 itself moves by up to {moves:.1e} "
             "when every length is one ulp longer")
 
 
@@ -234,12 +270,14 @@ def measure(binary: Path, corpus: Path, timeout: float) -> dict[str, dict[str, i
                 outcome, detail = run_ours_bounded(local, work, timeout)
                 our_time = time.perf_counter() - start
                 if outcome == "ran":
-                    problem = agree(read_out(ref), read_out(work / "ours.out"))
+                    pairs = complex_columns(text)
+                    problem = agree(read_out(ref), read_out(work / "ours.out"),
+                                    complex_from=pairs)
                     outcome, detail = ("agree", "") if problem is None else ("differ", problem)
                 if outcome == "differ":
                     if "shape" not in detail:
                         detail += differing_columns(read_out(ref), read_out(work / "ours.out"),
-                                                    work / "ours.out")
+                                                    work / "ours.out", pairs)
                     detail += self_consistency(binary, text, read_out(ref), work)
         parts = katfile.relative_to(corpus).parts
         folder = counts.setdefault(parts[0] if len(parts) > 1 else ".",

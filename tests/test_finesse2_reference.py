@@ -22,7 +22,7 @@ REFERENCES = sorted(p.with_suffix(".kat").name for p in DATA.glob("*.out")
                     if p.with_suffix(".kat").exists())
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 from finesse2_corpus import (  # noqa: E402  (the corpus runner's rule)
-    agree, differences, one_ulp_longer, read_out)
+    agree, complex_columns, differences, one_ulp_longer, read_out)
 
 
 def run_kat(tmp_path: Path, name: str) -> tuple[int, Path]:
@@ -35,7 +35,8 @@ def run_kat(tmp_path: Path, name: str) -> tuple[int, Path]:
 def test_agrees_with_finesse2(name: str, tmp_path: Path, capsys) -> None:
     status, out = run_kat(tmp_path, name)
     assert status == 0, capsys.readouterr().err
-    problem = agree(read_out(DATA / name.replace(".kat", ".out")), read_out(out))
+    problem = agree(read_out(DATA / name.replace(".kat", ".out")), read_out(out),
+                    complex_from=complex_columns((DATA / name).read_text()))
     assert problem is None, problem
 
 
@@ -76,7 +77,8 @@ def test_aligo_design_with_modes_traces_as_finesse2(tmp_path: Path, capsys) -> N
     katfile = _aligo_design(tmp_path, (DATA / "aligo_design_homs.extra").read_text())
     assert program.main([str(katfile)]) == 0, capsys.readouterr().err
     problem = agree(read_out(DATA / "aligo_design_homs.out"),
-                    read_out(katfile.with_suffix(".out")))
+                    read_out(katfile.with_suffix(".out")),
+                    complex_from=complex_columns(katfile.read_text()))
     assert problem is None, problem
 
 
@@ -118,7 +120,8 @@ def test_aligo_strain_sensitivity_as_finesse2(tmp_path: Path, capsys) -> None:
     katfile = _aligo_design(tmp_path, (DATA / "aligo_sensitivity.extra").read_text())
     assert program.main([str(katfile)]) == 0, capsys.readouterr().err
     problem = agree(read_out(DATA / "aligo_sensitivity.out"),
-                    read_out(katfile.with_suffix(".out")))
+                    read_out(katfile.with_suffix(".out")),
+                    complex_from=complex_columns(katfile.read_text()))
     assert problem is None, problem
 
 
@@ -129,7 +132,8 @@ def test_aligo_one_test_mass_with_radiation_pressure_as_finesse2(tmp_path: Path,
     katfile = _aligo_design(tmp_path, (DATA / "aligo_darm_etmx.extra").read_text())
     assert program.main([str(katfile)]) == 0, capsys.readouterr().err
     problem = agree(read_out(DATA / "aligo_darm_etmx.out"),
-                    read_out(katfile.with_suffix(".out")))
+                    read_out(katfile.with_suffix(".out")),
+                    complex_from=complex_columns(katfile.read_text()))
     assert problem is None, problem
 
 
@@ -140,7 +144,8 @@ def test_aligo_strain_sensitivity_with_modes_as_finesse2(tmp_path: Path, capsys)
     katfile = _aligo_design(tmp_path, extra)
     assert program.main([str(katfile)]) == 0, capsys.readouterr().err
     problem = agree(read_out(DATA / "aligo_sensitivity_modes.out"),
-                    read_out(katfile.with_suffix(".out")))
+                    read_out(katfile.with_suffix(".out")),
+                    complex_from=complex_columns(katfile.read_text()))
     assert problem is None, problem
 
 
@@ -159,7 +164,8 @@ def test_aligo_darm_at_refl_differs_by_rounding_only(tmp_path: Path, capsys) -> 
     assert program.main([str(longer)]) == 0, capsys.readouterr().err
     ref = read_out(DATA / "aligo_darm.out")
     got, moved = read_out(katfile.with_suffix(".out")), read_out(longer.with_suffix(".out"))
-    diff, own = differences(ref, got), differences(got, moved)
+    pairs = complex_columns(katfile.read_text())
+    diff, own = differences(ref, got, pairs), differences(got, moved, pairs)
     rows, columns = np.nonzero(diff > 1e-9)
     assert set(columns) <= {3, 4} and (ref[rows, 0] < 20).all(), (rows, columns)
     assert (diff.max(axis=1) <= 10 * np.maximum(own.max(axis=1), 1e-9)).all(), (diff, own)
