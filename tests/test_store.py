@@ -18,8 +18,9 @@ from katparallel.store import Store, StoreError, StoreLocked, StudyMismatch
 #: Only a deadlock reaches this.
 TIMEOUT = 120
 
-# A small cavity with higher-order modes; a 2000-point xaxis makes each job
-# take about 0.1 s, so a run can be killed halfway.
+# A small cavity with higher-order modes; the study's jobs after the first few wait
+# at a gate (katparallel._testing.Gate) until the test opens it, so the run is
+# killed with some jobs committed and the rest held: halfway without timing.
 SLOW_MODEL = """
 l L0 P=1
 s s0 L0.p1 m1.p1 L=1
@@ -33,15 +34,19 @@ ad a m2.p2.o f=0
 """
 SLOW_ANALYSIS = "xaxis(m2.phi, lin, 0, 90, 2000)"
 SLOW_POWERS = np.linspace(1, 2, 24)
+FREE_JOBS = 6  # jobs that pass the gate before it opens
 
 CHILD = """
 import sys
 import numpy as np
 from katparallel import Ensemble
+from katparallel._testing import Gate
 
 if __name__ == "__main__":
-    Ensemble({model!r}).vary("L0.P", np.linspace(1, 2, 24)).run(
-        {analysis!r}, backend="multiprocessing", workers=2, progress=False, store=sys.argv[1]
+    db, calls, gate = sys.argv[1:4]
+    Ensemble({model!r}).vary("L0.P", np.linspace(1, 2, 24)).perturb(
+        Gate(calls, gate, free={free})).run(
+        {analysis!r}, backend="multiprocessing", workers=2, progress=False, store=db
     )
 """
 
@@ -79,38 +84,43 @@ def _wait_until_gone(group: int, deadline: float) -> None:
 
 @pytest.mark.timeout(TIMEOUT)
 def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(tmp_path):
-    db = tmp_path / "study.db"
+    from katparallel._testing import Gate
+
+    db, calls, gate = tmp_path / "study.db", tmp_path / "calls", tmp_path / "open"
+    calls.mkdir()
     script = tmp_path / "child.py"
-    script.write_text(CHILD.format(model=SLOW_MODEL, analysis=SLOW_ANALYSIS))
+    script.write_text(CHILD.format(model=SLOW_MODEL, analysis=SLOW_ANALYSIS, free=FREE_JOBS))
     child = subprocess.Popen(
-        [sys.executable, str(script), str(db)], start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [sys.executable, str(script), str(db), str(calls), str(gate)],
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
+        # The gate is closed: the study cannot end; wait until a free job is committed.
         deadline = time.monotonic() + TIMEOUT / 2
         done = 0
-        while time.monotonic() < deadline and child.poll() is None:
+        while done == 0 and time.monotonic() < deadline and child.poll() is None:
             if db.exists():
                 with contextlib.suppress(StoreError):
                     done = len(stored_indices(db))
-            if 4 <= done < len(SLOW_POWERS) - 4:
-                break
-            time.sleep(0.02)
+            time.sleep(0.05)
         assert child.poll() is None, f"the study ended before its kill: {child.stderr.read()}"
-        assert 0 < done < len(SLOW_POWERS)
+        assert 0 < done <= FREE_JOBS
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
     finally:  # the workers notice their parent is gone; make sure of it
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signal.SIGKILL)
         child.stderr.close()
+    _wait_until_gone(child.pid, time.monotonic() + TIMEOUT / 2)  # they hold the store's lock
+    gate.touch()
 
     before = stored_indices(db)
     assert len(before) == len(set(before)) and 0 < len(before) < len(SLOW_POWERS)
     with Store(db) as store:
         seed = store.seed
 
-    ensemble = Ensemble(SLOW_MODEL).vary("L0.P", SLOW_POWERS)  # no seed: the stored one is reused
+    ensemble = Ensemble(SLOW_MODEL).vary("L0.P", SLOW_POWERS).perturb(
+        Gate(calls, gate, free=FREE_JOBS))  # the same study; no seed: the stored one is reused
     resumed = ensemble.run(
         SLOW_ANALYSIS, backend="multiprocessing", workers=2, progress=False, store=db
     )
