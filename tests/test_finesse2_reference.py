@@ -128,7 +128,8 @@ def test_aligo_strain_sensitivity_as_finesse2(tmp_path: Path, capsys) -> None:
 def test_aligo_one_test_mass_with_radiation_pressure_as_finesse2(tmp_path: Path,
                                                                  capsys) -> None:
     # PyKat's aLIGO design + aligo_darm_etmx.extra: one end test mass moved, radiation
-    # pressure on the four test masses, 9 and 45 MHz sidebands, no DARM offset.
+    # pressure on the four test masses, 9 and 45 MHz sidebands, a DARM offset (without
+    # one the dark port's DC signal is a residual that Finesse 2 moves by 3e-3 itself).
     katfile = _aligo_design(tmp_path, (DATA / "aligo_darm_etmx.extra").read_text())
     assert program.main([str(katfile)]) == 0, capsys.readouterr().err
     problem = agree(read_out(DATA / "aligo_darm_etmx.out"),
@@ -150,11 +151,12 @@ def test_aligo_strain_sensitivity_with_modes_as_finesse2(tmp_path: Path, capsys)
 
 
 def test_aligo_darm_at_refl_differs_by_rounding_only(tmp_path: Path, capsys) -> None:
-    # aligo_darm.extra: DARM, both end test masses, at the 9 MHz REFL port is 1/13700
-    # of each one's signal at 5 Hz (each agrees: the test above), and radiation
-    # pressure magnifies rounding there. Where katparallel differs from Finesse 2 by
-    # more than 1e-9 (REFL below 20 Hz), it moves by as much itself when every length
-    # is one ulp longer (as Finesse 2 does, by less): rounding, not a convention.
+    # aligo_darm.extra: DARM, both end test masses, no DARM offset, at the 9 MHz REFL
+    # port is 1/13700 of each one's signal at 5 Hz (ETMX alone agrees to 9e-13), and
+    # radiation pressure magnifies rounding there. Where katparallel differs from
+    # Finesse 2 by more than 1e-9 (REFL at 5 Hz: 7.7e-8), it moves by as much itself
+    # when every length is one ulp longer (6.1e-8; Finesse 2 by 1.4e-8): rounding, not
+    # a convention. The dark port (ASI, ASQ at 45 MHz) agrees at every frequency.
     extra = (DATA / "aligo_darm.extra").read_text()
     katfile = _aligo_design(tmp_path, extra)
     longer = tmp_path / "longer" / "design.kat"
