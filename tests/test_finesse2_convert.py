@@ -124,7 +124,7 @@ def test_finesse2_motion_coupling_is_refused(capsys) -> None:
     assert cli(["convert", str(DATA / "fsig_bs_angles.kat")]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert "line 10: fsig sig b0 1 0" in captured.err, captured.err
+    assert "line 13: fsig sig b0 1 0" in captured.err, captured.err
     assert "KatScript cannot express" in captured.err
 
 
