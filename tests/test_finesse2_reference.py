@@ -114,28 +114,39 @@ def test_laser_gouy_phase_with_a_swept_geometry_is_refused(tmp_path: Path, capsy
     assert "Gouy phase of the beam going into it" in err and "xaxis s0 L" in err, err
 
 
-def test_aligo_strain_sensitivity_as_finesse2(tmp_path: Path, capsys) -> None:
-    # PyKat's aLIGO design + aligo_sensitivity.extra: strain at both arms, radiation
-    # pressure, modulators, qnoisedS (issue 19: the files PyKat users wrote).
-    katfile = _aligo_design(tmp_path, (DATA / "aligo_sensitivity.extra").read_text())
+@pytest.mark.parametrize("name", [
+    # Strain at both arms, radiation pressure, modulators, qnoisedS (issue 19: the
+    # files PyKat users wrote).
+    "aligo_sensitivity",
+    # One end test mass moved, radiation pressure on the four test masses, 9 and 45
+    # MHz sidebands, a DARM offset (without one the dark port's DC signal is a
+    # residual that Finesse 2 moves by 3e-3 itself).
+    "aligo_darm_etmx",
+])
+def test_aligo_design_with_signals_as_finesse2(name: str, tmp_path: Path, capsys) -> None:
+    katfile = _aligo_design(tmp_path, (DATA / f"{name}.extra").read_text())
     assert program.main([str(katfile)]) == 0, capsys.readouterr().err
-    problem = agree(read_out(DATA / "aligo_sensitivity.out"),
-                    read_out(katfile.with_suffix(".out")),
+    problem = agree(read_out(DATA / f"{name}.out"), read_out(katfile.with_suffix(".out")),
                     complex_from=complex_columns(katfile.read_text()))
     assert problem is None, problem
 
 
-def test_aligo_one_test_mass_with_radiation_pressure_as_finesse2(tmp_path: Path,
-                                                                 capsys) -> None:
-    # PyKat's aLIGO design + aligo_darm_etmx.extra: one end test mass moved, radiation
-    # pressure on the four test masses, 9 and 45 MHz sidebands, a DARM offset (without
-    # one the dark port's DC signal is a residual that Finesse 2 moves by 3e-3 itself).
-    katfile = _aligo_design(tmp_path, (DATA / "aligo_darm_etmx.extra").read_text())
-    assert program.main([str(katfile)]) == 0, capsys.readouterr().err
-    problem = agree(read_out(DATA / "aligo_darm_etmx.out"),
-                    read_out(katfile.with_suffix(".out")),
-                    complex_from=complex_columns(katfile.read_text()))
-    assert problem is None, problem
+def _aligo_and_one_ulp_longer(tmp_path: Path, name: str, capsys) -> tuple[np.ndarray, ...]:
+    """Finesse 2's output of PyKat's aLIGO design + ``name.extra``, katparallel's, and
+    katparallel's with every length one ulp longer (its own rounding); with our kat's
+    standard error of the first run."""
+    katfile = _aligo_design(tmp_path, (DATA / f"{name}.extra").read_text())
+    longer = tmp_path / "longer" / "design.kat"
+    longer.parent.mkdir()
+    longer.write_text(one_ulp_longer(katfile.read_text()))
+    assert program.main([str(katfile)]) == 0
+    err = capsys.readouterr().err
+    assert program.main([str(longer)]) == 0, capsys.readouterr().err
+    pairs = complex_columns(katfile.read_text())
+    ref = read_out(DATA / f"{name}.out")
+    got, moved = read_out(katfile.with_suffix(".out")), read_out(longer.with_suffix(".out"))
+    assert got.shape == ref.shape, err
+    return differences(ref, got, pairs), differences(got, moved, pairs), ref, err
 
 
 def test_aligo_strain_sensitivity_with_modes_as_finesse2(tmp_path: Path, capsys) -> None:
@@ -147,19 +158,9 @@ def test_aligo_strain_sensitivity_with_modes_as_finesse2(tmp_path: Path, capsys)
     # katparallel by 2e-8, erratically: 2 ulps longer it agrees to 1e-13), so the kat
     # says so (frontend._Translator.check_noise_with_modes) and the difference must
     # stay within what katparallel itself moves by.
-    extra = (DATA / "aligo_sensitivity_modes.extra").read_text()
-    katfile = _aligo_design(tmp_path, extra)
-    longer = tmp_path / "longer" / "design.kat"
-    longer.parent.mkdir()
-    longer.write_text(one_ulp_longer(katfile.read_text()))
-    assert program.main([str(katfile)]) == 0
-    err = capsys.readouterr().err
+    diff, own, ref, err = _aligo_and_one_ulp_longer(tmp_path, "aligo_sensitivity_modes",
+                                                    capsys)
     assert "quantum noise with higher-order modes (maxtem 2)" in err, err
-    assert program.main([str(longer)]) == 0, capsys.readouterr().err
-    ref = read_out(DATA / "aligo_sensitivity_modes.out")
-    got, moved = read_out(katfile.with_suffix(".out")), read_out(longer.with_suffix(".out"))
-    assert got.shape == ref.shape and complex_columns(katfile.read_text()) is None
-    diff, own = differences(ref, got), differences(got, moved)
     rows, columns = np.nonzero(diff > 1e-9)
     assert set(columns) <= {2, 3} and (ref[rows, 0] > 1000).all(), (rows, columns)
     assert (diff.max(axis=1) <= 10 * np.maximum(own.max(axis=1), 1e-9)).all(), (diff, own)
@@ -172,17 +173,7 @@ def test_aligo_darm_at_refl_differs_by_rounding_only(tmp_path: Path, capsys) -> 
     # Finesse 2 by more than 1e-9 (REFL at 5 Hz: 7.7e-8), it moves by as much itself
     # when every length is one ulp longer (6.1e-8; Finesse 2 by 1.4e-8): rounding, not
     # a convention. The dark port (ASI, ASQ at 45 MHz) agrees at every frequency.
-    extra = (DATA / "aligo_darm.extra").read_text()
-    katfile = _aligo_design(tmp_path, extra)
-    longer = tmp_path / "longer" / "design.kat"
-    longer.parent.mkdir()
-    longer.write_text(one_ulp_longer(katfile.read_text()))
-    assert program.main([str(katfile)]) == 0, capsys.readouterr().err
-    assert program.main([str(longer)]) == 0, capsys.readouterr().err
-    ref = read_out(DATA / "aligo_darm.out")
-    got, moved = read_out(katfile.with_suffix(".out")), read_out(longer.with_suffix(".out"))
-    pairs = complex_columns(katfile.read_text())
-    diff, own = differences(ref, got, pairs), differences(got, moved, pairs)
+    diff, own, ref, _ = _aligo_and_one_ulp_longer(tmp_path, "aligo_darm", capsys)
     rows, columns = np.nonzero(diff > 1e-9)
     assert set(columns) <= {3, 4} and (ref[rows, 0] < 20).all(), (rows, columns)
     assert (diff.max(axis=1) <= 10 * np.maximum(own.max(axis=1), 1e-9)).all(), (diff, own)
