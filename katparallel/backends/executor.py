@@ -13,6 +13,10 @@ executor raised ``concurrent.futures.BrokenExecutor`` (``BrokenProcessPool``,
 ``ProcessPoolExecutor`` is broken for good once one of its workers dies: every
 task still pending fails as crashed, and so does the runner's retry; make a new
 executor (or use ``backend="multiprocessing"``, which replaces dead workers).
+Dask's executor goes on (the nanny restarts the worker), but tasks submitted one at
+a time are placed on workers as they arrive, so those already placed on the worker
+that died fail with it as crashed (with ``allowed-failures`` 0, as on the cluster
+``DaskBackend`` starts); the runner retries each crashed task once.
 """
 
 from __future__ import annotations
