@@ -178,6 +178,17 @@ class Gate:
         return [p.name.split("-")[0] for p in Path(calls).iterdir()]
 
 
+#: A laser and one mirror, a power and an amplitude detector: the model of the studies
+#: run alike on every engine (``tests/mpi/identical_study.py``, the Slurm tests).
+MIRROR_KATSCRIPT = """
+l L0 P=1
+s s0 L0.p1 m.p1 L=1
+m m R=0.4 T=0.5
+pd P m.p2.o
+ad a m.p2.o f=0
+"""
+
+
 #: A plane-wave two-mirror cavity: the suite's model for fast real studies.
 CAVITY_KATSCRIPT = """
 l L0 P=1

@@ -11,18 +11,10 @@ import numpy as np
 import pytest
 
 from katparallel import Ensemble, Normal, Uniform
-from katparallel._testing import Gate
+from katparallel._testing import MIRROR_KATSCRIPT as KATSCRIPT, Gate
 
 #: Seconds any wait on Slurm may take: only a deadlock or a broken daemon reaches it.
 DEADLINE = 120
-
-KATSCRIPT = """
-l L0 P=1
-s s0 L0.p1 m.p1 L=1
-m m R=0.4 T=0.5
-pd P m.p2.o
-ad a m.p2.o f=0
-"""
 
 
 def study(gate: Gate | None = None) -> Ensemble:

@@ -14,15 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from katparallel import Ensemble, Normal, Uniform
+from katparallel._testing import MIRROR_KATSCRIPT as KATSCRIPT
 from katparallel.backends import get_backend_class
-
-KATSCRIPT = """
-l L0 P=1
-s s0 L0.p1 m.p1 L=1
-m m R=0.4 T=0.5
-pd P m.p2.o
-ad a m.p2.o f=0
-"""
 
 
 def jitter(model, rng):
